@@ -1,0 +1,3 @@
+"""hangar: virtual machines on QEMU."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,132 @@
+"""One error tree for all of hangar.
+
+Every error carries a message that says what happened and a hint that says what
+to do. The tree splits in two:
+
+* :class:`NothingChanged` — the request was refused before anything was done
+  (bad input, conflict, not found). Safe to fix and retry.
+* :class:`BrokeHalfway` — something failed while work was under way (a host
+  command, QEMU). hangar reverts what it did, but the caller should know.
+
+Each class maps to a CLI exit code and an HTTP status, so the API and the CLI
+never invent their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+
+class HangarError(Exception):
+    """Root of every error hangar raises on purpose."""
+
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, hint: str = "", details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details: dict[str, Any] = dict(details or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.kind,
+            "message": self.message,
+            "hint": self.hint,
+            "details": self.details,
+        }
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+# --- nothing was changed -------------------------------------------------------------
+
+
+class NothingChanged(HangarError):
+    """The request was refused; nothing on the host was touched."""
+
+    http_status = 400
+    exit_code = 2
+    kind = "refused"
+
+
+class InvalidInput(NothingChanged):
+    http_status = 400
+    kind = "invalid-input"
+
+
+class NotFound(NothingChanged):
+    http_status = 404
+    exit_code = 3
+    kind = "not-found"
+
+
+class Conflict(NothingChanged):
+    http_status = 409
+    exit_code = 4
+    kind = "conflict"
+
+
+class StateConflict(Conflict):
+    """A lifecycle action is not allowed in the VM's current state."""
+
+    kind = "state-conflict"
+
+    def __init__(self, vm: str, action: str, current: str, allowed: Sequence[str]):
+        allowed_text = ", ".join(allowed)
+        super().__init__(
+            f"cannot {action} VM '{vm}': it is {current}",
+            hint=f"'{action}' needs the VM to be {allowed_text}",
+            details={"vm": vm, "action": action, "state": current, "allowed": list(allowed)},
+        )
+
+
+class ResourceLimit(NothingChanged):
+    """The request asks for more than the host (or later, a quota) allows."""
+
+    http_status = 422
+    exit_code = 5
+    kind = "resource-limit"
+
+
+# --- broke halfway -------------------------------------------------------------------
+
+
+class BrokeHalfway(HangarError):
+    """Work was under way when something failed. hangar reverted what it could."""
+
+    http_status = 500
+    exit_code = 10
+    kind = "failed"
+
+
+class HostCommandFailed(BrokeHalfway):
+    kind = "host-command-failed"
+
+    def __init__(self, argv: Sequence[str], returncode: int, output: str, *, hint: str = ""):
+        cmd = " ".join(argv)
+        tail = output.strip()[-2000:]
+        super().__init__(
+            f"host command failed with exit code {returncode}: {cmd}"
+            + (f"\n{tail}" if tail else ""),
+            hint=hint,
+            details={"argv": list(argv), "returncode": returncode, "output": tail},
+        )
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.output = output
+
+
+class QemuFailed(BrokeHalfway):
+    kind = "qemu-failed"
+
+
+class DaemonUnavailable(HangarError):
+    """The CLI could not reach hangard."""
+
+    exit_code = 6
+    kind = "daemon-unavailable"

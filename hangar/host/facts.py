@@ -1,0 +1,23 @@
+"""Facts about the host, probed once by :mod:`hangar.host.probe` and passed around as values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Accelerator = Literal["kvm", "tcg"]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    qemu_binary: str
+    qemu_version: str
+    machine_types: tuple[str, ...]
+    cpus: int
+    memory_bytes: int
+    accelerator: Accelerator
+    accelerator_reason: str
+    # Host TSC frequency, passed to microvm guests as tsc_early_khz: under load the
+    # guest's own calibration can fail and hang the boot (shared/MEASUREMENTS.md).
+    tsc_khz: int | None
+    kvm_device_present: bool

@@ -1,0 +1,65 @@
+"""Where hangar keeps its files.
+
+By default state lives under /var/lib/hangar and runtime files under /run/hangar.
+``HANGAR_HOME=DIR`` puts everything under one folder (``DIR/lib`` and
+``DIR/run``) so that several hangard instances can run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Paths:
+    state: Path
+    runtime: Path
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Paths:
+        env = os.environ if environ is None else environ
+        home = env.get("HANGAR_HOME")
+        if home:
+            root = Path(home).absolute()
+            return cls(state=root / "lib", runtime=root / "run")
+        return cls(state=Path("/var/lib/hangar"), runtime=Path("/run/hangar"))
+
+    @property
+    def database(self) -> Path:
+        return self.state / "hangar.db"
+
+    @property
+    def images(self) -> Path:
+        return self.state / "images"
+
+    @property
+    def cache(self) -> Path:
+        """Downloaded packages and build inputs; safe to delete."""
+        return self.state / "cache"
+
+    @property
+    def vms(self) -> Path:
+        return self.state / "vms"
+
+    @property
+    def socket(self) -> Path:
+        """hangard's API socket. Its folder is 0700, so only root can open it."""
+        return self.runtime / "api" / "hangard.sock"
+
+    def vm_dir(self, vm_id: str) -> Path:
+        return self.vms / vm_id
+
+    def vm_runtime(self, vm_id: str) -> Path:
+        # Unix socket paths are limited to 108 bytes: keep runtime names short.
+        return self.runtime / "vm" / vm_id[:12]
+
+    def ensure(self) -> None:
+        for path in (self.state, self.images, self.cache, self.vms):
+            path.mkdir(parents=True, exist_ok=True)
+        self.runtime.mkdir(parents=True, exist_ok=True)
+        (self.runtime / "vm").mkdir(exist_ok=True)
+        api = self.socket.parent
+        api.mkdir(mode=0o700, exist_ok=True)
+        api.chmod(0o700)

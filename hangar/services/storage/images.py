@@ -1,0 +1,174 @@
+"""The image store: built images, each in its own folder with an ``image.json``.
+
+An image folder holds a kernel (uncompressed vmlinux, booted through its PVH
+entry point), an optional initramfs, and a qcow2 root disk that VM disks are
+linked clones of. Images are installed atomically: built in a temporary folder
+next to the store and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hangar.errors import InvalidInput, NotFound
+from hangar.runner import CommandRunner
+
+IMAGE_FORMAT_VERSION = 1
+MANIFEST = "image.json"
+
+
+class ImageDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpus: int = 1
+    memory: int = 256 * 1024 * 1024
+    disk: int = 1024 * 1024 * 1024
+
+
+class ImageManifest(BaseModel):
+    """What ``image.json`` says. Paths are file names inside the image folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = IMAGE_FORMAT_VERSION
+    name: str
+    recipe_hash: str
+    created_at: str
+    kernel: str
+    initrd: str | None = None
+    # Guest-specific kernel arguments; hangar adds console, panic and timer flags.
+    cmdline: str = ""
+    disk: str
+    disk_format: Literal["qcow2"] = "qcow2"
+    disk_virtual_size: int
+    boot_marker: str
+    defaults: ImageDefaults = Field(default_factory=ImageDefaults)
+    description: str = ""
+
+
+ProgressFn = Callable[[str], None]
+
+
+class Recipe(Protocol):
+    """Something that can build an image from Debian packages."""
+
+    name: str
+
+    def recipe_hash(self, runner: CommandRunner) -> str:
+        """A digest of every input (recipe files, package versions): equal hash, same image."""
+        ...
+
+    def build(
+        self, out_dir: Path, cache_dir: Path, runner: CommandRunner, progress: ProgressFn
+    ) -> ImageManifest:
+        """Build into the empty folder ``out_dir`` and return the manifest (not yet written)."""
+        ...
+
+
+class ImageStore:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def list(self) -> list[ImageManifest]:
+        images = []
+        if self.root.is_dir():
+            for entry in sorted(self.root.iterdir()):
+                manifest = entry / MANIFEST
+                if entry.is_dir() and not entry.name.startswith(".") and manifest.is_file():
+                    images.append(self._read(manifest))
+        return images
+
+    def get(self, name: str) -> ImageManifest:
+        manifest = self.path(name) / MANIFEST
+        if not manifest.is_file():
+            known = ", ".join(m.name for m in self.list()) or "none"
+            raise NotFound(
+                f"no image named '{name}'",
+                hint=f"images here: {known}; build one with 'hangar image build tiny'",
+            )
+        return self._read(manifest)
+
+    def file(self, name: str, member: str) -> Path:
+        return self.path(name) / member
+
+    def _read(self, manifest: Path) -> ImageManifest:
+        data = json.loads(manifest.read_text())
+        if data.get("format_version") != IMAGE_FORMAT_VERSION:
+            raise InvalidInput(
+                f"image at {manifest.parent} has format version {data.get('format_version')}",
+                hint=f"this hangar reads version {IMAGE_FORMAT_VERSION}; rebuild the image",
+            )
+        return ImageManifest.model_validate(data)
+
+    def build(
+        self,
+        recipe: Recipe,
+        cache_dir: Path,
+        runner: CommandRunner,
+        progress: ProgressFn,
+        *,
+        force: bool = False,
+    ) -> tuple[ImageManifest, bool]:
+        """Build ``recipe`` unless an image with the same recipe hash is installed.
+
+        Returns the manifest and whether a build happened. A failed build leaves
+        the store as it was.
+        """
+        wanted = recipe.recipe_hash(runner)
+        target = self.path(recipe.name)
+        if not force and (target / MANIFEST).is_file():
+            current = self._read(target / MANIFEST)
+            if current.recipe_hash == wanted:
+                progress(f"image '{recipe.name}' is up to date")
+                return current, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".build-{recipe.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            built = recipe.build(tmp, cache_dir, runner, progress)
+            manifest = _install(built, tmp, target, wanted)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return manifest, True
+
+
+def _install(built: ImageManifest, tmp: Path, target: Path, digest: str) -> ImageManifest:
+    """Move a finished build into ``target`` under names that carry the recipe hash.
+
+    VM disks are linked clones that name the image disk as their backing file,
+    and VMs boot the kernel they were created with: files of earlier builds are
+    never overwritten, only the manifest is replaced (atomically).
+    """
+    target.mkdir(exist_ok=True)
+    tag = digest[:12]
+    renames: dict[str, str] = {}
+    for member in (built.kernel, built.initrd, built.disk):
+        if member is None:
+            continue
+        stem, dot, suffix = member.partition(".")
+        final = f"{stem}-{tag}{dot}{suffix}"
+        os.replace(tmp / member, target / final)
+        renames[member] = final
+    manifest = built.model_copy(
+        update={
+            "recipe_hash": digest,
+            "kernel": renames[built.kernel],
+            "initrd": renames[built.initrd] if built.initrd else None,
+            "disk": renames[built.disk],
+        }
+    )
+    staging = target / f".{MANIFEST}.tmp"
+    staging.write_text(manifest.model_dump_json(indent=2) + "\n")
+    os.replace(staging, target / MANIFEST)
+    return manifest
