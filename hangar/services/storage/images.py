@@ -13,44 +13,15 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Protocol
 
 from hangar.errors import InvalidInput, NotFound
 from hangar.runner import CommandRunner
+from hangar.spec.image import IMAGE_FORMAT_VERSION, ImageDefaults, ImageManifest
 
-IMAGE_FORMAT_VERSION = 1
+__all__ = ["IMAGE_FORMAT_VERSION", "ImageDefaults", "ImageManifest", "ImageStore", "Recipe"]
+
 MANIFEST = "image.json"
-
-
-class ImageDefaults(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cpus: int = 1
-    memory: int = 256 * 1024 * 1024
-    disk: int = 1024 * 1024 * 1024
-
-
-class ImageManifest(BaseModel):
-    """What ``image.json`` says. Paths are file names inside the image folder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format_version: int = IMAGE_FORMAT_VERSION
-    name: str
-    recipe_hash: str
-    created_at: str
-    kernel: str
-    initrd: str | None = None
-    # Guest-specific kernel arguments; hangar adds console, panic and timer flags.
-    cmdline: str = ""
-    disk: str
-    disk_format: Literal["qcow2"] = "qcow2"
-    disk_virtual_size: int
-    boot_marker: str
-    defaults: ImageDefaults = Field(default_factory=ImageDefaults)
-    description: str = ""
 
 
 ProgressFn = Callable[[str], None]

@@ -1,0 +1,78 @@
+"""The serial console over a websocket: bytes in both directions, one client at a time.
+
+QEMU's chardev socket accepts one connection; a second one would sit unread
+in the backlog, so hangard refuses it with a clear reason instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from hangar.api.deps import platform_of
+from hangar.errors import HangarError
+
+router = APIRouter(prefix="/1.0/vms", tags=["vms"])
+
+# Websocket close codes in the private range 4000-4999, mirroring HTTP statuses.
+CLOSE_BASE = 4000
+_in_use: set[str] = set()
+
+
+@router.websocket("/{name}/console")
+async def console(websocket: WebSocket, name: str) -> None:
+    await websocket.accept()
+    try:
+        path = await platform_of(websocket).vms.console_socket(name)
+    except HangarError as exc:
+        await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
+        return
+    if name in _in_use:
+        await websocket.close(
+            code=CLOSE_BASE + 409, reason=f"the console of '{name}' is in use by another client"
+        )
+        return
+    _in_use.add(name)
+    try:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError as exc:
+            await websocket.close(code=CLOSE_BASE + 503, reason=f"console not reachable: {exc}")
+            return
+        await _pump(websocket, reader, writer)
+    finally:
+        _in_use.discard(name)
+
+
+async def _pump(
+    websocket: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    async def guest_to_client() -> None:
+        while data := await reader.read(4096):
+            await websocket.send_bytes(data)
+
+    async def client_to_guest() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes") or (message.get("text") or "").encode()
+            writer.write(data)
+            await writer.drain()
+
+    tasks = [asyncio.create_task(guest_to_client()), asyncio.create_task(client_to_guest())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
+                await task
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1000, reason="console closed (VM stopped)")

@@ -1,0 +1,74 @@
+"""VM routes: /1.0/vms."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hangar.api.deps import platform_of
+from hangar.services.vms import DEFAULT_STOP_TIMEOUT, StopResult, VMView
+from hangar.spec.vm import VMCreate
+
+router = APIRouter(prefix="/1.0/vms", tags=["vms"])
+
+
+class Launch(VMCreate):
+    """A VMCreate plus whether to start it at once."""
+
+    start: bool = True
+
+
+class StopRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = False
+    timeout: float = Field(default=DEFAULT_STOP_TIMEOUT, gt=0, le=3600)
+
+
+@router.get("")
+async def list_vms(request: Request) -> list[VMView]:
+    return await platform_of(request).vms.list()
+
+
+@router.post("", status_code=201)
+async def create_vm(request: Request, body: Launch) -> VMView:
+    spec = VMCreate.model_validate(body.model_dump(exclude={"start"}))
+    return await platform_of(request).vms.create(spec, start=body.start)
+
+
+@router.get("/{name}")
+async def get_vm(request: Request, name: str) -> VMView:
+    return await platform_of(request).vms.get(name)
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_vm(request: Request, name: str, force: bool = Query(False)) -> Response:
+    await platform_of(request).vms.delete(name, force=force)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/start")
+async def start_vm(request: Request, name: str) -> VMView:
+    return await platform_of(request).vms.start(name)
+
+
+@router.post("/{name}/stop")
+async def stop_vm(request: Request, name: str, body: StopRequest | None = None) -> StopResult:
+    body = body or StopRequest()
+    return await platform_of(request).vms.stop(name, force=body.force, timeout=body.timeout)
+
+
+@router.post("/{name}/restart")
+async def restart_vm(request: Request, name: str, body: StopRequest | None = None) -> StopResult:
+    body = body or StopRequest()
+    return await platform_of(request).vms.restart(name, force=body.force, timeout=body.timeout)
+
+
+@router.post("/{name}/pause")
+async def pause_vm(request: Request, name: str) -> VMView:
+    return await platform_of(request).vms.pause(name)
+
+
+@router.post("/{name}/resume")
+async def resume_vm(request: Request, name: str) -> VMView:
+    return await platform_of(request).vms.resume(name)

@@ -1,0 +1,365 @@
+"""The ``hangar`` command line. It talks only to hangard, through :mod:`hangar.client`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hangar.cli import console as console_cmd
+from hangar.client.client import ApiError, Client
+from hangar.errors import HangarError, InvalidInput
+from hangar.spec.units import format_size, parse_size
+from hangar.spec.vm import PortForward
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console()
+err = Console(stderr=True)
+
+
+def handle_errors(fn: F) -> F:
+    """Print hangar errors as 'error: message' plus the hint, and exit with their code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            _fail(exc.message, exc.hint, exc.remote_exit_code)
+        except HangarError as exc:
+            _fail(exc.message, exc.hint, exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, hint: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    if hint:
+        err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    sys.exit(code)
+
+
+def format_option(fn: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people, json for scripts",
+    )(fn)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _forwards(vm: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{f['host_address']}:{f['host_port']}->{f['guest_port']}/{f['protocol']}"
+        for f in vm.get("forwards", [])
+    )
+
+
+def print_vm(vm: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("name", vm["name"]),
+        ("state", vm["state"]),
+        ("reason", vm["state_reason"] or "-"),
+        ("image", vm["image"]),
+        ("cpus", str(vm["cpus"])),
+        ("memory", format_size(vm["memory"])),
+        ("disk", format_size(vm["disk_size"])),
+        ("machine", f"{vm['machine']} ({vm['accelerator']})"),
+        ("pid", str(vm["pid"] or "-")),
+        ("mac", ", ".join(vm["macs"])),
+        ("forwards", _forwards(vm) or "-"),
+        ("serial log", vm["serial_log"]),
+        ("id", vm["id"]),
+        ("created", vm["created_at"]),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table, highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hangar")
+def cli() -> None:
+    """hangar: virtual machines on QEMU. Talks to hangard over its API socket."""
+
+
+@cli.command()
+@click.argument("image")
+@click.argument("name")
+@click.option("--cpus", type=int, help="virtual CPUs (default: the image's)")
+@click.option("--memory", help="memory, e.g. 256M or 1G (default: the image's)")
+@click.option("--disk", help="root disk size, e.g. 2G (default: the image's)")
+@click.option(
+    "--forward",
+    "forwards",
+    multiple=True,
+    metavar="HOSTPORT:GUESTPORT",
+    help="forward 127.0.0.1:HOSTPORT to the guest's port (repeatable; /udp for UDP)",
+)
+@click.option("--no-start", is_flag=True, help="create the VM but do not start it")
+@format_option
+@handle_errors
+def launch(
+    image: str,
+    name: str,
+    cpus: int | None,
+    memory: str | None,
+    disk: str | None,
+    forwards: tuple[str, ...],
+    no_start: bool,
+    fmt: str,
+) -> None:
+    """Create VM NAME from IMAGE and start it."""
+    spec: dict[str, Any] = {"name": name, "image": image}
+    if cpus is not None:
+        spec["cpus"] = cpus
+    if memory is not None:
+        spec["memory"] = parse_size(memory, what="--memory")
+    if disk is not None:
+        spec["disk"] = parse_size(disk, what="--disk")
+    if forwards:
+        parsed = [PortForward.parse(f).model_dump() for f in forwards]
+        spec["nics"] = [{"type": "user", "forwards": parsed}]
+    with Client() as client:
+        vm = client.launch(spec, start=not no_start)
+    if fmt == "json":
+        emit_json(vm)
+        return
+    out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}", highlight=False)
+    for f in vm["forwards"]:
+        if f["guest_port"] == 80 and f["protocol"] == "tcp":
+            out.print(f"  web:     http://{f['host_address']}:{f['host_port']}/", highlight=False)
+    out.print(f"  console: hangar console {name}   (detach with Ctrl-])", highlight=False)
+    out.print(f"  logs:    hangar logs {name} --follow", highlight=False)
+
+
+@cli.command(name="list")
+@format_option
+@handle_errors
+def list_vms(fmt: str) -> None:
+    """List VMs with their state."""
+    with Client() as client:
+        vms = client.vms()
+    if fmt == "json":
+        emit_json(vms)
+        return
+    table = Table()
+    for column in ("NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "FORWARDS"):
+        table.add_column(column)
+    for vm in vms:
+        table.add_row(
+            vm["name"],
+            vm["state"],
+            vm["image"],
+            str(vm["cpus"]),
+            format_size(vm["memory"]),
+            format_size(vm["disk_size"]),
+            _forwards(vm),
+        )
+    out.print(table, highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@format_option
+@handle_errors
+def info(name: str, fmt: str) -> None:
+    """Show one VM in detail."""
+    with Client() as client:
+        vm = client.vm(name)
+    if fmt == "json":
+        emit_json(vm)
+    else:
+        print_vm(vm)
+
+
+def _power_command(action: str, doc: str) -> None:
+    @cli.command(name=action, help=doc)
+    @click.argument("name")
+    @format_option
+    @handle_errors
+    def command(name: str, fmt: str) -> None:
+        with Client() as client:
+            vm = getattr(client, action)(name)
+        if fmt == "json":
+            emit_json(vm)
+        else:
+            out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}", highlight=False)
+
+
+_power_command("start", "Start a stopped VM.")
+_power_command("pause", "Pause a running VM (its vCPUs stop; memory stays).")
+_power_command("resume", "Resume a paused VM.")
+
+_METHODS = {
+    "acpi": "the guest shut down after the ACPI power button",
+    "forced": "forced off",
+    "forced-after-timeout": "forced off: the guest ignored the ACPI power button",
+}
+
+
+def _stop_like(action: str, doc: str) -> None:
+    @cli.command(name=action, help=doc)
+    @click.argument("name")
+    @click.option("--force", is_flag=True, help="do not ask the guest; turn it off at once")
+    @click.option(
+        "--timeout", type=float, default=30.0, show_default=True, help="seconds to wait for ACPI"
+    )
+    @format_option
+    @handle_errors
+    def command(name: str, force: bool, timeout: float, fmt: str) -> None:
+        with Client() as client:
+            result = getattr(client, action)(name, force=force, timeout=timeout)
+        if fmt == "json":
+            emit_json(result)
+            return
+        vm = result["vm"]
+        how = _METHODS.get(result["method"], result["method"])
+        out.print(f"VM [bold]{vm['name']}[/] is {vm['state']} ({how})", highlight=False)
+
+
+_stop_like("stop", "Stop a VM: ACPI shutdown, forced after --timeout seconds.")
+_stop_like("restart", "Restart a VM: stop it (as 'stop' does) and start it again.")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="stop the VM first if it is running")
+@handle_errors
+def delete(name: str, force: bool) -> None:
+    """Delete a VM and all its files."""
+    with Client() as client:
+        client.delete(name, force=force)
+    out.print(f"VM [bold]{name}[/] deleted", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new output")
+@click.option("--lines", "-n", type=int, default=100, show_default=True)
+@handle_errors
+def logs(name: str, follow: bool, lines: int) -> None:
+    """Print a VM's serial console output."""
+    with Client() as client:
+        if not follow:
+            click.echo(client.logs(name, lines=lines), nl=False)
+            return
+        try:
+            with client.follow_logs(name, lines=lines) as chunks:
+                for chunk in chunks:
+                    click.echo(chunk, nl=False)
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+@click.argument("name")
+@handle_errors
+def console(name: str) -> None:
+    """Attach to a VM's serial console (detach with Ctrl-])."""
+    with Client() as client:
+        console_cmd.attach(client, name)
+
+
+@cli.group()
+def host() -> None:
+    """The host hangard runs on."""
+
+
+@host.command(name="info")
+@format_option
+@handle_errors
+def host_info(fmt: str) -> None:
+    """Show QEMU, CPUs, memory and the accelerator chosen (and why)."""
+    with Client() as client:
+        facts = client.host_info()
+    if fmt == "json":
+        emit_json(facts)
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("hangar", facts["hangar_version"])
+    table.add_row("qemu", f"{facts['qemu_version']} ({facts['qemu_binary']})")
+    table.add_row("accelerator", facts["accelerator"])
+    table.add_row("why", facts["accelerator_reason"])
+    table.add_row("cpus", str(facts["cpus"]))
+    table.add_row("memory", format_size(facts["memory_bytes"]))
+    table.add_row("/dev/kvm", "present" if facts["kvm_device_present"] else "absent")
+    table.add_row("tsc", f"{facts['tsc_khz']} kHz" if facts["tsc_khz"] else "unknown")
+    table.add_row("machines", ", ".join(facts["machine_types"]))
+    out.print(table, highlight=False)
+
+
+@cli.group()
+def image() -> None:
+    """Guest images."""
+
+
+@image.command(name="build")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="rebuild even if the image is up to date")
+@format_option
+@handle_errors
+def image_build(name: str, force: bool, fmt: str) -> None:
+    """Build an image from Debian packages (cached; rebuilt only when its recipe changes)."""
+    with Client() as client, err.status(f"building image {name}…"):
+        result = client.build_image(name, force=force)
+    if fmt == "json":
+        emit_json(result)
+        return
+    for line in result["log"]:
+        out.print(f"  {line}", highlight=False)
+    verb = "built" if result["built"] else "up to date"
+    out.print(f"image [bold]{name}[/] {verb}", highlight=False)
+
+
+@image.command(name="list")
+@format_option
+@handle_errors
+def image_list(fmt: str) -> None:
+    """List the images that are built."""
+    with Client() as client:
+        images = client.images()
+    if fmt == "json":
+        emit_json(images)
+        return
+    table = Table()
+    for column in ("NAME", "DISK", "MEMORY", "CREATED", "RECIPE", "DESCRIPTION"):
+        table.add_column(column)
+    for img in images:
+        table.add_row(
+            img["name"],
+            format_size(img["disk_virtual_size"]),
+            format_size(img["defaults"]["memory"]),
+            img["created_at"],
+            img["recipe_hash"][:12],
+            img["description"],
+        )
+    out.print(table, highlight=False)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except InvalidInput as exc:  # raised while parsing options
+        _fail(exc.message, exc.hint, exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""A typed client for hangard's REST API (over its unix socket).
+
+Used by the CLI, the tests and the benchmarks. API errors come back as
+:class:`ApiError` carrying the daemon's message, hint and exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from websockets.sync.client import ClientConnection, unix_connect
+
+from hangar import errors
+from hangar.errors import DaemonUnavailable, HangarError
+from hangar.paths import Paths
+
+
+def _exit_codes() -> dict[str, int]:
+    codes: dict[str, int] = {}
+    stack: list[type[HangarError]] = [HangarError]
+    while stack:
+        cls = stack.pop()
+        codes[cls.kind] = cls.exit_code
+        stack.extend(cls.__subclasses__())
+    return codes
+
+
+_EXIT_CODES = _exit_codes()
+
+
+class ApiError(HangarError):
+    """An error answered by hangard, rebuilt on the client side."""
+
+    def __init__(self, status: int, body: Mapping[str, Any]):
+        super().__init__(
+            str(body.get("message", f"hangard answered HTTP {status}")),
+            hint=str(body.get("hint", "")),
+            details=dict(body.get("details") or {}),
+        )
+        self.status = status
+        self.remote_kind = str(body.get("error", "error"))
+        self.remote_exit_code = _EXIT_CODES.get(self.remote_kind, errors.HangarError.exit_code)
+
+
+def _unavailable(socket_path: Path, exc: Exception) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"hangard is not running (cannot connect to {socket_path}: {exc})",
+        hint="start it with 'hangard &' as root (or run the README's demo command); "
+        "set HANGAR_HOME if it runs with another home",
+    )
+
+
+class Client:
+    def __init__(self, socket_path: Path | None = None, *, timeout: float = 120.0):
+        self.socket_path = socket_path or Paths.from_env().socket
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+            base_url="http://hangard",
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        try:
+            kwargs: dict[str, Any] = {"json": json, "params": params}
+            if timeout is not None:
+                kwargs["timeout"] = timeout
+            response = self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
+            raise _unavailable(self.socket_path, exc) from exc
+        return self._decode(response)
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"message": response.text or f"HTTP {response.status_code}"}
+            raise ApiError(response.status_code, body if isinstance(body, dict) else {})
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # --- host and images -------------------------------------------------------------
+
+    def host_info(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", "/1.0/host"))
+
+    def images(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/images"))
+
+    def build_image(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request("POST", "/1.0/images", json={"name": name, "force": force}, timeout=1800),
+        )
+
+    # --- VMs --------------------------------------------------------------------------
+
+    def vms(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/vms"))
+
+    def vm(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{name}"))
+
+    def launch(self, spec: Mapping[str, Any], *, start: bool = True) -> dict[str, Any]:
+        body = {**spec, "start": start}
+        return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body))
+
+    def start(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/start"))
+
+    def stop(self, name: str, *, force: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request(
+                "POST",
+                f"/1.0/vms/{name}/stop",
+                json={"force": force, "timeout": timeout},
+                timeout=timeout + 60,
+            ),
+        )
+
+    def restart(self, name: str, *, force: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request(
+                "POST",
+                f"/1.0/vms/{name}/restart",
+                json={"force": force, "timeout": timeout},
+                timeout=timeout + 60,
+            ),
+        )
+
+    def pause(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/pause"))
+
+    def resume(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/resume"))
+
+    def delete(self, name: str, *, force: bool = False) -> None:
+        self.request("DELETE", f"/1.0/vms/{name}", params={"force": force})
+
+    def logs(self, name: str, *, lines: int = 100) -> str:
+        try:
+            response = self._http.get(f"/1.0/vms/{name}/logs", params={"lines": lines})
+        except httpx.ConnectError as exc:
+            raise _unavailable(self.socket_path, exc) from exc
+        self._decode_error(response)
+        return response.text
+
+    @contextmanager
+    def follow_logs(self, name: str, *, lines: int = 100) -> Iterator[Iterator[str]]:
+        """Stream a VM's serial output as text chunks until the caller stops reading."""
+        try:
+            with self._http.stream(
+                "GET",
+                f"/1.0/vms/{name}/logs",
+                params={"lines": lines, "follow": True},
+                timeout=httpx.Timeout(10.0, read=None),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._decode_error(response)
+                yield response.iter_text()
+        except httpx.ConnectError as exc:
+            raise _unavailable(self.socket_path, exc) from exc
+
+    def _decode_error(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            self._decode(response)
+
+    def console(self, name: str) -> ClientConnection:
+        """Open the VM's serial console: a websocket carrying raw bytes both ways."""
+        try:
+            return unix_connect(
+                str(self.socket_path), f"ws://hangard/1.0/vms/{name}/console", max_size=None
+            )
+        except (OSError, FileNotFoundError) as exc:
+            raise _unavailable(self.socket_path, exc) from exc

@@ -1,0 +1,134 @@
+"""VM config -> QEMU command line. Pure and deterministic: golden-file tested.
+
+Every host fact arrives as an argument (``HostFacts``, ``VMFiles``); nothing here
+looks at the host. The order of arguments is stable so golden files stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hangar.host.accel import accel_args
+from hangar.host.facts import HostFacts
+from hangar.spec.vm import NicConfig, VMConfig, vm_uuid
+
+
+@dataclass(frozen=True)
+class VMFiles:
+    """Where one VM's files live. Sockets sit in the short runtime folder (108-byte limit)."""
+
+    dir: Path
+    runtime: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.dir / "root.qcow2"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.dir / "serial.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        """QEMU's own stdout and stderr: where its error messages go."""
+        return self.dir / "qemu.log"
+
+    @property
+    def exit_status(self) -> Path:
+        """Written by the supervising shell when QEMU exits: its exit status."""
+        return self.dir / "exit-status"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.runtime / "qemu.pid"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.runtime / "qmp.sock"
+
+    @property
+    def console_socket(self) -> Path:
+        return self.runtime / "console.sock"
+
+
+def kernel_cmdline(config: VMConfig, host: HostFacts) -> str:
+    """The guest kernel's command line: hangar's flags, then the image's own."""
+    args = ["console=ttyS0", "panic=-1"]
+    if host.tsc_khz:
+        # microvm has no HPET: under host load the guest's TSC calibration can
+        # fail and the boot hangs at 0.000000 (shared/MEASUREMENTS.md).
+        args.append(f"tsc_early_khz={host.tsc_khz}")
+    args.append(f"hangar.name={config.name}")
+    if config.boot.cmdline:
+        args.append(config.boot.cmdline)
+    return " ".join(args)
+
+
+def _nic_args(index: int, nic: NicConfig) -> list[str]:
+    netdev = [f"user,id=net{index}"]
+    for fwd in nic.forwards:
+        netdev.append(
+            f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}"
+        )
+    return [
+        "-netdev",
+        ",".join(netdev),
+        "-device",
+        f"virtio-net-device,netdev=net{index},mac={nic.mac}",
+    ]
+
+
+def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
+    """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP."""
+    argv = [
+        host.qemu_binary,
+        "-name",
+        f"{config.name},debug-threads=on",
+        "-uuid",
+        vm_uuid(config.id),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        # A guest reboot or panic makes QEMU exit; hangard sees why over QMP
+        # and decides what to do, instead of a guest spinning at 100 % CPU.
+        "-no-reboot",
+        "-S",
+        *accel_args(host, config.cpus),
+        "-machine",
+        "microvm,x-option-roms=off,rtc=on,acpi=on,isa-serial=on",
+        "-smp",
+        str(config.cpus),
+        "-m",
+        f"{config.memory // (1024 * 1024)}M",
+        "-kernel",
+        config.boot.kernel,
+    ]
+    if config.boot.initrd:
+        argv += ["-initrd", config.boot.initrd]
+    argv += [
+        "-append",
+        kernel_cmdline(config, host),
+        # Explicit formats at every level: QEMU never probes an image.
+        "-blockdev",
+        f"driver=file,filename={files.disk},node-name=root-file,discard=unmap",
+        "-blockdev",
+        "driver=qcow2,file=root-file,node-name=root,discard=unmap",
+        "-device",
+        "virtio-blk-device,drive=root",
+    ]
+    for index, nic in enumerate(config.nics):
+        argv += _nic_args(index, nic)
+    argv += [
+        "-chardev",
+        f"socket,id=console,path={files.console_socket},server=on,wait=off,"
+        f"logfile={files.serial_log},logappend=on",
+        "-serial",
+        "chardev:console",
+        "-qmp",
+        f"unix:{files.qmp_socket},server=on,wait=off",
+        "-pidfile",
+        str(files.pidfile),
+    ]
+    return argv

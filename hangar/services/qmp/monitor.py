@@ -1,0 +1,105 @@
+"""Thin typed wrappers over the ``qemu.qmp`` library's async client.
+
+One :class:`Monitor` per running VM: QEMU's QMP socket takes one client at a
+time, so hangard holds the connection and every QMP command goes through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from hangar.errors import QemuFailed
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
+
+
+class Monitor:
+    def __init__(self, name: str):
+        self._client = QMPClient(name)
+        # qemu.qmp logs every disconnect at ERROR level; QEMU exiting is normal here.
+        logging.getLogger("qemu.qmp.protocol").setLevel(logging.CRITICAL)
+        self._events_task: asyncio.Task[None] | None = None
+
+    async def connect(self, socket: Path, *, timeout: float, alive: Callable[[], bool]) -> None:
+        """Connect to QEMU's QMP socket, retrying until it appears.
+
+        ``alive`` tells whether QEMU is still worth waiting for. Raises
+        :class:`QemuFailed` when it dies first or ``timeout`` seconds pass.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.005
+        while True:
+            if socket.exists():
+                try:
+                    await self._client.connect(str(socket))
+                    return
+                except (QMPError, OSError):
+                    pass
+            if not alive():
+                raise QemuFailed("QEMU exited before its QMP socket answered")
+            if loop.time() > deadline:
+                raise QemuFailed(f"QEMU's QMP socket {socket} did not answer in {timeout} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def on_event(self, handler: EventHandler) -> None:
+        """Call ``handler(name, data)`` for every QMP event until the connection closes."""
+
+        async def pump() -> None:
+            async for event in self._client.events:
+                try:
+                    data = event.get("data")
+                    result = handler(str(event["event"]), data if isinstance(data, dict) else {})
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("QMP event handler failed")
+
+        self._events_task = asyncio.create_task(pump())
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> Any:
+        try:
+            return await self._client.execute(command, arguments)
+        except ExecuteError as exc:
+            raise QemuFailed(f"QMP {command} failed: {exc}") from exc
+        except (QMPError, OSError, EOFError) as exc:
+            raise QemuFailed(f"QMP {command} failed: QEMU is not answering ({exc})") from exc
+
+    async def status(self) -> str:
+        """QEMU's run state: 'running', 'paused', 'prelaunch', 'shutdown', ..."""
+        reply = cast(dict[str, Any], await self.execute("query-status"))
+        return str(reply["status"])
+
+    async def cont(self) -> None:
+        await self.execute("cont")
+
+    async def stop(self) -> None:
+        await self.execute("stop")
+
+    async def powerdown(self) -> None:
+        """Press the ACPI power button."""
+        await self.execute("system_powerdown")
+
+    async def quit(self) -> None:
+        """Ask QEMU to exit now (it flushes its disks first)."""
+        # QEMU may close the socket before the reply arrives: that is success.
+        with contextlib.suppress(QemuFailed):
+            await self.execute("quit")
+
+    async def close(self) -> None:
+        if self._events_task is not None:
+            self._events_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._events_task
+        with contextlib.suppress(Exception):
+            await self._client.disconnect()

@@ -1,0 +1,354 @@
+"""VM lifecycle use cases: create, start, stop, pause, resume, restart, delete.
+
+The database holds intent and the last recorded state; a running QEMU holds
+the truth (asked over QMP). Each VM has one lock: actions on one VM run one at
+a time; actions on different VMs run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from hangar.errors import Conflict, HangarError, QemuFailed, StateConflict
+from hangar.host.facts import HostFacts
+from hangar.paths import Paths
+from hangar.runner import CommandRunner
+from hangar.services import ports
+from hangar.services.lifecycle import Action, PowerState, check
+from hangar.services.qemu import img, process
+from hangar.services.qemu.argv import VMFiles, render_argv
+from hangar.services.storage.images import ImageStore
+from hangar.services.supervisor import Outcome, Runtime, Supervisor
+from hangar.services.undo import revert_on_error
+from hangar.spec.resolve import resolve
+from hangar.spec.vm import PortForward, VMConfig, VMCreate, check_name
+from hangar.state.vms import VMRecord, VMRepository
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP_TIMEOUT = 30.0
+FORCE_STOP_TIMEOUT = 10.0
+
+
+class VMView(BaseModel):
+    """A VM as the API shows it."""
+
+    id: str
+    name: str
+    image: str
+    state: PowerState
+    state_reason: str
+    cpus: int
+    memory: int
+    disk_size: int
+    machine: str
+    accelerator: str
+    pid: int | None
+    forwards: list[PortForward]
+    macs: list[str]
+    boot_marker: str
+    created_at: str
+    serial_log: str
+
+
+class StopResult(BaseModel):
+    vm: VMView
+    method: str
+
+
+class VMService:
+    def __init__(
+        self,
+        paths: Paths,
+        repo: VMRepository,
+        images: ImageStore,
+        host: HostFacts,
+        runner: CommandRunner,
+    ):
+        self.paths = paths
+        self.repo = repo
+        self.images = images
+        self.host = host
+        self.runner = runner
+        self.supervisor = Supervisor(self._on_exit)
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- reading -----------------------------------------------------------------
+
+    def files(self, config: VMConfig) -> VMFiles:
+        return VMFiles(dir=self.paths.vm_dir(config.id), runtime=self.paths.vm_runtime(config.id))
+
+    async def state_of(self, record: VMRecord) -> PowerState:
+        runtime = self.supervisor.get(record.id)
+        if runtime is not None:
+            return await runtime.power_state()
+        return PowerState(record.state)
+
+    async def view(self, record: VMRecord) -> VMView:
+        config = record.config
+        runtime = self.supervisor.get(record.id)
+        return VMView(
+            id=config.id,
+            name=config.name,
+            image=config.image,
+            state=await self.state_of(record),
+            state_reason=record.state_reason,
+            cpus=config.cpus,
+            memory=config.memory,
+            disk_size=config.disk_size,
+            machine=config.machine,
+            accelerator=self.host.accelerator,
+            pid=runtime.pid if runtime else None,
+            forwards=[f for nic in config.nics for f in nic.forwards],
+            macs=[nic.mac for nic in config.nics],
+            boot_marker=config.boot_marker,
+            created_at=record.created_at,
+            serial_log=str(self.files(config).serial_log),
+        )
+
+    async def get(self, name: str) -> VMView:
+        return await self.view(self.repo.get(name))
+
+    async def list(self) -> list[VMView]:
+        records = self.repo.list()
+        return list(await asyncio.gather(*(self.view(r) for r in records)))
+
+    async def console_socket(self, name: str) -> Path:
+        """The serial console's unix socket of a running or paused VM."""
+        record = self.repo.get(name)
+        state = await self.state_of(record)
+        if state not in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING):
+            raise StateConflict(
+                name, "attach to the console of", state.value, ["running", "paused"]
+            )
+        return self.files(record.config).console_socket
+
+    # --- create and delete --------------------------------------------------------
+
+    async def create(self, request: VMCreate, *, start: bool = True) -> VMView:
+        """Create a VM from an image (a linked clone of its disk) and start it unless told not to.
+
+        Nothing is left behind when any step fails: no row, no file, no process.
+        """
+        check_name(request.name)
+        async with self._locks[f"name:{request.name}"]:
+            if self.repo.find(request.name) is not None:
+                raise Conflict(
+                    f"a VM named '{request.name}' already exists",
+                    hint="pick another name, or delete the existing VM first",
+                )
+            image = self.images.get(request.image)
+            image_dir = self.images.path(image.name)
+            vm_id = uuid.uuid4().hex
+            config = resolve(
+                request,
+                image,
+                self.host,
+                vm_id=vm_id,
+                kernel_path=str(image_dir / image.kernel),
+                initrd_path=str(image_dir / image.initrd) if image.initrd else None,
+            )
+            self._check_ports(config)
+            files = self.files(config)
+            async with revert_on_error() as undo:
+                files.dir.mkdir(parents=True)
+                undo.push("remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True))
+                await asyncio.to_thread(
+                    img.create_overlay,
+                    self.runner,
+                    image_dir / image.disk,
+                    files.disk,
+                    config.disk_size,
+                )
+                record = self.repo.insert(config, PowerState.STOPPED)
+                undo.push("delete VM row", lambda: self.repo.delete(vm_id))
+                if start:
+                    async with self._locks[vm_id]:
+                        await self._start(record)
+            return await self.get(config.name)
+
+    async def delete(self, name: str, *, force: bool = False) -> None:
+        """Delete a VM and every file hangard made for it. ``force`` stops it first."""
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            state = await self.state_of(record)
+            check(name, Action.FORCE_DELETE if force else Action.DELETE, state)
+            runtime = self.supervisor.get(record.id)
+            if runtime is not None:
+                await self._force_stop(runtime, "deleted")
+            files = self.files(record.config)
+            shutil.rmtree(files.dir, ignore_errors=True)
+            shutil.rmtree(files.runtime, ignore_errors=True)
+            self.repo.delete(record.id)
+        self._locks.pop(record.id, None)
+
+    # --- power ----------------------------------------------------------------------
+
+    async def start(self, name: str) -> VMView:
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            check(name, Action.START, await self.state_of(record))
+            self._check_ports(record.config)
+            await self._start(record)
+        return await self.get(name)
+
+    async def _start(self, record: VMRecord) -> Runtime:
+        """Start QEMU paused, wire it up over QMP, then continue it."""
+        config = record.config
+        files = self.files(config)
+        argv = render_argv(config, self.host, files)
+        self.repo.set_state(record.id, PowerState.STARTING)
+        try:
+            runtime = await self.supervisor.launch(config.id, config.name, argv, files)
+        except HangarError:
+            self.repo.set_state(record.id, record.state, record.state_reason)
+            raise
+        runtime.transition = PowerState.STARTING
+        try:
+            await runtime.monitor.cont()
+        except QemuFailed:
+            await self._force_stop(runtime, "failed to start")
+            self.repo.set_state(record.id, record.state, record.state_reason)
+            raise
+        runtime.transition = None
+        self.repo.set_state(record.id, PowerState.RUNNING)
+        return runtime
+
+    async def stop(
+        self, name: str, *, force: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT
+    ) -> StopResult:
+        """Stop a VM: ACPI power button, wait ``timeout`` s, then force. Says which happened."""
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            state = await self.state_of(record)
+            check(name, Action.FORCE_STOP if force else Action.STOP, state)
+            runtime = self._runtime(record)
+            method = await self._stop(runtime, force=force, timeout=timeout)
+        return StopResult(vm=await self.get(name), method=method)
+
+    async def _stop(self, runtime: Runtime, *, force: bool, timeout: float) -> str:
+        if force:
+            await self._force_stop(runtime, "force-stopped")
+            return "forced"
+        if await runtime.power_state() is PowerState.PAUSED:
+            # A paused guest cannot see the power button.
+            await runtime.monitor.cont()
+        runtime.transition = PowerState.STOPPING
+        runtime.stop_reason = "stopped: the guest powered off after the ACPI power button"
+        await runtime.monitor.powerdown()
+        try:
+            await asyncio.wait_for(runtime.exited.wait(), timeout)
+            return "acpi"
+        except TimeoutError:
+            await self._force_stop(
+                runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
+            )
+            return "forced-after-timeout"
+
+    async def _force_stop(self, runtime: Runtime, reason: str) -> None:
+        """QMP quit (QEMU flushes disks), SIGKILL if that does not end it."""
+        runtime.transition = PowerState.STOPPING
+        runtime.stop_reason = reason
+        await runtime.monitor.quit()
+        try:
+            await asyncio.wait_for(runtime.exited.wait(), FORCE_STOP_TIMEOUT)
+        except TimeoutError:
+            runtime.kill()
+            await asyncio.wait_for(runtime.exited.wait(), FORCE_STOP_TIMEOUT)
+
+    async def pause(self, name: str) -> VMView:
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            check(name, Action.PAUSE, await self.state_of(record))
+            await self._runtime(record).monitor.stop()
+            self.repo.set_state(record.id, PowerState.PAUSED)
+        return await self.get(name)
+
+    async def resume(self, name: str) -> VMView:
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            check(name, Action.RESUME, await self.state_of(record))
+            await self._runtime(record).monitor.cont()
+            self.repo.set_state(record.id, PowerState.RUNNING)
+        return await self.get(name)
+
+    async def restart(
+        self, name: str, *, force: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT
+    ) -> StopResult:
+        """Stop (as ``stop`` does) and start again, in a fresh QEMU process."""
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            check(name, Action.RESTART, await self.state_of(record))
+            method = await self._stop(self._runtime(record), force=force, timeout=timeout)
+            await self._start(self.repo.get(name))
+        return StopResult(vm=await self.get(name), method=method)
+
+    def _runtime(self, record: VMRecord) -> Runtime:
+        runtime = self.supervisor.get(record.id)
+        if runtime is None:
+            raise QemuFailed(f"VM '{record.name}' has no running QEMU")
+        return runtime
+
+    def _check_ports(self, config: VMConfig) -> None:
+        owners: dict[tuple[str, int], str] = {
+            (fwd.protocol, fwd.host_port): other.name
+            for other in self.repo.list()
+            if other.id != config.id
+            for nic in other.config.nics
+            for fwd in nic.forwards
+        }
+        ports.check_free((f for nic in config.nics for f in nic.forwards), owners=owners)
+
+    # --- supervision ----------------------------------------------------------------
+
+    async def _on_exit(self, runtime: Runtime, outcome: Outcome) -> None:
+        log.info("VM %s: %s (%s)", runtime.name, outcome.state, outcome.reason)
+        self.repo.set_state(runtime.vm_id, outcome.state, outcome.reason)
+        if outcome.reboot:
+            task = asyncio.create_task(self._reboot(runtime.name))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reboot(self, name: str) -> None:
+        try:
+            await self.start(name)
+        except HangarError as exc:
+            log.warning("VM %s: restart after guest reboot failed: %s", name, exc)
+
+    async def reconcile(self) -> None:
+        """Adopt QEMUs that kept running while hangard was away; record the ones that vanished."""
+        for record in self.repo.list():
+            files = self.files(record.config)
+            runtime = await self.supervisor.adopt(record.id, record.name, files)
+            if runtime is not None:
+                state = await runtime.power_state()
+                self.repo.set_state(record.id, state, "adopted after hangard restarted")
+                continue
+            if record.state in (PowerState.STOPPED, PowerState.CRASHED):
+                continue
+            status = process.read_exit_status(files)
+            if status is not None and status.clean:
+                self.repo.set_state(
+                    record.id, PowerState.STOPPED, "QEMU exited while hangard was away"
+                )
+            else:
+                why = status.describe() if status else "QEMU vanished"
+                tail = process.serial_tail(files, 8)
+                reason = f"{why} while hangard was away" + (
+                    "; last serial output:\n" + "\n".join(tail) if tail else ""
+                )
+                self.repo.set_state(record.id, PowerState.CRASHED, reason)
+
+    async def shutdown(self) -> None:
+        """hangard is stopping: let go of every QEMU, leaving the VMs running."""
+        for task in list(self._background):
+            task.cancel()
+        await self.supervisor.detach_all()

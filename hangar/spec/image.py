@@ -1,0 +1,38 @@
+"""The image manifest (``image.json``): what an installed image holds and how it boots."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IMAGE_FORMAT_VERSION = 1
+
+
+class ImageDefaults(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpus: int = 1
+    memory: int = 256 * 1024 * 1024
+    disk: int = 1024 * 1024 * 1024
+
+
+class ImageManifest(BaseModel):
+    """What ``image.json`` says. Paths are file names inside the image folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = IMAGE_FORMAT_VERSION
+    name: str
+    recipe_hash: str
+    created_at: str
+    kernel: str
+    initrd: str | None = None
+    # Guest-specific kernel arguments; hangar adds console, panic and timer flags.
+    cmdline: str = ""
+    disk: str
+    disk_format: Literal["qcow2"] = "qcow2"
+    disk_virtual_size: int
+    boot_marker: str
+    defaults: ImageDefaults = Field(default_factory=ImageDefaults)
+    description: str = ""

@@ -1,0 +1,159 @@
+"""What a user asks for when creating a VM, and the fully resolved config hangar runs.
+
+``VMCreate`` is the user's intent: strict (unknown fields are errors), immutable,
+with most fields optional. ``VMConfig`` is the result of the resolve step
+(:mod:`hangar.spec.resolve`): every value concrete, stored in the database and
+rendered to a QEMU command line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from hangar.errors import InvalidInput
+from hangar.spec.units import parse_size
+
+CONFIG_FORMAT_VERSION = 1
+MAX_NAME = 63
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def check_name(name: str, *, what: str = "VM name") -> str:
+    """Validate a resource name: a DNS label (it becomes the guest's hostname).
+
+    Raises :class:`InvalidInput` with what to write instead.
+    """
+    hint = "use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+    if not name:
+        raise InvalidInput(f"{what} must not be empty", hint=hint)
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"{what} '{name[:20]}…' is {len(name)} characters long", hint=hint)
+    if "/" in name or ".." in name:
+        raise InvalidInput(f"{what} '{name}' contains '/' or '..'", hint=hint)
+    if not _NAME.match(name):
+        raise InvalidInput(f"{what} '{name}' has characters that are not allowed", hint=hint)
+    return name
+
+
+def _size(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except InvalidInput as exc:
+            # pydantic turns only ValueError into a validation error.
+            raise ValueError(f"{exc.message}; {exc.hint}") from exc
+    return value
+
+
+Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+
+
+class PortForward(BaseModel):
+    """Forward a host port on ``host_address`` to a port of the guest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host_port: int = Field(ge=1, le=65535)
+    guest_port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    # Loopback only by default: a VM's services are not exposed to the network
+    # unless the user asks for it.
+    host_address: str = "127.0.0.1"
+
+    @classmethod
+    def parse(cls, text: str) -> PortForward:
+        """Parse ``[HOST_IP:]HOSTPORT:GUESTPORT[/tcp|udp]`` as the CLI's --forward takes it."""
+        spec, _, proto = text.partition("/")
+        parts = spec.split(":")
+        hint = "write HOSTPORT:GUESTPORT, e.g. 8080:80, optionally with /udp"
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[-2:]):
+            raise InvalidInput(f"port forward '{text}' is not HOSTPORT:GUESTPORT", hint=hint)
+        if proto not in ("", "tcp", "udp"):
+            raise InvalidInput(f"port forward '{text}' has protocol '{proto}'", hint=hint)
+        values: dict[str, object] = {
+            "host_port": int(parts[-2]),
+            "guest_port": int(parts[-1]),
+            "protocol": proto or "tcp",
+        }
+        if len(parts) == 3:
+            values["host_address"] = parts[0]
+        try:
+            return cls.model_validate(values)
+        except ValueError as exc:
+            raise InvalidInput(f"port forward '{text}' is out of range", hint=hint) from exc
+
+
+class NicCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Only QEMU user-mode networking so far; virtual networks come later.
+    type: Literal["user"] = "user"
+    mac: str | None = None
+    forwards: tuple[PortForward, ...] = ()
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str | None) -> str | None:
+        if value is not None and not _MAC.match(value.lower()):
+            raise ValueError("mac must look like 52:54:00:12:34:56")
+        return value.lower() if value else value
+
+
+class VMCreate(BaseModel):
+    """A request to create a VM. Unset fields are filled by the resolve step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    image: str
+    cpus: int | None = Field(default=None, ge=1, le=255)
+    memory: Size | None = None
+    disk: Size | None = None
+    nics: tuple[NicCreate, ...] | None = None
+
+
+class NicConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["user"]
+    mac: str
+    forwards: tuple[PortForward, ...]
+
+
+class KernelBoot(BaseModel):
+    """Direct kernel boot: the image's uncompressed vmlinux through its PVH entry point."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["kernel"] = "kernel"
+    kernel: str
+    initrd: str | None
+    cmdline: str
+
+
+class VMConfig(BaseModel):
+    """A VM as hangar runs it: everything resolved, nothing left to guess."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int = CONFIG_FORMAT_VERSION
+    id: str
+    name: str
+    image: str
+    machine: Literal["microvm"]
+    cpus: int
+    memory: int
+    disk_size: int
+    boot: KernelBoot
+    nics: tuple[NicConfig, ...]
+    boot_marker: str
+
+
+def vm_uuid(vm_id: str) -> str:
+    """The VM's UUID (given to QEMU with -uuid) in its canonical dashed form."""
+    h = vm_id.ljust(32, "0")[:32]
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"

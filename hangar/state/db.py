@@ -1,0 +1,63 @@
+"""The SQLite database: one file, WAL mode, schema migrations by ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hangar.state.migrations import MIGRATIONS
+
+
+class Database:
+    """A serialised connection shared by hangard's threads.
+
+    hangard is one process with one event loop; a lock around the connection is
+    simpler and faster than a pool for its small, short transactions.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = path
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self.migrate()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Apply every migration newer than the database, each in its own transaction."""
+        with self._lock:
+            for version, statements in enumerate(MIGRATIONS, start=1):
+                if self.schema_version >= version:
+                    continue
+                with self.transaction() as conn:
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={version}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

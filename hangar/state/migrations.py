@@ -1,0 +1,20 @@
+"""Schema migrations, in order. Never edit a released one: append a new one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[list[str]] = [
+    # 1: VMs. ``config`` is the resolved VMConfig as JSON (it carries its own
+    # format version); ``state`` is the last power state hangard recorded, used
+    # when no QEMU runs (stopped or crashed) — a running QEMU is asked directly.
+    [
+        """CREATE TABLE vms (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            config TEXT NOT NULL,
+            state TEXT NOT NULL,
+            state_reason TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ],
+]
