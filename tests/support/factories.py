@@ -1,0 +1,38 @@
+"""Builders for test values: host facts, image manifests, VM configs."""
+
+from __future__ import annotations
+
+from hangar.host.facts import HostFacts
+from hangar.spec.image import ImageManifest
+
+
+def host_facts(**overrides: object) -> HostFacts:
+    values: dict[str, object] = {
+        "qemu_binary": "qemu-system-x86_64",
+        "qemu_version": "7.2.22",
+        "machine_types": ("microvm", "pc", "q35"),
+        "cpus": 2,
+        "memory_bytes": 24 * 1024**3,
+        "accelerator": "tcg",
+        "accelerator_reason": "test",
+        "tsc_khz": 2999998,
+        "kvm_device_present": True,
+    }
+    values.update(overrides)
+    return HostFacts(**values)  # type: ignore[arg-type]
+
+
+def tiny_manifest(**overrides: object) -> ImageManifest:
+    values: dict[str, object] = {
+        "name": "tiny",
+        "recipe_hash": "0123456789abcdef",
+        "created_at": "2026-11-26T00:00:00Z",
+        "kernel": "vmlinux-0123456789ab",
+        "initrd": "initrd-0123456789ab.img",
+        "cmdline": "rdinit=/init",
+        "disk": "disk-0123456789ab.qcow2",
+        "disk_virtual_size": 128 * 1024**2,
+        "boot_marker": "HANGAR-BOOT-COMPLETE",
+    }
+    values.update(overrides)
+    return ImageManifest.model_validate(values)

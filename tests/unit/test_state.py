@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from hangar.errors import Conflict, NotFound
+from hangar.spec.resolve import resolve
+from hangar.spec.vm import VMCreate
+from hangar.state.db import Database
+from hangar.state.migrations import MIGRATIONS
+from hangar.state.vms import VMRepository
+from tests.support.factories import host_facts, tiny_manifest
+
+
+def _config(name: str, vm_id: str):  # type: ignore[no-untyped-def]
+    return resolve(VMCreate(name=name, image="tiny"), tiny_manifest(), host_facts(),
+                   vm_id=vm_id, kernel_path="/k", initrd_path=None)
+
+
+def test_migrations_apply_once(tmp_path: Path) -> None:
+    db = Database(tmp_path / "h.db")
+    assert db.schema_version == len(MIGRATIONS)
+    db.close()
+    again = Database(tmp_path / "h.db")  # re-opening applies nothing twice
+    assert again.schema_version == len(MIGRATIONS)
+    assert again.query("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_vm_rows(tmp_path: Path) -> None:
+    repo = VMRepository(Database(tmp_path / "h.db"))
+    config = _config("web", "a" * 32)
+    repo.insert(config, "stopped")
+    assert repo.get("web").config == config
+    with pytest.raises(Conflict, match="already exists"):
+        repo.insert(_config("web", "b" * 32), "stopped")
+    repo.set_state(config.id, "crashed", "QEMU was killed")
+    got = repo.get("web")
+    assert (got.state, got.state_reason) == ("crashed", "QEMU was killed")
+    repo.insert(_config("app", "c" * 32), "stopped")
+    assert [r.name for r in repo.list()] == ["app", "web"]
+    repo.delete(config.id)
+    with pytest.raises(NotFound, match="no VM named 'web'"):
+        repo.get("web")
+    assert repo.find("web") is None
+
+
+def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
+    db = Database(tmp_path / "h.db")
+    with pytest.raises(RuntimeError), db.transaction() as conn:
+        conn.execute("INSERT INTO vms VALUES ('x','x','{}','stopped','','t','t')")
+        raise RuntimeError("boom")
+    assert db.query("SELECT COUNT(*) FROM vms")[0][0] == 0
