@@ -1,0 +1,69 @@
+"""Golden-file tests of the QEMU command line. Regenerate with UPDATE_GOLDEN=1."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from hangar.services.qemu.argv import VMFiles, kernel_cmdline, render_argv
+from hangar.spec.resolve import resolve
+from hangar.spec.vm import VMConfig, VMCreate
+from tests.support.factories import host_facts, tiny_manifest
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+VM_ID = "0123456789abcdef0123456789abcdef"
+FILES = VMFiles(dir=Path("/var/lib/hangar/vms") / VM_ID, runtime=Path("/run/hangar/vm/0123456789ab"))
+
+
+def _config(**fields: object) -> VMConfig:
+    request = VMCreate.model_validate({"name": "web", "image": "tiny", **fields})
+    return resolve(request, tiny_manifest(), host_facts(), vm_id=VM_ID,
+                   kernel_path="/var/lib/hangar/images/tiny/vmlinux-0123456789ab",
+                   initrd_path="/var/lib/hangar/images/tiny/initrd-0123456789ab.img")
+
+
+CASES = {
+    "tiny-default": (_config(), host_facts()),
+    "tiny-smp-forwards": (
+        _config(cpus=2, memory="1G", disk="2G", nics=[{"forwards": [
+            {"host_port": 8080, "guest_port": 80},
+            {"host_port": 5353, "guest_port": 53, "protocol": "udp"}]}]),
+        host_facts(),
+    ),
+    "tiny-kvm-two-nics": (_config(nics=[{}, {"mac": "52:54:00:aa:bb:cc"}]),
+                          host_facts(accelerator="kvm", tsc_khz=None)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_argv_matches_golden(case: str) -> None:
+    config, host = CASES[case]
+    rendered = "\n".join(render_argv(config, host, FILES)) + "\n"
+    golden = GOLDEN / f"argv-{case}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text()
+
+
+def test_render_is_deterministic() -> None:
+    config, host = CASES["tiny-smp-forwards"]
+    assert render_argv(config, host, FILES) == render_argv(config, host, FILES)
+
+
+def test_never_lets_qemu_probe_a_format() -> None:
+    argv = render_argv(*CASES["tiny-default"], FILES)
+    blockdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-blockdev"]
+    assert any("driver=qcow2" in b for b in blockdevs)
+    assert "-drive" not in argv and "-hda" not in argv
+
+
+def test_starts_paused_and_exits_on_reboot() -> None:
+    argv = render_argv(*CASES["tiny-default"], FILES)
+    assert "-S" in argv and "-no-reboot" in argv
+
+
+def test_cmdline_carries_tsc_only_when_known() -> None:
+    config, _ = CASES["tiny-default"]
+    assert "tsc_early_khz=2999998" in kernel_cmdline(config, host_facts())
+    assert "tsc_early_khz" not in kernel_cmdline(config, host_facts(tsc_khz=None))
+    assert kernel_cmdline(config, host_facts()).endswith("hangar.name=web rdinit=/init")
