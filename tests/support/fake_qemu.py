@@ -1,0 +1,85 @@
+"""A stand-in for qemu-system-x86_64 for component tests: same argv, fake guest.
+
+It reads the options hangar passes (-qmp, -pidfile, -chardev ...console...,
+-S), writes its pid file, serves QMP with :class:`FakeQMPServer` and a serial
+console socket that echoes, and exits the way QEMU does (0 after a guest
+shutdown or ``quit``). Behaviour is chosen by environment variables baked into
+the wrapper script tests create (hangar starts QEMU with a clean environment):
+
+* ``FAKE_QEMU_FAIL=msg`` — print msg to stderr and exit 1 before anything, like
+  QEMU refusing a bad option.
+* ``FAKE_QEMU_POWERDOWN=ignore`` — the guest ignores the ACPI power button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.support.fake_qmp import FakeQMPServer
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == flag:
+            return argv[i + 1]
+    return None
+
+
+def _console(argv: list[str]) -> tuple[Path, Path]:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-chardev" and "id=console" in argv[i + 1]:
+            opts = dict(p.split("=", 1) for p in argv[i + 1].split(",")[1:] if "=" in p)
+            return Path(opts["path"]), Path(opts["logfile"])
+    raise SystemExit("fake qemu: no console chardev")
+
+
+async def run(argv: list[str]) -> int:
+    qmp = _option(argv, "-qmp")
+    pidfile = _option(argv, "-pidfile")
+    assert qmp and pidfile
+    qmp_path = Path(qmp.removeprefix("unix:").split(",")[0])
+    console_path, serial_log = _console(argv)
+    Path(pidfile).write_text(f"{os.getpid()}\n")
+    log = serial_log.open("ab")
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1024):
+            writer.write(data)
+            log.write(data)
+            log.flush()
+
+    console = await asyncio.start_unix_server(echo, path=str(console_path))
+    fake = FakeQMPServer(
+        qmp_path,
+        paused="-S" in argv,
+        guest_obeys_powerdown=os.environ.get("FAKE_QEMU_POWERDOWN") != "ignore",
+    )
+    await fake.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, fake.guest_shutdown)
+    booted = False
+    while not fake.exited:
+        if fake.running and not booted:
+            log.write(b"fake guest booting\r\nHANGAR-BOOT-COMPLETE\r\n")
+            log.flush()
+            booted = True
+        await asyncio.sleep(0.01)
+    console.close()
+    await fake.close()
+    return 0
+
+
+def main() -> None:
+    failure = os.environ.get("FAKE_QEMU_FAIL")
+    if failure:
+        print(f"qemu-system-x86_64: {failure}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(asyncio.run(run(sys.argv[1:])))
+
+
+if __name__ == "__main__":
+    main()
