@@ -58,7 +58,7 @@ async def test_create_uses_a_linked_clone_with_explicit_formats(
     runner = platform.vms.runner
     (create,) = runner.commands("qemu-img")  # type: ignore[attr-defined]
     assert create[:3] == ("qemu-img", "create", "-q")
-    assert ("-f", "qcow2") == create[3:5] and ("-F", "qcow2") == create[5:7]
+    assert create[3:5] == ("-f", "qcow2") and create[5:7] == ("-F", "qcow2")
     assert create[-1] == str(2 * 1024**3)
     assert await _state(platform, "web") is PowerState.STOPPED
 
@@ -181,8 +181,11 @@ async def test_taken_host_port_creates_nothing(make_platform: PlatformFactory) -
         busy.listen()
         port = busy.getsockname()[1]
         spec = VMCreate.model_validate(
-            {"name": "web", "image": "tiny",
-             "nics": [{"forwards": [{"host_port": port, "guest_port": 80}]}]}
+            {
+                "name": "web",
+                "image": "tiny",
+                "nics": [{"forwards": [{"host_port": port, "guest_port": 80}]}],
+            }
         )
         with pytest.raises(Conflict, match=f"host port {port}/tcp"):
             await platform.vms.create(spec)

@@ -12,26 +12,45 @@ from tests.support.factories import host_facts, tiny_manifest
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 VM_ID = "0123456789abcdef0123456789abcdef"
-FILES = VMFiles(dir=Path("/var/lib/hangar/vms") / VM_ID, runtime=Path("/run/hangar/vm/0123456789ab"))
+FILES = VMFiles(
+    dir=Path("/var/lib/hangar/vms") / VM_ID, runtime=Path("/run/hangar/vm/0123456789ab")
+)
 
 
 def _config(**fields: object) -> VMConfig:
     request = VMCreate.model_validate({"name": "web", "image": "tiny", **fields})
-    return resolve(request, tiny_manifest(), host_facts(), vm_id=VM_ID,
-                   kernel_path="/var/lib/hangar/images/tiny/vmlinux-0123456789ab",
-                   initrd_path="/var/lib/hangar/images/tiny/initrd-0123456789ab.img")
+    return resolve(
+        request,
+        tiny_manifest(),
+        host_facts(),
+        vm_id=VM_ID,
+        kernel_path="/var/lib/hangar/images/tiny/vmlinux-0123456789ab",
+        initrd_path="/var/lib/hangar/images/tiny/initrd-0123456789ab.img",
+    )
 
 
 CASES = {
     "tiny-default": (_config(), host_facts()),
     "tiny-smp-forwards": (
-        _config(cpus=2, memory="1G", disk="2G", nics=[{"forwards": [
-            {"host_port": 8080, "guest_port": 80},
-            {"host_port": 5353, "guest_port": 53, "protocol": "udp"}]}]),
+        _config(
+            cpus=2,
+            memory="1G",
+            disk="2G",
+            nics=[
+                {
+                    "forwards": [
+                        {"host_port": 8080, "guest_port": 80},
+                        {"host_port": 5353, "guest_port": 53, "protocol": "udp"},
+                    ]
+                }
+            ],
+        ),
         host_facts(),
     ),
-    "tiny-kvm-two-nics": (_config(nics=[{}, {"mac": "52:54:00:aa:bb:cc"}]),
-                          host_facts(accelerator="kvm", tsc_khz=None)),
+    "tiny-kvm-two-nics": (
+        _config(nics=[{}, {"mac": "52:54:00:aa:bb:cc"}]),
+        host_facts(accelerator="kvm", tsc_khz=None),
+    ),
 }
 
 

@@ -10,11 +10,17 @@ def test_every_action_has_rules() -> None:
 
 @pytest.mark.parametrize(
     ("action", "state"),
-    [(Action.START, PowerState.STOPPED), (Action.START, PowerState.CRASHED),
-     (Action.STOP, PowerState.RUNNING), (Action.STOP, PowerState.PAUSED),
-     (Action.PAUSE, PowerState.RUNNING), (Action.RESUME, PowerState.PAUSED),
-     (Action.FORCE_STOP, PowerState.STOPPING), (Action.DELETE, PowerState.STOPPED),
-     (Action.FORCE_DELETE, PowerState.RUNNING)],
+    [
+        (Action.START, PowerState.STOPPED),
+        (Action.START, PowerState.CRASHED),
+        (Action.STOP, PowerState.RUNNING),
+        (Action.STOP, PowerState.PAUSED),
+        (Action.PAUSE, PowerState.RUNNING),
+        (Action.RESUME, PowerState.PAUSED),
+        (Action.FORCE_STOP, PowerState.STOPPING),
+        (Action.DELETE, PowerState.STOPPED),
+        (Action.FORCE_DELETE, PowerState.RUNNING),
+    ],
 )
 def test_allowed(action: Action, state: PowerState) -> None:
     check("vm", action, state)
@@ -22,9 +28,14 @@ def test_allowed(action: Action, state: PowerState) -> None:
 
 @pytest.mark.parametrize(
     ("action", "state"),
-    [(Action.START, PowerState.RUNNING), (Action.STOP, PowerState.STOPPED),
-     (Action.PAUSE, PowerState.PAUSED), (Action.RESUME, PowerState.RUNNING),
-     (Action.DELETE, PowerState.RUNNING), (Action.RESTART, PowerState.STOPPED)],
+    [
+        (Action.START, PowerState.RUNNING),
+        (Action.STOP, PowerState.STOPPED),
+        (Action.PAUSE, PowerState.PAUSED),
+        (Action.RESUME, PowerState.RUNNING),
+        (Action.DELETE, PowerState.RUNNING),
+        (Action.RESTART, PowerState.STOPPED),
+    ],
 )
 def test_refused_names_current_and_allowed(action: Action, state: PowerState) -> None:
     with pytest.raises(StateConflict) as info:

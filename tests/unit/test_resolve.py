@@ -11,8 +11,12 @@ VM_ID = "abcdef0123456789abcdef0123456789"
 def _resolve(**fields: object):  # type: ignore[no-untyped-def]
     request = VMCreate.model_validate({"name": "web", "image": "tiny", **fields})
     return resolve(
-        request, tiny_manifest(), host_facts(), vm_id=VM_ID,
-        kernel_path="/img/vmlinux", initrd_path="/img/initrd.img",
+        request,
+        tiny_manifest(),
+        host_facts(),
+        vm_id=VM_ID,
+        kernel_path="/img/vmlinux",
+        initrd_path="/img/initrd.img",
     )
 
 

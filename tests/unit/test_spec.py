@@ -8,8 +8,15 @@ from hangar.spec.vm import PortForward, VMCreate, check_name, vm_uuid
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("256M", 256 * 1024**2), ("2G", 2 * 1024**3), ("1.5G", 3 * 1024**3 // 2),
-     ("512MiB", 512 * 1024**2), ("100", 100), ("4k", 4096), ("1 GB", 1024**3)],
+    [
+        ("256M", 256 * 1024**2),
+        ("2G", 2 * 1024**3),
+        ("1.5G", 3 * 1024**3 // 2),
+        ("512MiB", 512 * 1024**2),
+        ("100", 100),
+        ("4k", 4096),
+        ("1 GB", 1024**3),
+    ],
 )
 def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
@@ -35,8 +42,17 @@ def test_good_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "why"),
-    [("", "empty"), ("a/b", "'/'"), ("..", "'..'"), ("a..b", "'..'"), ("x" * 64, "64 characters"),
-     ("-web", "not allowed"), ("Web", "not allowed"), ("web_1", "not allowed"), ("web-", "not allowed")],
+    [
+        ("", "empty"),
+        ("a/b", "'/'"),
+        ("..", "'..'"),
+        ("a..b", "'..'"),
+        ("x" * 64, "64 characters"),
+        ("-web", "not allowed"),
+        ("Web", "not allowed"),
+        ("web_1", "not allowed"),
+        ("web-", "not allowed"),
+    ],
 )
 def test_bad_names(name: str, why: str) -> None:
     with pytest.raises(InvalidInput, match=why) as info:

@@ -12,8 +12,14 @@ from tests.support.factories import host_facts, tiny_manifest
 
 
 def _config(name: str, vm_id: str):  # type: ignore[no-untyped-def]
-    return resolve(VMCreate(name=name, image="tiny"), tiny_manifest(), host_facts(),
-                   vm_id=vm_id, kernel_path="/k", initrd_path=None)
+    return resolve(
+        VMCreate(name=name, image="tiny"),
+        tiny_manifest(),
+        host_facts(),
+        vm_id=vm_id,
+        kernel_path="/k",
+        initrd_path=None,
+    )
 
 
 def test_migrations_apply_once(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ def test_requested_stop_is_stopped_with_hangards_reason() -> None:
 
 
 def test_guest_poweroff() -> None:
-    out = exit_outcome(ExitStatus(0, None), {"guest": True, "reason": "guest-shutdown"}, None, [], 9)
+    out = exit_outcome(
+        ExitStatus(0, None), {"guest": True, "reason": "guest-shutdown"}, None, [], 9
+    )
     assert out.state is PowerState.STOPPED and "powered off" in out.reason and not out.reboot
 
 
