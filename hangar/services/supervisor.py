@@ -104,29 +104,44 @@ class Runtime:
         self.last_shutdown: Mapping[str, Any] | None = None
         self.exited = asyncio.Event()
         self.outcome: Outcome | None = None
+        # QEMU's run status ("running", "paused", "prelaunch", ...), see power_state.
+        self.run_status = "prelaunch"
 
     async def power_state(self) -> PowerState:
+        """The power state from QEMU's own run status, kept current by its QMP events.
+
+        Events rather than a query-status per read: a command in flight while QEMU
+        exits can make qemu.qmp drop the SHUTDOWN event that says why it exited.
+        """
         if self.exited.is_set():
             return self.outcome.state if self.outcome else PowerState.STOPPED
         if self.transition is not None:
             return self.transition
-        try:
-            status = await self.monitor.status()
-        except QemuFailed:
-            # Exiting right now; the pidfd watcher will record how.
-            return PowerState.STOPPING
-        if status == "running":
-            return PowerState.RUNNING
-        if status == "shutdown":
-            return PowerState.STOPPING
-        if status in ("internal-error", "guest-panicked", "io-error"):
-            return PowerState.CRASHED
-        return PowerState.PAUSED
+        return _POWER_OF_STATUS.get(self.run_status, PowerState.PAUSED)
+
+    def on_event(self, event: str, data: Mapping[str, Any]) -> None:
+        if event == "SHUTDOWN":
+            self.last_shutdown = data
+            self.run_status = "shutdown"
+        elif event == "STOP":
+            self.run_status = "paused"
+        elif event == "RESUME":
+            self.run_status = "running"
+        elif event == "GUEST_PANICKED":
+            self.run_status = "guest-panicked"
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(self.pidfd, sig)
 
+
+_POWER_OF_STATUS = {
+    "running": PowerState.RUNNING,
+    "shutdown": PowerState.STOPPING,
+    "internal-error": PowerState.CRASHED,
+    "guest-panicked": PowerState.CRASHED,
+    "io-error": PowerState.PAUSED,
+}
 
 ExitHandler = Callable[[Runtime, Outcome], Awaitable[None]]
 
@@ -165,7 +180,7 @@ class Supervisor:
             await monitor.quit()
             await monitor.close()
             raise process.failed_to_start(files, "QEMU wrote no pid file")
-        return self._watch(vm_id, name, files, pid, monitor)
+        return await self._watch(vm_id, name, files, pid, monitor)
 
     async def adopt(self, vm_id: str, name: str, files: VMFiles) -> Runtime | None:
         """Take over a QEMU that kept running while hangard was away; None if there is none."""
@@ -183,16 +198,17 @@ class Supervisor:
             await monitor.close()
             log.warning("VM %s: QEMU %d is alive but its QMP socket does not answer", name, pid)
             return None
-        return self._watch(vm_id, name, files, pid, monitor)
+        return await self._watch(vm_id, name, files, pid, monitor)
 
-    def _watch(self, vm_id: str, name: str, files: VMFiles, pid: int, monitor: Monitor) -> Runtime:
+    async def _watch(
+        self, vm_id: str, name: str, files: VMFiles, pid: int, monitor: Monitor
+    ) -> Runtime:
         runtime = Runtime(vm_id, name, files, pid, monitor)
-
-        def on_event(event: str, data: Mapping[str, Any]) -> None:
-            if event == "SHUTDOWN":
-                runtime.last_shutdown = data
-
-        monitor.on_event(on_event)
+        monitor.on_event(runtime.on_event)
+        try:
+            runtime.run_status = await monitor.status()
+        except QemuFailed:
+            runtime.run_status = "shutdown"  # exiting already; the pidfd tells the rest
         loop = asyncio.get_running_loop()
         loop.add_reader(runtime.pidfd, lambda: loop.create_task(self._exited(runtime)))
         self._runtimes[vm_id] = runtime
@@ -202,7 +218,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.remove_reader(runtime.pidfd)
         os.close(runtime.pidfd)
-        await runtime.monitor.close()
+        await runtime.monitor.close(drain=0.5)
         await _wait_for_file(runtime.files.exit_status, EXIT_STATUS_WAIT)
         outcome = exit_outcome(
             process.read_exit_status(runtime.files),

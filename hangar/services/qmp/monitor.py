@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError
+from qemu.qmp import ExecuteError, QMPClient, QMPError, Runstate
 
 from hangar.errors import QemuFailed
 
@@ -28,6 +28,7 @@ class Monitor:
         # qemu.qmp logs every disconnect at ERROR level; QEMU exiting is normal here.
         logging.getLogger("qemu.qmp.protocol").setLevel(logging.CRITICAL)
         self._events_task: asyncio.Task[None] | None = None
+        self._handler: EventHandler | None = None
 
     async def connect(self, socket: Path, *, timeout: float, alive: Callable[[], bool]) -> None:
         """Connect to QEMU's QMP socket, retrying until it appears.
@@ -57,15 +58,21 @@ class Monitor:
 
         async def pump() -> None:
             async for event in self._client.events:
-                try:
-                    data = event.get("data")
-                    result = handler(str(event["event"]), data if isinstance(data, dict) else {})
-                    if result is not None:
-                        await result
-                except Exception:
-                    log.exception("QMP event handler failed")
+                await self._deliver(event)
 
+        self._handler = handler
         self._events_task = asyncio.create_task(pump())
+
+    async def _deliver(self, event: Mapping[str, Any]) -> None:
+        if self._handler is None:
+            return
+        try:
+            data = event.get("data")
+            result = self._handler(str(event["event"]), data if isinstance(data, dict) else {})
+            if result is not None:
+                await result
+        except Exception:
+            log.exception("QMP event handler failed")
 
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> Any:
         try:
@@ -96,10 +103,27 @@ class Monitor:
         with contextlib.suppress(QemuFailed):
             await self.execute("quit")
 
-    async def close(self) -> None:
+    async def close(self, *, drain: float = 0.0) -> None:
+        """Disconnect. With ``drain``, first wait up to that long for QEMU to hang up.
+
+        QEMU sends SHUTDOWN just before it exits; draining makes sure such last
+        events reach the handler before the connection is dropped.
+        """
+        if drain:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain):
+                    while self._client.runstate == Runstate.RUNNING:
+                        await self._client.runstate_changed()
+            # The pump may hold an event it has taken off the queue but not yet
+            # handled; cancelling it now would lose that event. Let it run first.
+            for _ in range(5):
+                await asyncio.sleep(0)
         if self._events_task is not None:
             self._events_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._events_task
+        if drain:
+            for event in self._client.events.clear():
+                await self._deliver(event)
         with contextlib.suppress(Exception):
             await self._client.disconnect()
