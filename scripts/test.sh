@@ -31,17 +31,19 @@ tier() {
     return 0
 }
 
-# Test paths, fastest tier first; any other test module or folder under
-# tests/ still runs, after the tiers.
+# Test paths, fastest tier first; any other test module, or folder holding
+# test modules, under tests/ still runs, after the tiers.
 paths=()
 for t in unit component integration e2e; do
     [[ -d tests/$t ]] && paths+=("tests/$t")
 done
 while IFS= read -r p; do
-    paths+=("$p")
+    if [[ -f $p ]] || [[ -n $(find "$p" -name 'test_*.py' -print -quit) ]]; then
+        paths+=("$p")
+    fi
 done < <(find tests -mindepth 1 -maxdepth 1 \( -name 'test_*.py' -o -type d \) \
     ! -name unit ! -name component ! -name integration ! -name e2e \
-    ! -name support ! -name golden ! -name __pycache__ | sort)
+    ! -name support ! -name __pycache__ | sort)
 
 tier ruff ruff check .
 tier mypy mypy
