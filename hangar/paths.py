@@ -11,20 +11,28 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hangar.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Paths:
     state: Path
     runtime: Path
+    # Downloaded packages; HANGAR_CACHE lets several homes share one.
+    cache_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Paths:
         env = os.environ if environ is None else environ
         home = env.get("HANGAR_HOME")
+        cache = Path(env["HANGAR_CACHE"]).absolute() if env.get("HANGAR_CACHE") else None
         if home:
             root = Path(home).absolute()
-            return cls(state=root / "lib", runtime=root / "run")
-        return cls(state=Path("/var/lib/hangar"), runtime=Path("/run/hangar"))
+            if "," in str(root):
+                # QEMU's option syntax uses commas: a path with one breaks -chardev etc.
+                raise InvalidInput(f"HANGAR_HOME '{root}' contains a comma", hint="pick another")
+            return cls(state=root / "lib", runtime=root / "run", cache_dir=cache)
+        return cls(state=Path("/var/lib/hangar"), runtime=Path("/run/hangar"), cache_dir=cache)
 
     @property
     def database(self) -> Path:
@@ -37,7 +45,7 @@ class Paths:
     @property
     def cache(self) -> Path:
         """Downloaded packages and build inputs; safe to delete."""
-        return self.state / "cache"
+        return self.cache_dir or self.state / "cache"
 
     @property
     def vms(self) -> Path:

@@ -171,14 +171,19 @@ class Client:
         return response.text
 
     @contextmanager
-    def follow_logs(self, name: str, *, lines: int = 100) -> Iterator[Iterator[str]]:
-        """Stream a VM's serial output as text chunks until the caller stops reading."""
+    def follow_logs(
+        self, name: str, *, lines: int = 100, idle_timeout: float | None = None
+    ) -> Iterator[Iterator[str]]:
+        """Stream a VM's serial output as text chunks until the caller stops reading.
+
+        With ``idle_timeout``, raises ``httpx.ReadTimeout`` after that many quiet seconds.
+        """
         try:
             with self._http.stream(
                 "GET",
                 f"/1.0/vms/{name}/logs",
                 params={"lines": lines, "follow": True},
-                timeout=httpx.Timeout(10.0, read=None),
+                timeout=httpx.Timeout(10.0, read=idle_timeout),
             ) as response:
                 if response.status_code >= 400:
                     response.read()

@@ -99,9 +99,18 @@ async def test_guest_poweroff_is_a_clean_stop(make_platform: PlatformFactory) ->
     platform = make_platform()
     vm = await platform.vms.create(VMCreate(name="web", image="tiny"))
     assert vm.pid is not None
-    os.kill(vm.pid, signal.SIGTERM)  # the fake guest shuts itself down
+    os.kill(vm.pid, signal.SIGUSR1)  # the fake guest shuts itself down
     await _wait_state(platform, "web", PowerState.STOPPED, timeout=2)
     assert "powered off" in (await platform.vms.get("web")).state_reason
+
+
+async def test_sigterm_to_qemu_is_a_clean_stop(make_platform: PlatformFactory) -> None:
+    platform = make_platform()
+    vm = await platform.vms.create(VMCreate(name="web", image="tiny"))
+    assert vm.pid is not None
+    os.kill(vm.pid, signal.SIGTERM)
+    await _wait_state(platform, "web", PowerState.STOPPED, timeout=2)
+    assert "quit by a signal" in (await platform.vms.get("web")).state_reason
 
 
 async def test_restarted_daemon_adopts_running_vm(make_platform: PlatformFactory) -> None:

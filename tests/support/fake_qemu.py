@@ -60,7 +60,10 @@ async def run(argv: list[str]) -> int:
     )
     await fake.start()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, fake.guest_shutdown)
+    # Like QEMU: SIGTERM is the host telling it to quit. SIGUSR1 is the test's
+    # knob for "the guest powers itself off".
+    loop.add_signal_handler(signal.SIGTERM, fake.host_signal)
+    loop.add_signal_handler(signal.SIGUSR1, fake.guest_shutdown)
     booted = False
     while not fake.exited:
         if fake.running and not booted:

@@ -1,0 +1,109 @@
+"""Run a real hangard in a private HANGAR_HOME, as a person would: a separate process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hangar.client.client import Client
+from hangar.errors import DaemonUnavailable
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# Shared download cache: the kernel and busybox .debs are fetched once per machine.
+PACKAGE_CACHE = Path(os.environ.get("HANGAR_TEST_CACHE", "/var/cache/hangar-test"))
+
+
+class Daemon:
+    def __init__(self, home: Path):
+        self.home = home
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home / "hangard.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["HANGAR_HOME"] = str(self.home)
+        env["HANGAR_CACHE"] = str(PACKAGE_CACHE)
+        env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+        return env
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "run" / "api" / "hangard.sock"
+
+    def start(self, timeout: float = 30.0) -> None:
+        PACKAGE_CACHE.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "hangard")],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hangard exited: {self.log.read_text()[-2000:]}")
+            try:
+                with self.client() as client:
+                    client.host_info()
+                return
+            except DaemonUnavailable:
+                time.sleep(0.05)
+        raise RuntimeError(f"hangard did not answer in {timeout} s")
+
+    def client(self) -> Client:
+        return Client(self.socket)
+
+    def kill(self) -> None:
+        """kill -9: hangard gets no chance to clean up (VMs must survive this)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def cli(self, *args: str, input_text: str | None = None, timeout: float = 120) -> Result:
+        proc = subprocess.run(
+            [str(BIN / "hangar"), *args],
+            env=self.env,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Result(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+class Result:
+    def __init__(self, args: Sequence[str], code: int, stdout: str, stderr: str):
+        self.args = args
+        self.code = code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self) -> str:
+        return f"hangar {' '.join(self.args)} -> {self.code}\n{self.stdout}\n{self.stderr}"
+
+
+def kill_vm_processes(home: Path) -> None:
+    """Kill every QEMU whose pid file lies under ``home`` (test teardown)."""
+    for pidfile in (home / "run" / "vm").glob("*/qemu.pid"):
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        except (ValueError, ProcessLookupError, FileNotFoundError):
+            pass

@@ -1,0 +1,64 @@
+"""Drive a guest's serial console through hangard's websocket, like a person at a terminal."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+
+from websockets.sync.client import ClientConnection
+
+_ids = itertools.count()
+
+
+class GuestConsole:
+    def __init__(self, ws: ClientConnection):
+        self.ws = ws
+        self.seen = ""
+
+    def send(self, text: str) -> None:
+        self.ws.send(text.encode())
+
+    def read_for(self, seconds: float) -> str:
+        """Everything the guest prints during ``seconds``."""
+        got = ""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                data = self.ws.recv(timeout=left)
+            except TimeoutError:
+                break
+            got += data.decode(errors="replace") if isinstance(data, bytes) else data
+        self.seen += got
+        return got
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """Wait until the output since the last match contains ``pattern`` (a regex)."""
+        buffer = ""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.search(pattern, buffer)
+            if match:
+                self.seen += buffer
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"no {pattern!r} on the console in {timeout} s; got {buffer!r}"
+                )
+            try:
+                data = self.ws.recv(timeout=left)
+            except TimeoutError:
+                continue
+            buffer += data.decode(errors="replace") if isinstance(data, bytes) else data
+
+    def run(self, command: str, timeout: float = 20.0) -> str:
+        """Run a shell command in the guest and return its output (the shell must be up)."""
+        n = next(_ids)
+        # The arithmetic makes the end marker differ from the echoed command line.
+        self.send(f"{command}; echo END{n}-$((40+2))-$?\n")
+        match = self.expect(rf"([\s\S]*)END{n}-42-(\d+)", timeout)
+        return match.group(1)
+
+    def close(self) -> None:
+        self.ws.close()
