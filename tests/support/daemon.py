@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -103,7 +104,5 @@ class Result:
 def kill_vm_processes(home: Path) -> None:
     """Kill every QEMU whose pid file lies under ``home`` (test teardown)."""
     for pidfile in (home / "run" / "vm").glob("*/qemu.pid"):
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError, FileNotFoundError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        except (ValueError, ProcessLookupError, FileNotFoundError):
-            pass

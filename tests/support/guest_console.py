@@ -43,9 +43,7 @@ class GuestConsole:
                 return match
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(
-                    f"no {pattern!r} on the console in {timeout} s; got {buffer!r}"
-                )
+                raise AssertionError(f"no {pattern!r} on the console in {timeout} s: {buffer!r}")
             try:
                 data = self.ws.recv(timeout=left)
             except TimeoutError:

@@ -31,9 +31,7 @@ def wait_for_marker(client: Client, name: str, marker: str, timeout: float = 60.
                     break
     except httpx.ReadTimeout:
         pass
-    raise AssertionError(
-        f"{marker!r} not seen on {name}'s serial log in {timeout} s:\n{seen[-3000:]}"
-    )
+    raise AssertionError(f"{marker!r} not on {name}'s serial log in {timeout} s:\n{seen[-3000:]}")
 
 
 def wait_state(client: Client, name: str, state: str, timeout: float = 10.0) -> dict[str, object]:
