@@ -10,6 +10,7 @@ import threading
 import tty
 
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 
 from hangar.client.client import Client
 from hangar.errors import Conflict
@@ -19,7 +20,11 @@ DETACH = b"\x1d"  # Ctrl-], as telnet and virsh console use
 
 def attach(client: Client, name: str) -> None:
     """Copy the console to the terminal and keystrokes to the console until Ctrl-] or EOF."""
-    ws = client.console(name)
+    with client.console(name) as ws:
+        _attach(ws, name)
+
+
+def _attach(ws: ClientConnection, name: str) -> None:
     stdin = sys.stdin.fileno()
     interactive = os.isatty(stdin)
     saved = termios.tcgetattr(stdin) if interactive else None

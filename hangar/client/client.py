@@ -196,11 +196,14 @@ class Client:
         if response.status_code >= 400:
             self._decode(response)
 
-    def console(self, name: str) -> ClientConnection:
+    @contextmanager
+    def console(self, name: str) -> Iterator[ClientConnection]:
         """Open the VM's serial console: a websocket carrying raw bytes both ways."""
         try:
-            return unix_connect(
+            connection = unix_connect(
                 str(self.socket_path), f"ws://hangard/1.0/vms/{name}/console", max_size=None
             )
-        except (OSError, FileNotFoundError) as exc:
+        except OSError as exc:
             raise _unavailable(self.socket_path, exc) from exc
+        with connection:
+            yield connection

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
+from contextlib import AbstractContextManager
 
 from websockets.sync.client import ClientConnection
 
@@ -12,8 +13,9 @@ _ids = itertools.count()
 
 
 class GuestConsole:
-    def __init__(self, ws: ClientConnection):
-        self.ws = ws
+    def __init__(self, connection: AbstractContextManager[ClientConnection]):
+        self._connection = connection
+        self.ws = connection.__enter__()
         self.seen = ""
 
     def send(self, text: str) -> None:
@@ -59,4 +61,4 @@ class GuestConsole:
         return match.group(1)
 
     def close(self) -> None:
-        self.ws.close()
+        self._connection.__exit__(None, None, None)

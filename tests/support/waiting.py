@@ -17,15 +17,18 @@ def free_port() -> int:
         return port
 
 
-def wait_for_marker(client: Client, name: str, marker: str, timeout: float = 60.0) -> str:
-    """Follow the VM's serial log until ``marker`` appears; returns what was read."""
+def wait_for_marker(
+    client: Client, name: str, marker: str, timeout: float = 60.0, *, occurrence: int = 1
+) -> str:
+    """Follow the VM's serial log until ``marker`` has appeared ``occurrence`` times
+    (the log keeps earlier boots); returns what was read."""
     seen = ""
     deadline = time.monotonic() + timeout
     try:
         with client.follow_logs(name, lines=10000, idle_timeout=timeout) as chunks:
             for chunk in chunks:
                 seen += chunk
-                if marker in seen:
+                if seen.count(marker) >= occurrence:
                     return seen
                 if time.monotonic() > deadline:
                     break
