@@ -47,12 +47,9 @@ for port in range(8080, 8180):
 PY
 )
 
-say "hangar launch tiny $VM --forward $PORT:80"
+say "hangar launch tiny $VM --forward $PORT:80 --wait   (returns once the guest has booted)"
 start=$(date +%s%N)
-hangar launch tiny "$VM" --forward "$PORT:80"
-
-say "waiting for the guest's boot marker (hangar logs $VM --follow)"
-timeout 120 hangar logs "$VM" --follow --lines 1000 | grep -m1 -q HANGAR-BOOT-COMPLETE
+hangar launch tiny "$VM" --forward "$PORT:80" --wait
 elapsed_ms=$((($(date +%s%N) - start) / 1000000))
 printf 'launch -> boot marker: %d.%03d s\n' $((elapsed_ms / 1000)) $((elapsed_ms % 1000))
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from hangar.cli import console as console_cmd
 from hangar.client.client import ApiError, Client
-from hangar.errors import HangarError, InvalidInput
+from hangar.errors import HangarError, InvalidInput, QemuFailed
 from hangar.spec.units import format_size, parse_size
 from hangar.spec.vm import PortForward
 
@@ -54,6 +54,26 @@ def format_option(fn: F) -> F:
         show_default=True,
         help="table for people, json for scripts",
     )(fn)
+
+
+def wait_option(fn: F) -> F:
+    return click.option(
+        "--wait",
+        type=float,
+        is_flag=False,
+        flag_value=120.0,
+        default=None,
+        metavar="[SECONDS]",
+        help="wait until the guest has booted (its image's boot marker), up to 120 s",
+    )(fn)
+
+
+def _wait_for_boot(client: Client, vm: dict[str, Any], *, seen: int, timeout: float) -> None:
+    with err.status(f"waiting for {vm['name']} to boot…"):
+        try:
+            client.wait_for_boot(vm["name"], vm["boot_marker"], seen=seen, timeout=timeout)
+        except TimeoutError as exc:
+            raise QemuFailed(str(exc), hint=f"see 'hangar logs {vm['name']}'") from exc
 
 
 def emit_json(data: Any) -> None:
@@ -112,6 +132,7 @@ def cli() -> None:
     help="forward 127.0.0.1:HOSTPORT to the guest's port (repeatable; /udp for UDP)",
 )
 @click.option("--no-start", is_flag=True, help="create the VM but do not start it")
+@wait_option
 @format_option
 @handle_errors
 def launch(
@@ -122,6 +143,7 @@ def launch(
     disk: str | None,
     forwards: tuple[str, ...],
     no_start: bool,
+    wait: float | None,
     fmt: str,
 ) -> None:
     """Create VM NAME from IMAGE and start it."""
@@ -137,10 +159,13 @@ def launch(
         spec["nics"] = [{"type": "user", "forwards": parsed}]
     with Client() as client:
         vm = client.launch(spec, start=not no_start)
+        if wait is not None and not no_start:
+            _wait_for_boot(client, vm, seen=0, timeout=wait)
     if fmt == "json":
         emit_json(vm)
         return
-    out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}", highlight=False)
+    booted = " and booted" if wait is not None and not no_start else ""
+    out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}{booted}", highlight=False)
     for f in vm["forwards"]:
         if f["guest_port"] == 80 and f["protocol"] == "tcp":
             out.print(f"  web:     http://{f['host_address']}:{f['host_port']}/", highlight=False)
@@ -202,7 +227,26 @@ def _power_command(action: str, doc: str) -> None:
             out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}", highlight=False)
 
 
-_power_command("start", "Start a stopped VM.")
+@cli.command()
+@click.argument("name")
+@wait_option
+@format_option
+@handle_errors
+def start(name: str, wait: float | None, fmt: str) -> None:
+    """Start a stopped VM."""
+    with Client() as client:
+        before = client.vm(name)
+        seen = client.boot_count(name, before["boot_marker"]) if wait is not None else 0
+        vm = client.start(name)
+        if wait is not None:
+            _wait_for_boot(client, vm, seen=seen, timeout=wait)
+    if fmt == "json":
+        emit_json(vm)
+    else:
+        booted = " and booted" if wait is not None else ""
+        out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}{booted}", highlight=False)
+
+
 _power_command("pause", "Pause a running VM (its vCPUs stop; memory stays).")
 _power_command("resume", "Resume a paused VM.")
 
@@ -302,7 +346,9 @@ def host_info(fmt: str) -> None:
     table.add_row("memory", format_size(facts["memory_bytes"]))
     table.add_row("/dev/kvm", "present" if facts["kvm_device_present"] else "absent")
     table.add_row("tsc", f"{facts['tsc_khz']} kHz" if facts["tsc_khz"] else "unknown")
-    table.add_row("machines", ", ".join(facts["machine_types"]))
+    # Versioned aliases (pc-q35-7.1, ...) are noise here; --format json lists them all.
+    main = [m for m in facts["machine_types"] if not any(ch.isdigit() for ch in m)]
+    table.add_row("machines", ", ".join(main) + f" (+{len(facts['machine_types']) - len(main)})")
     out.print(table, highlight=False)
 
 

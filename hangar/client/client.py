@@ -6,6 +6,7 @@ Used by the CLI, the tests and the benchmarks. API errors come back as
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -191,6 +192,32 @@ class Client:
                 yield response.iter_text()
         except httpx.ConnectError as exc:
             raise _unavailable(self.socket_path, exc) from exc
+
+    def boot_count(self, name: str, marker: str) -> int:
+        """How many times the boot marker is in the VM's recent serial log."""
+        return self.logs(name, lines=100000).count(marker)
+
+    def wait_for_boot(self, name: str, marker: str, *, seen: int = 0, timeout: float) -> None:
+        """Follow the serial log until ``marker`` has appeared more than ``seen`` times.
+
+        Raises :class:`TimeoutError` when it does not within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        carry, found = "", 0
+        try:
+            with self.follow_logs(name, lines=100000, idle_timeout=timeout) as chunks:
+                for chunk in chunks:
+                    text = carry + chunk
+                    found += text.count(marker)
+                    if found > seen:
+                        return
+                    # A marker may straddle two chunks: carry the tail over.
+                    carry = text[len(text) - len(marker) + 1 :] if len(marker) > 1 else ""
+                    if time.monotonic() > deadline:
+                        break
+        except httpx.ReadTimeout:
+            pass
+        raise TimeoutError(f"'{name}' printed no boot marker in {timeout:g} s")
 
     def _decode_error(self, response: httpx.Response) -> None:
         if response.status_code >= 400:

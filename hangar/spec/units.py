@@ -37,11 +37,14 @@ def parse_size(text: str | int, *, what: str = "size") -> int:
 
 
 def format_size(size: int) -> str:
-    """Format bytes the way parse_size reads them back, e.g. 268435456 -> "256M"."""
-    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if size >= factor and size % factor == 0:
-            return f"{size // factor}{unit}"
-    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if size >= factor:
-            return f"{size / factor:.1f}{unit}"
+    """Format bytes the way parse_size reads them: exact where a unit divides the size
+    ("256M", "1536M"), else one decimal of the largest unit ("23.5G")."""
+    units = (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024))
+    for i, (unit, factor) in enumerate(units):
+        if size < factor:
+            continue
+        for exact_unit, exact_factor in units[i:]:
+            if size % exact_factor == 0 and size // exact_factor < 10000:
+                return f"{size // exact_factor}{exact_unit}"
+        return f"{size / factor:.1f}{unit}"
     return f"{size}B"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import BIN, Daemon
-from tests.support.waiting import free_port, wait_for_marker
+from tests.support.waiting import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]
 
@@ -36,12 +36,16 @@ def test_image_list_and_rebuild_is_cached(daemon: Daemon) -> None:
 
 def test_launch_use_and_delete_through_the_cli(daemon: Daemon) -> None:
     port = free_port()
-    launched = daemon.cli("launch", "tiny", "cli-vm", "--memory", "192M", "--forward", f"{port}:80")
+    launched = daemon.cli(
+        "launch", "tiny", "cli-vm", "--memory", "192M", "--forward", f"{port}:80", "--wait"
+    )
     assert launched.code == 0, launched
-    assert "is running" in launched.stdout and f"http://127.0.0.1:{port}/" in launched.stdout
+    assert "is running and booted" in launched.stdout
+    assert f"http://127.0.0.1:{port}/" in launched.stdout
     try:
         with daemon.client() as client:
-            wait_for_marker(client, "cli-vm", "HANGAR-BOOT-COMPLETE")
+            # --wait returned only after the boot marker
+            assert "HANGAR-BOOT-COMPLETE" in client.logs("cli-vm")
 
         rows = json.loads(daemon.cli("list", "--format", "json").stdout)
         (row,) = [r for r in rows if r["name"] == "cli-vm"]
@@ -73,6 +77,11 @@ def test_launch_use_and_delete_through_the_cli(daemon: Daemon) -> None:
         stopped = daemon.cli("stop", "cli-vm")
         assert stopped.code == 0, stopped
         assert "is stopped" in stopped.stdout and "ACPI" in stopped.stdout
+
+        started = daemon.cli("start", "cli-vm", "--wait")
+        assert started.code == 0 and "is running and booted" in started.stdout, started
+        with daemon.client() as client:
+            assert client.logs("cli-vm", lines=100000).count("HANGAR-BOOT-COMPLETE") == 2
     finally:
         deleted = daemon.cli("delete", "cli-vm", "--force")
     assert deleted.code == 0, deleted

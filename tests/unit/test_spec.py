@@ -32,6 +32,7 @@ def test_format_size_round_trips() -> None:
     for size in (256 * 1024**2, 2 * 1024**3, 4096):
         assert parse_size(format_size(size)) == size
     assert format_size(1536 * 1024**2) == "1536M"
+    assert format_size(24684096 * 1024) == "23.5G"
     assert format_size(100) == "100B"
 
 
