@@ -1,0 +1,62 @@
+"""Shared CLI plumbing: the root command group, consoles for output, error handling."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from hangar.client.client import ApiError
+from hangar.errors import HangarError
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console()
+err = Console(stderr=True)
+
+
+def handle_errors(fn: F) -> F:
+    """Print hangar errors as 'error: message' plus the hint, and exit with their code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            _fail(exc.message, exc.hint, exc.remote_exit_code)
+        except HangarError as exc:
+            _fail(exc.message, exc.hint, exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, hint: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    if hint:
+        err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+    sys.exit(code)
+
+
+def format_option(fn: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="table for people, json for scripts",
+    )(fn)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hangar")
+def cli() -> None:
+    """hangar: virtual machines on QEMU. Talks to hangard over its API socket."""

@@ -1,0 +1,58 @@
+"""Image commands."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from hangar.cli.app import cli, emit_json, err, format_option, handle_errors, out
+from hangar.client.client import Client
+from hangar.spec.units import format_size
+
+
+@cli.group()
+def image() -> None:
+    """Guest images."""
+
+
+@image.command(name="build")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="rebuild even if the image is up to date")
+@format_option
+@handle_errors
+def image_build(name: str, force: bool, fmt: str) -> None:
+    """Build an image from Debian packages (cached; rebuilt only when its recipe changes)."""
+    with Client() as client, err.status(f"building image {name}…"):
+        result = client.build_image(name, force=force)
+    if fmt == "json":
+        emit_json(result)
+        return
+    for line in result["log"]:
+        out.print(f"  {line}", highlight=False)
+    verb = "built" if result["built"] else "up to date"
+    out.print(f"image [bold]{name}[/] {verb}", highlight=False)
+
+
+@image.command(name="list")
+@format_option
+@handle_errors
+def image_list(fmt: str) -> None:
+    """List the images that are built."""
+    with Client() as client:
+        images = client.images()
+    if fmt == "json":
+        emit_json(images)
+        return
+    table = Table()
+    for column in ("NAME", "DISK", "MEMORY", "CREATED", "RECIPE", "DESCRIPTION"):
+        table.add_column(column)
+    for img in images:
+        table.add_row(
+            img["name"],
+            format_size(img["disk_virtual_size"]),
+            format_size(img["defaults"]["memory"]),
+            img["created_at"],
+            img["recipe_hash"][:12],
+            img["description"],
+        )
+    out.print(table, highlight=False)
