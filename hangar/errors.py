@@ -130,3 +130,32 @@ class DaemonUnavailable(HangarError):
 
     exit_code = 6
     kind = "daemon-unavailable"
+
+
+class QuotaExceeded(ResourceLimit):
+    """A project's quota would be exceeded; the message names the limit and the use."""
+
+    kind = "quota-exceeded"
+
+
+class Unauthenticated(NothingChanged):
+    """No token, or one hangard does not know (or that was revoked)."""
+
+    http_status = 401
+    exit_code = 7
+    kind = "unauthenticated"
+
+
+class Forbidden(NothingChanged):
+    """The token's role does not allow this action in its project."""
+
+    http_status = 403
+    exit_code = 7
+    kind = "forbidden"
+
+
+class CertificateChanged(HangarError):
+    """A remote presented another certificate than the one trusted when it was added."""
+
+    exit_code = 8
+    kind = "certificate-changed"

@@ -34,7 +34,7 @@ VENV=$ROOT/.venv
 LOCK=$ROOT/requirements.lock
 STAMP=$VENV/.hangar-lock-hash
 # Dev tools locked next to pyproject's runtime dependencies.
-DEV_TOOLS=(pytest pytest-asyncio pytest-timeout mypy ruff)
+DEV_TOOLS=(pytest pytest-asyncio pytest-timeout mypy ruff schemathesis)
 
 export DEBIAN_FRONTEND=noninteractive
 

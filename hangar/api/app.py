@@ -1,4 +1,8 @@
-"""hangard's REST API (FastAPI). Routes stay thin: they call the services layer."""
+"""hangard's REST API (FastAPI). Routes stay thin: they call the services layer.
+
+Every route authenticates (see :mod:`hangar.api.auth`): the local socket is the host
+administrator, TCP callers need a bearer token. Changes are written to the audit log.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +17,39 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hangar import __version__
-from hangar.api import console, logs, vms
+from hangar.api import audit, console, events, images, logs, operations, projects, tokens, vms
+from hangar.api.auth import READ, Access
 from hangar.errors import HangarError
-from hangar.services.images import BuildResult
 from hangar.services.platform import Platform
-from hangar.spec.image import ImageManifest
 
 
-class ImageBuild(BaseModel):
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    hint: str
+    details: dict[str, Any]
+
+
+class WhoAmI(BaseModel):
+    id: str
     name: str
-    force: bool = False
+    role: str
+    project: str
+    host_admin: bool
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "invalid input"),
+        (401, "no token, or an unknown one"),
+        (403, "the token's role does not allow this"),
+        (404, "not found (or in another project)"),
+        (409, "conflict with the current state"),
+        (422, "over a quota or a host limit"),
+        (500, "something failed halfway; hangar reverted what it could"),
+    )
+}
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -36,10 +63,13 @@ def create_app(platform: Platform) -> FastAPI:
         title="hangar",
         version=__version__,
         description="Virtual machines on QEMU. All errors are JSON: "
-        "{error, message, hint, details}.",
+        "{error, message, hint, details}. Over TCP every request needs "
+        "'Authorization: Bearer <token>'.",
         lifespan=lifespan,
+        responses=_ERRORS,
     )
     app.state.platform = platform
+    app.add_middleware(audit.AuditMiddleware, platform=platform)
 
     @app.exception_handler(HangarError)
     async def hangar_error(request: Request, exc: HangarError) -> JSONResponse:
@@ -62,24 +92,23 @@ def create_app(platform: Platform) -> FastAPI:
         )
 
     @app.get("/1.0/host", tags=["host"])
-    async def host_info() -> dict[str, Any]:
+    async def host_info(_: Access = READ) -> dict[str, Any]:
         facts = asdict(platform.host)
         facts["hangar_version"] = __version__
         return facts
 
-    @app.get("/1.0/images", tags=["images"])
-    async def list_images() -> list[ImageManifest]:
-        return platform.images.list()
+    @app.get("/1.0/whoami", tags=["host"])
+    async def whoami(scope: Access = READ) -> WhoAmI:
+        """Who the server takes the caller for: the token (or the local root) and project."""
+        caller = scope.caller
+        return WhoAmI(
+            id=caller.id,
+            name=caller.name,
+            role=caller.role,
+            project=scope.project,
+            host_admin=caller.local,
+        )
 
-    @app.get("/1.0/images/{name}", tags=["images"])
-    async def get_image(name: str) -> ImageManifest:
-        return platform.images.get(name)
-
-    @app.post("/1.0/images", tags=["images"])
-    async def build_image(request: ImageBuild) -> BuildResult:
-        return await platform.images.build(request.name, force=request.force)
-
-    app.include_router(vms.router)
-    app.include_router(logs.router)
-    app.include_router(console.router)
+    for module in (vms, logs, console, images, projects, tokens, operations, events, audit):
+        app.include_router(module.router)
     return app

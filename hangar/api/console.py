@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
+from hangar.api.auth import Level, authorize_ws
 from hangar.api.deps import platform_of
 from hangar.errors import HangarError
 
@@ -22,19 +23,22 @@ _in_use: set[str] = set()
 
 
 @router.websocket("/{name}/console")
-async def console(websocket: WebSocket, name: str) -> None:
+async def console(websocket: WebSocket, name: str, project: str | None = Query(None)) -> None:
+    """Needs an operator (or admin) token of the VM's project, or the local socket."""
     await websocket.accept()
     try:
-        path = await platform_of(websocket).vms.console_socket(name)
+        scope = authorize_ws(websocket, project, Level.OPERATE)
+        path = await platform_of(websocket).vms.console_socket(name, scope.project)
     except HangarError as exc:
         await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
         return
-    if name in _in_use:
+    key = f"{scope.project}/{name}"
+    if key in _in_use:
         await websocket.close(
             code=CLOSE_BASE + 409, reason=f"the console of '{name}' is in use by another client"
         )
         return
-    _in_use.add(name)
+    _in_use.add(key)
     try:
         try:
             reader, writer = await asyncio.open_unix_connection(str(path))
@@ -43,7 +47,7 @@ async def console(websocket: WebSocket, name: str) -> None:
             return
         await _pump(websocket, reader, writer)
     finally:
-        _in_use.discard(name)
+        _in_use.discard(key)
 
 
 async def _pump(

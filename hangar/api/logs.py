@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from hangar.api.auth import READ, Access
 from hangar.api.deps import platform_of
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
@@ -63,8 +64,9 @@ async def vm_logs(
     name: str,
     lines: int = Query(100, ge=0, le=100000, description="how many last lines to send first"),
     follow: bool = Query(False, description="keep sending new output until the client leaves"),
+    scope: Access = READ,
 ) -> StreamingResponse:
-    view = await platform_of(request).vms.get(name)
+    view = await platform_of(request).vms.get(name, scope.project)
     path = Path(view.serial_log)
     offset = await asyncio.to_thread(_tail_offset, path, lines)
     return StreamingResponse(_stream(path, offset, follow), media_type="text/plain")

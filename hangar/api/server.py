@@ -1,4 +1,5 @@
-"""``hangard``: the daemon. Serves the REST API on a unix socket only root can open."""
+"""``hangard``: the daemon. Serves the REST API on a unix socket only root can open,
+and with ``--listen HOST:PORT`` over HTTPS too, where every request needs a token."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import uvicorn
 
 from hangar import __version__
 from hangar.api.app import create_app
+from hangar.api.auth import LocalListener
+from hangar.api.tls import ensure_certificate, fingerprint
 from hangar.host.probe import probe_host
 from hangar.paths import Paths
 from hangar.runner import SubprocessRunner
@@ -48,10 +51,33 @@ def bind_socket(path: Path) -> socket.socket:
     return sock
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"hangard: --listen wants HOST:PORT, got '{text}'")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def serve(servers: list[tuple[uvicorn.Server, list[socket.socket] | None]]) -> None:
+    """Run the servers together; when one stops (a signal), stop the others too."""
+    tasks = [asyncio.create_task(server.serve(sockets=socks)) for server, socks in servers]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for server, _ in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hangard", description="the hangar daemon")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.add_argument("--version", action="version", version=f"hangard {__version__}")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="also serve HTTPS there (token required)"
+    )
+    parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) instead of hangard's own")
+    parser.add_argument("--key", type=Path, help="private key (PEM) of --cert")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -68,11 +94,35 @@ def main(argv: list[str] | None = None) -> None:
     platform = Platform.open(paths, host, runner)
     app = create_app(platform)
     sock = bind_socket(paths.socket)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="websockets-sansio")
-    server = uvicorn.Server(config)
+    local = uvicorn.Config(
+        LocalListener(app), log_level="warning", lifespan="on", ws="websockets-sansio"
+    )
+    servers: list[tuple[uvicorn.Server, list[socket.socket] | None]] = [
+        (uvicorn.Server(local), [sock])
+    ]
     log.info("serving the API on %s", paths.socket)
+    if args.listen:
+        listen_host, port = parse_listen(args.listen)
+        cert, key = ensure_certificate(paths.state, listen_host, args.cert, args.key)
+        remote = uvicorn.Config(
+            app,
+            host=listen_host,
+            port=port,
+            log_level="warning",
+            lifespan="off",  # the local server runs the platform's start and stop
+            ws="websockets-sansio",
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+        )
+        servers.append((uvicorn.Server(remote), None))
+        log.info(
+            "serving HTTPS on %s:%d, certificate fingerprint %s",
+            listen_host,
+            port,
+            fingerprint(cert.read_text()),
+        )
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve(servers))
     finally:
         sock.close()
         with contextlib.suppress(FileNotFoundError):

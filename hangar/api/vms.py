@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
 from hangar.services.vms import DEFAULT_STOP_TIMEOUT, StopResult, VMView
 from hangar.spec.vm import VMCreate
@@ -26,49 +27,59 @@ class StopRequest(BaseModel):
 
 
 @router.get("")
-async def list_vms(request: Request) -> list[VMView]:
-    return await platform_of(request).vms.list()
+async def list_vms(request: Request, scope: Access = READ) -> list[VMView]:
+    return await platform_of(request).vms.list(scope.project)
 
 
 @router.post("", status_code=201)
-async def create_vm(request: Request, body: Launch) -> VMView:
+async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
     spec = VMCreate.model_validate(body.model_dump(exclude={"start"}))
-    return await platform_of(request).vms.create(spec, start=body.start)
+    return await platform_of(request).vms.create(spec, start=body.start, project=scope.project)
 
 
 @router.get("/{name}")
-async def get_vm(request: Request, name: str) -> VMView:
-    return await platform_of(request).vms.get(name)
+async def get_vm(request: Request, name: str, scope: Access = READ) -> VMView:
+    return await platform_of(request).vms.get(name, scope.project)
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_vm(request: Request, name: str, force: bool = Query(False)) -> Response:
-    await platform_of(request).vms.delete(name, force=force)
+async def delete_vm(
+    request: Request, name: str, force: bool = Query(False), scope: Access = OPERATE
+) -> Response:
+    await platform_of(request).vms.delete(name, force=force, project=scope.project)
     return Response(status_code=204)
 
 
 @router.post("/{name}/start")
-async def start_vm(request: Request, name: str) -> VMView:
-    return await platform_of(request).vms.start(name)
+async def start_vm(request: Request, name: str, scope: Access = OPERATE) -> VMView:
+    return await platform_of(request).vms.start(name, scope.project)
 
 
 @router.post("/{name}/stop")
-async def stop_vm(request: Request, name: str, body: StopRequest | None = None) -> StopResult:
+async def stop_vm(
+    request: Request, name: str, body: StopRequest | None = None, scope: Access = OPERATE
+) -> StopResult:
     body = body or StopRequest()
-    return await platform_of(request).vms.stop(name, force=body.force, timeout=body.timeout)
+    return await platform_of(request).vms.stop(
+        name, force=body.force, timeout=body.timeout, project=scope.project
+    )
 
 
 @router.post("/{name}/restart")
-async def restart_vm(request: Request, name: str, body: StopRequest | None = None) -> StopResult:
+async def restart_vm(
+    request: Request, name: str, body: StopRequest | None = None, scope: Access = OPERATE
+) -> StopResult:
     body = body or StopRequest()
-    return await platform_of(request).vms.restart(name, force=body.force, timeout=body.timeout)
+    return await platform_of(request).vms.restart(
+        name, force=body.force, timeout=body.timeout, project=scope.project
+    )
 
 
 @router.post("/{name}/pause")
-async def pause_vm(request: Request, name: str) -> VMView:
-    return await platform_of(request).vms.pause(name)
+async def pause_vm(request: Request, name: str, scope: Access = OPERATE) -> VMView:
+    return await platform_of(request).vms.pause(name, scope.project)
 
 
 @router.post("/{name}/resume")
-async def resume_vm(request: Request, name: str) -> VMView:
-    return await platform_of(request).vms.resume(name)
+async def resume_vm(request: Request, name: str, scope: Access = OPERATE) -> VMView:
+    return await platform_of(request).vms.resume(name, scope.project)

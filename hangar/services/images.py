@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel
 
@@ -26,10 +27,18 @@ class BuildResult(BaseModel):
 
 
 class ImageService:
-    def __init__(self, paths: Paths, store: ImageStore, runner: CommandRunner):
+    def __init__(
+        self,
+        paths: Paths,
+        store: ImageStore,
+        runner: CommandRunner,
+        recipes: Mapping[str, Recipe] | None = None,
+    ):
         self.paths = paths
         self.store = store
         self.runner = runner
+        # Injectable so tests can build (and cancel) without downloading packages.
+        self.recipes = recipes
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def list(self) -> list[ImageManifest]:
@@ -38,18 +47,39 @@ class ImageService:
     def get(self, name: str) -> ImageManifest:
         return self.store.get(name)
 
-    async def build(self, name: str, *, force: bool = False) -> BuildResult:
-        """Build image ``name`` from its recipe unless it is up to date (or ``force``)."""
-        recipes = known_recipes()
+    def recipe(self, name: str) -> Recipe:
+        """The recipe for image ``name``; raises :class:`NotFound` naming the known ones."""
+        recipes = self.recipes if self.recipes is not None else known_recipes()
         recipe = recipes.get(name)
         if recipe is None:
             raise NotFound(
                 f"no recipe for an image named '{name}'",
                 hint=f"hangar can build: {', '.join(sorted(recipes))}",
             )
+        return recipe
+
+    async def build(
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> BuildResult:
+        """Build image ``name`` from its recipe unless it is up to date (or ``force``).
+
+        ``progress`` gets each log line (in the build thread); if it raises, the build
+        stops there and its temporary folder is removed (the store is left as it was).
+        """
+        recipe = self.recipe(name)
         log: list[str] = []
+
+        def step(line: str) -> None:
+            log.append(line)
+            if progress is not None:
+                progress(line)
+
         async with self._locks[name]:
             manifest, built = await asyncio.to_thread(
-                self.store.build, recipe, self.paths.cache, self.runner, log.append, force=force
+                self.store.build, recipe, self.paths.cache, self.runner, step, force=force
             )
         return BuildResult(image=manifest, built=built, log=log)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
+from hangar.services.events import EventBus
 from hangar.services.images import ImageService
+from hangar.services.operations import OperationManager
+from hangar.services.projects import ProjectService
 from hangar.services.storage.images import ImageStore
+from hangar.services.tokens import TokenService
 from hangar.services.vms import VMService
+from hangar.state.audit import AuditEntry, AuditRepository
 from hangar.state.db import Database
-from hangar.state.vms import VMRepository
+from hangar.state.projects import ProjectRepository
+from hangar.state.vms import VMRecord, VMRepository
 
 
 @dataclass
@@ -21,23 +28,62 @@ class Platform:
     db: Database
     images: ImageService
     vms: VMService
+    projects: ProjectService
+    tokens: TokenService
+    audit: AuditRepository
+    events: EventBus
+    operations: OperationManager
 
     @classmethod
     def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
         paths.ensure()
         db = Database(paths.database)
         store = ImageStore(paths.images)
-        return cls(
+        vm_repo = VMRepository(db)
+        projects = ProjectService(ProjectRepository(db), vm_repo)
+        events = EventBus()
+        platform = cls(
             paths=paths,
             host=host,
             db=db,
             images=ImageService(paths, store, runner),
-            vms=VMService(paths, VMRepository(db), store, host, runner),
+            vms=VMService(paths, vm_repo, store, host, runner, quota_check=projects.check_quota),
+            projects=projects,
+            tokens=TokenService(db),
+            audit=AuditRepository(db),
+            events=events,
+            operations=OperationManager(events),
+        )
+        vm_repo.listeners.append(platform._vm_changed)
+        return platform
+
+    def _vm_changed(self, before: VMRecord | None, after: VMRecord | None) -> None:
+        record = after or before
+        assert record is not None
+        change = "created" if before is None else "deleted" if after is None else "state"
+        self.events.publish(
+            "lifecycle",
+            record.project,
+            {
+                "change": change,
+                "vm": record.name,
+                "id": record.id,
+                "state": after.state if after else "deleted",
+                "previous": before.state if before else None,
+                "reason": after.state_reason if after else "",
+            },
         )
 
+    def record_audit(self, **fields: object) -> AuditEntry:
+        entry = self.audit.append(**fields)  # type: ignore[arg-type]
+        self.events.publish("audit", entry.project, entry.model_dump())
+        return entry
+
     async def start(self) -> None:
+        self.events.bind(asyncio.get_running_loop())
         await self.vms.reconcile()
 
     async def stop(self) -> None:
+        await self.operations.shutdown()
         await self.vms.shutdown()
         self.db.close()

@@ -12,6 +12,7 @@ import logging
 import shutil
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -29,7 +30,7 @@ from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import PortForward, VMConfig, VMCreate, check_name
-from hangar.state.vms import VMRecord, VMRepository
+from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class VMView(BaseModel):
 
     id: str
     name: str
+    project: str
     image: str
     state: PowerState
     state_reason: str
@@ -63,6 +65,10 @@ class StopResult(BaseModel):
     method: str
 
 
+# Raises (e.g. QuotaExceeded) when a resolved config does not fit its project.
+QuotaCheck = Callable[[str, VMConfig], None]
+
+
 class VMService:
     def __init__(
         self,
@@ -71,8 +77,10 @@ class VMService:
         images: ImageStore,
         host: HostFacts,
         runner: CommandRunner,
+        quota_check: QuotaCheck | None = None,
     ):
         self.paths = paths
+        self.quota_check = quota_check
         self.repo = repo
         self.images = images
         self.host = host
@@ -98,6 +106,7 @@ class VMService:
         return VMView(
             id=config.id,
             name=config.name,
+            project=record.project,
             image=config.image,
             state=await self.state_of(record),
             state_reason=record.state_reason,
@@ -114,16 +123,17 @@ class VMService:
             serial_log=str(self.files(config).serial_log),
         )
 
-    async def get(self, name: str) -> VMView:
-        return await self.view(self.repo.get(name))
+    async def get(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
+        return await self.view(self.repo.get(name, project))
 
-    async def list(self) -> list[VMView]:
-        records = self.repo.list()
+    async def list(self, project: str | None = None) -> list[VMView]:
+        """The VMs of ``project``, or of all projects when it is None."""
+        records = self.repo.list(project)
         return list(await asyncio.gather(*(self.view(r) for r in records)))
 
-    async def console_socket(self, name: str) -> Path:
+    async def console_socket(self, name: str, project: str = DEFAULT_PROJECT) -> Path:
         """The serial console's unix socket of a running or paused VM."""
-        record = self.repo.get(name)
+        record = self.repo.get(name, project)
         state = await self.state_of(record)
         if state not in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING):
             raise StateConflict(
@@ -133,16 +143,19 @@ class VMService:
 
     # --- create and delete --------------------------------------------------------
 
-    async def create(self, request: VMCreate, *, start: bool = True) -> VMView:
+    async def create(
+        self, request: VMCreate, *, start: bool = True, project: str = DEFAULT_PROJECT
+    ) -> VMView:
         """Create a VM from an image (a linked clone of its disk) and start it unless told not to.
 
-        Nothing is left behind when any step fails: no row, no file, no process.
+        Nothing is left behind when any step fails (the quota check included): no row,
+        no file, no process.
         """
         check_name(request.name)
-        async with self._locks[f"name:{request.name}"]:
-            if self.repo.find(request.name) is not None:
+        async with self._locks[f"name:{project}/{request.name}"]:
+            if self.repo.find(request.name, project) is not None:
                 raise Conflict(
-                    f"a VM named '{request.name}' already exists",
+                    f"a VM named '{request.name}' already exists in project '{project}'",
                     hint="pick another name, or delete the existing VM first",
                 )
             image = self.images.get(request.image)
@@ -159,25 +172,34 @@ class VMService:
             self._check_ports(config)
             files = self.files(config)
             async with revert_on_error() as undo:
-                files.dir.mkdir(parents=True)
-                undo.push("remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True))
-                await asyncio.to_thread(
-                    img.create_overlay,
-                    self.runner,
-                    image_dir / image.disk,
-                    files.disk,
-                    config.disk_size,
-                )
-                record = self.repo.insert(config, PowerState.STOPPED)
-                undo.push("delete VM row", lambda: self.repo.delete(vm_id))
+                # The project lock spans check and insert, so concurrent launches cannot
+                # both fit in the last free slot; the (slow) start runs outside it.
+                async with self._locks[f"project:{project}"]:
+                    if self.quota_check is not None:
+                        self.quota_check(project, config)
+                    files.dir.mkdir(parents=True)
+                    undo.push(
+                        "remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True)
+                    )
+                    await asyncio.to_thread(
+                        img.create_overlay,
+                        self.runner,
+                        image_dir / image.disk,
+                        files.disk,
+                        config.disk_size,
+                    )
+                    record = self.repo.insert(config, PowerState.STOPPED, project)
+                    undo.push("delete VM row", lambda: self.repo.delete(vm_id))
                 if start:
                     async with self._locks[vm_id]:
                         await self._start(record)
-            return await self.get(config.name)
+            return await self.get(config.name, project)
 
-    async def delete(self, name: str, *, force: bool = False) -> None:
+    async def delete(
+        self, name: str, *, force: bool = False, project: str = DEFAULT_PROJECT
+    ) -> None:
         """Delete a VM and every file hangard made for it. ``force`` stops it first."""
-        record = self.repo.get(name)
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             state = await self.state_of(record)
             check(name, Action.FORCE_DELETE if force else Action.DELETE, state)
@@ -192,13 +214,13 @@ class VMService:
 
     # --- power ----------------------------------------------------------------------
 
-    async def start(self, name: str) -> VMView:
-        record = self.repo.get(name)
+    async def start(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.START, await self.state_of(record))
             self._check_ports(record.config)
             await self._start(record)
-        return await self.get(name)
+        return await self.get(name, project)
 
     async def _start(self, record: VMRecord) -> Runtime:
         """Start QEMU paused, wire it up over QMP, then continue it."""
@@ -223,16 +245,21 @@ class VMService:
         return runtime
 
     async def stop(
-        self, name: str, *, force: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        timeout: float = DEFAULT_STOP_TIMEOUT,
+        project: str = DEFAULT_PROJECT,
     ) -> StopResult:
         """Stop a VM: ACPI power button, wait ``timeout`` s, then force. Says which happened."""
-        record = self.repo.get(name)
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             state = await self.state_of(record)
             check(name, Action.FORCE_STOP if force else Action.STOP, state)
             runtime = self._runtime(record)
             method = await self._stop(runtime, force=force, timeout=timeout)
-        return StopResult(vm=await self.get(name), method=method)
+        return StopResult(vm=await self.get(name, project), method=method)
 
     async def _stop(self, runtime: Runtime, *, force: bool, timeout: float) -> str:
         if force:
@@ -264,32 +291,37 @@ class VMService:
             runtime.kill()
             await asyncio.wait_for(runtime.exited.wait(), FORCE_STOP_TIMEOUT)
 
-    async def pause(self, name: str) -> VMView:
-        record = self.repo.get(name)
+    async def pause(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.PAUSE, await self.state_of(record))
             await self._runtime(record).monitor.stop()
             self.repo.set_state(record.id, PowerState.PAUSED)
-        return await self.get(name)
+        return await self.get(name, project)
 
-    async def resume(self, name: str) -> VMView:
-        record = self.repo.get(name)
+    async def resume(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.RESUME, await self.state_of(record))
             await self._runtime(record).monitor.cont()
             self.repo.set_state(record.id, PowerState.RUNNING)
-        return await self.get(name)
+        return await self.get(name, project)
 
     async def restart(
-        self, name: str, *, force: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        timeout: float = DEFAULT_STOP_TIMEOUT,
+        project: str = DEFAULT_PROJECT,
     ) -> StopResult:
         """Stop (as ``stop`` does) and start again, in a fresh QEMU process."""
-        record = self.repo.get(name)
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.RESTART, await self.state_of(record))
             method = await self._stop(self._runtime(record), force=force, timeout=timeout)
-            await self._start(self.repo.get(name))
-        return StopResult(vm=await self.get(name), method=method)
+            await self._start(self.repo.get(name, project))
+        return StopResult(vm=await self.get(name, project), method=method)
 
     def _runtime(self, record: VMRecord) -> Runtime:
         runtime = self.supervisor.get(record.id)
@@ -312,14 +344,15 @@ class VMService:
     async def _on_exit(self, runtime: Runtime, outcome: Outcome) -> None:
         log.info("VM %s: %s (%s)", runtime.name, outcome.state, outcome.reason)
         self.repo.set_state(runtime.vm_id, outcome.state, outcome.reason)
-        if outcome.reboot:
-            task = asyncio.create_task(self._reboot(runtime.name))
+        record = self.repo.by_id(runtime.vm_id)
+        if outcome.reboot and record is not None:
+            task = asyncio.create_task(self._reboot(runtime.name, record.project))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _reboot(self, name: str) -> None:
+    async def _reboot(self, name: str, project: str) -> None:
         try:
-            await self.start(name)
+            await self.start(name, project)
         except HangarError as exc:
             log.warning("VM %s: restart after guest reboot failed: %s", name, exc)
 

@@ -18,3 +18,59 @@ MIGRATIONS: list[list[str]] = [
         )""",
     ],
 ]
+MIGRATIONS.append(
+    # 2: projects (tenants) with quotas, API tokens (hashes only), the audit log,
+    # and VMs belonging to a project with names unique per project. SQLite cannot
+    # drop a UNIQUE constraint, so the vms table is rebuilt.
+    [
+        """CREATE TABLE projects (
+            name TEXT PRIMARY KEY,
+            description TEXT NOT NULL DEFAULT '',
+            max_instances INTEGER,
+            max_cpus INTEGER,
+            max_memory INTEGER,
+            max_disk INTEGER,
+            created_at TEXT NOT NULL
+        )""",
+        "INSERT INTO projects (name, description, created_at)"
+        " VALUES ('default', 'the default project', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        """CREATE TABLE vms_v2 (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL REFERENCES projects(name),
+            name TEXT NOT NULL,
+            config TEXT NOT NULL,
+            state TEXT NOT NULL,
+            state_reason TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (project, name)
+        )""",
+        "INSERT INTO vms_v2 (id, project, name, config, state, state_reason, created_at,"
+        " updated_at) SELECT id, 'default', name, config, state, state_reason, created_at,"
+        " updated_at FROM vms",
+        "DROP TABLE vms",
+        "ALTER TABLE vms_v2 RENAME TO vms",
+        """CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_used_at TEXT
+        )""",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            project TEXT NOT NULL,
+            actor_id TEXT NOT NULL,
+            actor_name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            result TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            message TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX audit_project ON audit (project, seq)",
+    ]
+)

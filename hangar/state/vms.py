@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hangar.errors import Conflict, NotFound
 from hangar.spec.vm import VMConfig
 from hangar.state.db import Database
+
+DEFAULT_PROJECT = "default"
+
+# Called after every change of a VM row: (record after the change, or None when deleted
+# together with the record before it). The events stream hooks in here, so every state
+# change (lifecycle actions, the supervisor's exit handler, reconcile) is seen.
+ChangeListener = Callable[["VMRecord | None", "VMRecord | None"], None]
 
 
 def now() -> str:
@@ -22,6 +30,7 @@ class VMRecord:
     state_reason: str
     created_at: str
     updated_at: str
+    project: str = DEFAULT_PROJECT
 
     @property
     def id(self) -> str:
@@ -39,49 +48,85 @@ def _record(row: sqlite3.Row) -> VMRecord:
         state_reason=row["state_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        project=row["project"],
     )
 
 
 class VMRepository:
     def __init__(self, db: Database):
         self.db = db
+        self.listeners: list[ChangeListener] = []
 
-    def insert(self, config: VMConfig, state: str) -> VMRecord:
+    def _changed(self, before: VMRecord | None, after: VMRecord | None) -> None:
+        for listener in self.listeners:
+            listener(before, after)
+
+    def insert(self, config: VMConfig, state: str, project: str = DEFAULT_PROJECT) -> VMRecord:
         stamp = now()
         try:
             with self.db.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO vms (id, name, config, state, state_reason, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, '', ?, ?)",
-                    (config.id, config.name, config.model_dump_json(), state, stamp, stamp),
+                    "INSERT INTO vms (id, project, name, config, state, state_reason, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, '', ?, ?)",
+                    (
+                        config.id,
+                        project,
+                        config.name,
+                        config.model_dump_json(),
+                        state,
+                        stamp,
+                        stamp,
+                    ),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(
-                f"a VM named '{config.name}' already exists",
+                f"a VM named '{config.name}' already exists in project '{project}'",
                 hint="pick another name, or delete the existing VM first",
             ) from exc
-        return VMRecord(config, state, "", stamp, stamp)
+        record = VMRecord(config, state, "", stamp, stamp, project)
+        self._changed(None, record)
+        return record
 
-    def get(self, name: str) -> VMRecord:
-        rows = self.db.query("SELECT * FROM vms WHERE name = ?", (name,))
-        if not rows:
-            raise NotFound(f"no VM named '{name}'", hint="'hangar list' shows the VMs")
-        return _record(rows[0])
+    def get(self, name: str, project: str = DEFAULT_PROJECT) -> VMRecord:
+        record = self.find(name, project)
+        if record is None:
+            raise NotFound(
+                f"no VM named '{name}' in project '{project}'", hint="'hangar list' shows the VMs"
+            )
+        return record
 
-    def find(self, name: str) -> VMRecord | None:
-        rows = self.db.query("SELECT * FROM vms WHERE name = ?", (name,))
+    def find(self, name: str, project: str = DEFAULT_PROJECT) -> VMRecord | None:
+        rows = self.db.query("SELECT * FROM vms WHERE project = ? AND name = ?", (project, name))
         return _record(rows[0]) if rows else None
 
-    def list(self) -> list[VMRecord]:
-        return [_record(r) for r in self.db.query("SELECT * FROM vms ORDER BY name")]
+    def by_id(self, vm_id: str) -> VMRecord | None:
+        rows = self.db.query("SELECT * FROM vms WHERE id = ?", (vm_id,))
+        return _record(rows[0]) if rows else None
+
+    def list(self, project: str | None = None) -> list[VMRecord]:
+        """The VMs of ``project``, or of every project when it is None."""
+        if project is None:
+            rows = self.db.query("SELECT * FROM vms ORDER BY project, name")
+        else:
+            rows = self.db.query("SELECT * FROM vms WHERE project = ? ORDER BY name", (project,))
+        return [_record(r) for r in rows]
+
+    def count(self, project: str) -> int:
+        return int(self.db.query("SELECT COUNT(*) FROM vms WHERE project = ?", (project,))[0][0])
 
     def set_state(self, vm_id: str, state: str, reason: str = "") -> None:
+        before = self.by_id(vm_id) if self.listeners else None
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE vms SET state = ?, state_reason = ?, updated_at = ? WHERE id = ?",
                 (state, reason, now(), vm_id),
             )
+        if self.listeners:
+            self._changed(before, self.by_id(vm_id))
 
     def delete(self, vm_id: str) -> None:
+        before = self.by_id(vm_id) if self.listeners else None
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM vms WHERE id = ?", (vm_id,))
+        if before is not None:
+            self._changed(before, None)

@@ -9,11 +9,12 @@ from fastapi.testclient import TestClient
 
 from hangar.api.app import create_app
 from tests.component.conftest import PlatformFactory
+from tests.support.apps import BothListeners
 
 
 @pytest.fixture
 def api(make_platform: PlatformFactory) -> Iterator[TestClient]:
-    with TestClient(create_app(make_platform())) as client:
+    with TestClient(BothListeners(create_app(make_platform()))) as client:
         yield client
 
 

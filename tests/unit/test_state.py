@@ -44,7 +44,7 @@ def test_vm_rows(tmp_path: Path) -> None:
     repo.insert(_config("app", "c" * 32), "stopped")
     assert [r.name for r in repo.list()] == ["app", "web"]
     repo.delete(config.id)
-    with pytest.raises(NotFound, match="no VM named 'web'"):
+    with pytest.raises(NotFound, match="no VM named 'web' in project 'default'"):
         repo.get("web")
     assert repo.find("web") is None
 
@@ -52,6 +52,6 @@ def test_vm_rows(tmp_path: Path) -> None:
 def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
     db = Database(tmp_path / "h.db")
     with pytest.raises(RuntimeError), db.transaction() as conn:
-        conn.execute("INSERT INTO vms VALUES ('x','x','{}','stopped','','t','t')")
+        conn.execute("INSERT INTO vms VALUES ('x','default','x','{}','stopped','','t','t')")
         raise RuntimeError("boom")
     assert db.query("SELECT COUNT(*) FROM vms")[0][0] == 0

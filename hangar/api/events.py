@@ -1,0 +1,71 @@
+"""The event stream: a websocket sending one JSON event per message.
+
+``/1.0/events?project=P&type=lifecycle,operation,audit``. A token sees its own
+project only; the local root sees every project unless it names one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
+
+from hangar.api.auth import Level, authorize_ws
+from hangar.api.console import CLOSE_BASE
+from hangar.api.deps import platform_of
+from hangar.errors import HangarError, InvalidInput
+from hangar.services.events import EVENT_TYPES
+
+router = APIRouter(prefix="/1.0", tags=["events"])
+
+
+def parse_types(text: str | None) -> set[str] | None:
+    if not text:
+        return None
+    types = {t.strip() for t in text.split(",") if t.strip()}
+    unknown = types - set(EVENT_TYPES)
+    if unknown:
+        raise InvalidInput(
+            f"unknown event type(s): {', '.join(sorted(unknown))}",
+            hint=f"types: {', '.join(EVENT_TYPES)}",
+        )
+    return types
+
+
+@router.websocket("/events")
+async def events(
+    websocket: WebSocket,
+    project: str | None = Query(None),
+    type: str | None = Query(None),
+) -> None:
+    await websocket.accept()
+    try:
+        scope = authorize_ws(websocket, project, Level.READ)
+        types = parse_types(type)
+    except HangarError as exc:
+        await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
+        return
+    projects = None if scope.filter is None else {scope.filter}
+    subscription = platform_of(websocket).events.subscribe(projects, types)
+
+    async def client_gone() -> None:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    watcher = asyncio.create_task(client_gone())
+    try:
+        while not watcher.done():
+            getter = asyncio.create_task(subscription.get())
+            await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                break
+            await websocket.send_text(getter.result().model_dump_json())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        subscription.close()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await watcher

@@ -1,0 +1,66 @@
+"""Project routes: tenants and their quotas.
+
+The host administrator creates and deletes projects; a project's admin token may
+read it and change its quotas; other tokens see only their own project."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hangar.api.auth import HOST, READ, Access, Level, authenticate, authorize
+from hangar.api.deps import platform_of
+from hangar.errors import Forbidden
+from hangar.services.projects import ProjectView, Quotas
+
+router = APIRouter(prefix="/1.0/projects", tags=["projects"])
+
+NAME_PATH = Path(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    description: str = Field(default="", max_length=500)
+    quotas: Quotas = Field(default_factory=Quotas)
+
+
+class QuotaUpdate(Quotas):
+    """Only the limits named are changed; null removes a limit."""
+
+
+@router.get("")
+async def list_projects(request: Request, scope: Access = READ) -> list[ProjectView]:
+    caller = scope.caller
+    return platform_of(request).projects.list(None if caller.local else caller.project)
+
+
+@router.post("", status_code=201)
+async def create_project(request: Request, body: ProjectCreate, _: Access = HOST) -> ProjectView:
+    return platform_of(request).projects.create(body.name, body.description, body.quotas)
+
+
+@router.get("/{name}")
+async def get_project(request: Request, name: str = NAME_PATH) -> ProjectView:
+    authorize(request, authenticate(request), name, Level.READ)
+    return platform_of(request).projects.get(name)
+
+
+@router.patch("/{name}")
+async def set_quotas(request: Request, body: QuotaUpdate, name: str = NAME_PATH) -> ProjectView:
+    authorize(request, authenticate(request), name, Level.ADMIN)
+    return platform_of(request).projects.set_quotas(name, body.model_dump(exclude_unset=True))
+
+
+@router.delete("/{name}", status_code=204)
+async def delete_project(request: Request, name: str = NAME_PATH) -> Response:
+    caller = authenticate(request)
+    authorize(request, caller, name, Level.ADMIN)
+    if not caller.local:
+        raise Forbidden(
+            "only the host administrator may delete a project",
+            hint="run 'hangar project delete' on the host",
+        )
+    platform_of(request).projects.delete(name)
+    return Response(status_code=204)

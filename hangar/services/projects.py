@@ -1,0 +1,141 @@
+"""Projects (tenants): creation, deletion, quotas, and the quota check at launch."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hangar.errors import Conflict, InvalidInput, QuotaExceeded
+from hangar.spec.units import format_size
+from hangar.spec.vm import VMConfig
+from hangar.state.projects import ProjectRecord, ProjectRepository
+from hangar.state.vms import DEFAULT_PROJECT, VMRepository
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class Quotas(BaseModel):
+    """Limits of a project; None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_instances: int | None = Field(default=None, ge=0, le=100_000)
+    max_cpus: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_memory: int | None = Field(default=None, ge=0, le=2**62)
+    max_disk: int | None = Field(default=None, ge=0, le=2**62)
+
+
+class Usage(BaseModel):
+    instances: int
+    cpus: int
+    memory: int
+    disk: int
+
+
+class ProjectView(BaseModel):
+    name: str
+    description: str
+    quotas: Quotas
+    usage: Usage
+    created_at: str
+
+
+_LIMITS = (
+    ("max_instances", "instances", "instances", str),
+    ("max_cpus", "cpus", "vCPUs", str),
+    ("max_memory", "memory", "memory", format_size),
+    ("max_disk", "disk", "disk", format_size),
+)
+
+
+def check_project_name(name: str) -> None:
+    if not NAME.match(name):
+        raise InvalidInput(
+            f"invalid project name '{name}'",
+            hint="use 1-63 lowercase letters, digits and dashes, starting with a letter",
+        )
+
+
+class ProjectService:
+    def __init__(self, repo: ProjectRepository, vms: VMRepository):
+        self.repo = repo
+        self.vms = vms
+
+    def usage(self, project: str) -> Usage:
+        configs = [r.config for r in self.vms.list(project)]
+        return Usage(
+            instances=len(configs),
+            cpus=sum(c.cpus for c in configs),
+            memory=sum(c.memory for c in configs),
+            disk=sum(c.disk_size for c in configs),
+        )
+
+    def view(self, record: ProjectRecord) -> ProjectView:
+        return ProjectView(
+            name=record.name,
+            description=record.description,
+            quotas=Quotas(**{k: record.quota(k) for k, *_ in _LIMITS}),
+            usage=self.usage(record.name),
+            created_at=record.created_at,
+        )
+
+    def get(self, name: str) -> ProjectView:
+        return self.view(self.repo.get(name))
+
+    def list(self, only: str | None = None) -> list[ProjectView]:
+        return [self.view(r) for r in self.repo.list() if only is None or r.name == only]
+
+    def create(self, name: str, description: str = "", quotas: Quotas | None = None) -> ProjectView:
+        check_project_name(name)
+        self.repo.insert(name, description)
+        if quotas is not None:
+            self.repo.set_quotas(name, quotas.model_dump())
+        return self.get(name)
+
+    def set_quotas(self, name: str, quotas: dict[str, int | None]) -> ProjectView:
+        return self.view(self.repo.set_quotas(name, quotas))
+
+    def delete(self, name: str) -> None:
+        if name == DEFAULT_PROJECT:
+            raise Conflict("the default project cannot be deleted", hint="it always exists")
+        self.repo.get(name)
+        count = self.vms.count(name)
+        if count:
+            raise Conflict(
+                f"project '{name}' still has {count} VM(s)",
+                hint=f"delete them first ('hangar list --project {name}')",
+                details={"project": name, "instances": count},
+            )
+        self.repo.delete(name)
+
+    def check_quota(self, project: str, config: VMConfig) -> None:
+        """Raise :class:`QuotaExceeded` naming the limit and the current use if ``config``
+        would not fit in ``project``'s quotas. Call it under the project's lock."""
+        record = self.repo.get(project)
+        use = self.usage(project)
+        asks = {
+            "instances": 1,
+            "cpus": config.cpus,
+            "memory": config.memory,
+            "disk": config.disk_size,
+        }
+        for key, field, label, fmt in _LIMITS:
+            limit = record.quota(key)
+            if limit is None:
+                continue
+            current = int(getattr(use, field))
+            if current + asks[field] > limit:
+                raise QuotaExceeded(
+                    f"project '{project}' would exceed its {label} quota: limit {fmt(limit)}, "
+                    f"in use {fmt(current)}, this VM asks for {fmt(asks[field])}",
+                    hint=f"delete VMs in '{project}' or raise the limit with "
+                    f"'hangar project set {project} {key.replace('_', '-')}=...'",
+                    details={
+                        "project": project,
+                        "limit": key,
+                        "value": limit,
+                        "in_use": current,
+                        "requested": asks[field],
+                    },
+                )
