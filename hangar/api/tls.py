@@ -7,11 +7,9 @@ use, as SSH does) by its SHA-256 fingerprint.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import os
 import socket
-import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -19,14 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hangar.certs import fingerprint
+
+__all__ = ["ensure_certificate", "fingerprint", "generate"]
+
 VALID_DAYS = 3650
-
-
-def fingerprint(pem_or_der: str | bytes) -> str:
-    """SHA-256 of the DER certificate, as colon-separated upper-case hex (like openssl)."""
-    der = ssl.PEM_cert_to_DER_cert(pem_or_der) if isinstance(pem_or_der, str) else pem_or_der
-    digest = hashlib.sha256(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from hangar.client.client import ApiError
+from hangar.client.client import ApiError, Client
+from hangar.client.remotes import LOCAL, RemoteStore
 from hangar.errors import HangarError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,7 +57,36 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
+def connect() -> Client:
+    """A client for the remote and project chosen on the command line (or the current
+    remote, see 'hangar remote switch'); the local socket by default."""
+    ctx = click.get_current_context()
+    options = ctx.find_root().obj or {}
+    store = RemoteStore()
+    name = options.get("remote") or store.current()
+    project = options.get("project")
+    if name == LOCAL:
+        return Client(project=project)
+    return Client(remote=store.get(name), project=project)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hangar")
-def cli() -> None:
-    """hangar: virtual machines on QEMU. Talks to hangard over its API socket."""
+@click.option(
+    "--remote",
+    envvar="HANGAR_REMOTE",
+    metavar="NAME",
+    help="talk to this remote (default: the current one, see 'hangar remote list')",
+)
+@click.option(
+    "--project",
+    "-p",
+    envvar="HANGAR_PROJECT",
+    metavar="NAME",
+    help="act in this project (default: the token's, or 'default' locally)",
+)
+@click.pass_context
+def cli(ctx: click.Context, remote: str | None, project: str | None) -> None:
+    """hangar: virtual machines on QEMU. Talks to hangard over its API socket, or to a
+    remote hangard over HTTPS with a token."""
+    ctx.obj = {"remote": remote, "project": project}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from hangar.cli.app import cli, emit_json, format_option, handle_errors, out
-from hangar.client.client import Client
+from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
 from hangar.spec.units import format_size
 
 
@@ -19,7 +18,7 @@ def host() -> None:
 @handle_errors
 def host_info(fmt: str) -> None:
     """Show QEMU, CPUs, memory and the accelerator chosen (and why)."""
-    with Client() as client:
+    with connect() as client:
         facts = client.host_info()
     if fmt == "json":
         emit_json(facts)

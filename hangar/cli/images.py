@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from hangar.cli.app import cli, emit_json, err, format_option, handle_errors, out
-from hangar.client.client import Client
+from hangar.cli import operations
+from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
 from hangar.spec.units import format_size
 
 
@@ -18,12 +18,20 @@ def image() -> None:
 @image.command(name="build")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="rebuild even if the image is up to date")
+@click.option("--no-wait", is_flag=True, help="print the operation id and return at once")
 @format_option
 @handle_errors
-def image_build(name: str, force: bool, fmt: str) -> None:
+def image_build(name: str, force: bool, no_wait: bool, fmt: str) -> None:
     """Build an image from Debian packages (cached; rebuilt only when its recipe changes)."""
-    with Client() as client, err.status(f"building image {name}…"):
-        result = client.build_image(name, force=force)
+    with connect() as client:
+        op = client.start_image_build(name, force=force)
+        if no_wait:
+            if fmt == "json":
+                emit_json(op)
+            else:
+                out.print(f"operation {op['id']} started: hangar operation wait {op['id']}")
+            return
+        result = operations.follow(client, op)["result"]
     if fmt == "json":
         emit_json(result)
         return
@@ -38,7 +46,7 @@ def image_build(name: str, force: bool, fmt: str) -> None:
 @handle_errors
 def image_list(fmt: str) -> None:
     """List the images that are built."""
-    with Client() as client:
+    with connect() as client:
         images = client.images()
     if fmt == "json":
         emit_json(images)

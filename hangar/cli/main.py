@@ -5,11 +5,22 @@ Each area's commands live in their own module and register on the root group.
 
 from __future__ import annotations
 
-from hangar.cli import host, images, vms
+from hangar.cli import host, images, monitor, operations, projects, remote, tokens, vms
 from hangar.cli.app import _fail, cli
 from hangar.errors import InvalidInput
 
-__all__ = ["cli", "host", "images", "main", "vms"]
+__all__ = [
+    "cli",
+    "host",
+    "images",
+    "main",
+    "monitor",
+    "operations",
+    "projects",
+    "remote",
+    "tokens",
+    "vms",
+]
 
 
 def main() -> None:

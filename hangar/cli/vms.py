@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from hangar.cli import console as console_cmd
-from hangar.cli.app import F, cli, emit_json, err, format_option, handle_errors, out
+from hangar.cli.app import F, cli, connect, emit_json, err, format_option, handle_errors, out
 from hangar.client.client import Client
 from hangar.errors import QemuFailed
 from hangar.spec.units import format_size, parse_size
@@ -106,7 +106,7 @@ def launch(
     if forwards:
         parsed = [PortForward.parse(f).model_dump() for f in forwards]
         spec["nics"] = [{"type": "user", "forwards": parsed}]
-    with Client() as client:
+    with connect() as client:
         vm = client.launch(spec, start=not no_start)
         if wait is not None and not no_start:
             _wait_for_boot(client, vm, seen=0, timeout=wait)
@@ -127,7 +127,7 @@ def launch(
 @handle_errors
 def list_vms(fmt: str) -> None:
     """List VMs with their state."""
-    with Client() as client:
+    with connect() as client:
         vms = client.vms()
     if fmt == "json":
         emit_json(vms)
@@ -154,7 +154,7 @@ def list_vms(fmt: str) -> None:
 @handle_errors
 def info(name: str, fmt: str) -> None:
     """Show one VM in detail."""
-    with Client() as client:
+    with connect() as client:
         vm = client.vm(name)
     if fmt == "json":
         emit_json(vm)
@@ -168,7 +168,7 @@ def _power_command(action: str, doc: str) -> None:
     @format_option
     @handle_errors
     def command(name: str, fmt: str) -> None:
-        with Client() as client:
+        with connect() as client:
             vm = getattr(client, action)(name)
         if fmt == "json":
             emit_json(vm)
@@ -183,7 +183,7 @@ def _power_command(action: str, doc: str) -> None:
 @handle_errors
 def start(name: str, wait: float | None, fmt: str) -> None:
     """Start a stopped VM."""
-    with Client() as client:
+    with connect() as client:
         before = client.vm(name)
         seen = client.boot_count(name, before["boot_marker"]) if wait is not None else 0
         vm = client.start(name)
@@ -216,7 +216,7 @@ def _stop_like(action: str, doc: str) -> None:
     @format_option
     @handle_errors
     def command(name: str, force: bool, timeout: float, fmt: str) -> None:
-        with Client() as client:
+        with connect() as client:
             result = getattr(client, action)(name, force=force, timeout=timeout)
         if fmt == "json":
             emit_json(result)
@@ -236,7 +236,7 @@ _stop_like("restart", "Restart a VM: stop it (as 'stop' does) and start it again
 @handle_errors
 def delete(name: str, force: bool) -> None:
     """Delete a VM and all its files."""
-    with Client() as client:
+    with connect() as client:
         client.delete(name, force=force)
     out.print(f"VM [bold]{name}[/] deleted", highlight=False)
 
@@ -248,7 +248,7 @@ def delete(name: str, force: bool) -> None:
 @handle_errors
 def logs(name: str, follow: bool, lines: int) -> None:
     """Print a VM's serial console output."""
-    with Client() as client:
+    with connect() as client:
         if not follow:
             click.echo(client.logs(name, lines=lines), nl=False)
             return
@@ -265,5 +265,5 @@ def logs(name: str, follow: bool, lines: int) -> None:
 @handle_errors
 def console(name: str) -> None:
     """Attach to a VM's serial console (detach with Ctrl-])."""
-    with Client() as client:
+    with connect() as client:
         console_cmd.attach(client, name)

@@ -1,4 +1,5 @@
-"""A typed client for hangard's REST API (over its unix socket).
+"""A typed client for hangard's REST API: over its unix socket (the host administrator),
+or over HTTPS to a remote with a token and a pinned certificate.
 
 Used by the CLI, the tests and the benchmarks. API errors come back as
 :class:`ApiError` carrying the daemon's message, hint and exit code.
@@ -6,6 +7,7 @@ Used by the CLI, the tests and the benchmarks. API errors come back as
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,9 +15,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
-from websockets.sync.client import ClientConnection, unix_connect
+from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from hangar import errors
+from hangar.certs import fingerprint
+from hangar.client.platform_api import PlatformApi
+from hangar.client.remotes import Remote, changed, fetch_certificate
 from hangar.errors import DaemonUnavailable, HangarError
 from hangar.paths import Paths
 
@@ -55,14 +60,71 @@ def _unavailable(socket_path: Path, exc: Exception) -> DaemonUnavailable:
     )
 
 
-class Client:
-    def __init__(self, socket_path: Path | None = None, *, timeout: float = 120.0):
+class Client(PlatformApi):
+    """``Client()`` talks to the local hangard; ``Client(remote=...)`` to a remote one.
+
+    ``project`` is sent as ``?project=`` with every request (default: the token's
+    project remotely, ``default`` locally).
+    """
+
+    def __init__(
+        self,
+        socket_path: Path | None = None,
+        *,
+        timeout: float = 120.0,
+        remote: Remote | None = None,
+        project: str | None = None,
+    ):
         self.socket_path = socket_path or Paths.from_env().socket
-        self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(self.socket_path)),
-            base_url="http://hangard",
-            timeout=timeout,
+        self.remote = remote
+        self.project = project or (remote.project if remote else None)
+        params = {"project": self.project} if self.project else None
+        self._peer_checked = False
+        if remote is None:
+            self._http = httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+                base_url="http://hangard",
+                timeout=timeout,
+                params=params,
+            )
+        else:
+            self._ssl = remote.ssl_context()
+            self._http = httpx.Client(
+                base_url=remote.url.rstrip("/"),
+                verify=self._ssl,
+                headers={"Authorization": f"Bearer {remote.token}"},
+                timeout=timeout,
+                params=params,
+            )
+
+    @property
+    def where(self) -> str:
+        return self.remote.url if self.remote else str(self.socket_path)
+
+    def _unavailable(self, exc: Exception) -> HangarError:
+        if self.remote is None:
+            return _unavailable(self.socket_path, exc)
+        if isinstance(exc, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            try:
+                seen = fingerprint(fetch_certificate(self.remote.url))
+            except HangarError:
+                seen = "unknown"
+            if seen != self.remote.fingerprint:
+                return changed(self.remote, seen)
+        return DaemonUnavailable(
+            f"cannot reach remote '{self.remote.name}' at {self.remote.url}: {exc}",
+            hint="check that hangard runs there with --listen, and the network",
         )
+
+    def _check_peer(self, response: httpx.Response) -> None:
+        """Belt and braces over the pinned CA: the peer must be the pinned certificate."""
+        if self.remote is None or self._peer_checked:
+            return
+        stream = response.extensions.get("network_stream")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        if ssl_object is not None:
+            self.remote.check_peer(ssl_object.getpeercert(binary_form=True))
+            self._peer_checked = True
 
     def close(self) -> None:
         self._http.close()
@@ -88,7 +150,8 @@ class Client:
                 kwargs["timeout"] = timeout
             response = self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
-            raise _unavailable(self.socket_path, exc) from exc
+            raise self._unavailable(exc) from exc
+        self._check_peer(response)
         return self._decode(response)
 
     @staticmethod
@@ -111,11 +174,17 @@ class Client:
     def images(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self.request("GET", "/1.0/images"))
 
-    def build_image(self, name: str, *, force: bool = False) -> dict[str, Any]:
+    def start_image_build(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Start building an image; returns the operation (202)."""
         return cast(
             dict[str, Any],
-            self.request("POST", "/1.0/images", json={"name": name, "force": force}, timeout=1800),
+            self.request("POST", "/1.0/images", json={"name": name, "force": force}),
         )
+
+    def build_image(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Build an image and wait for it; returns the build result."""
+        op = self.wait_operation(self.start_image_build(name, force=force)["id"], timeout=1800)
+        return cast(dict[str, Any], op["result"])
 
     # --- VMs --------------------------------------------------------------------------
 
@@ -167,7 +236,7 @@ class Client:
         try:
             response = self._http.get(f"/1.0/vms/{name}/logs", params={"lines": lines})
         except httpx.ConnectError as exc:
-            raise _unavailable(self.socket_path, exc) from exc
+            raise self._unavailable(exc) from exc
         self._decode_error(response)
         return response.text
 
@@ -191,7 +260,7 @@ class Client:
                     self._decode_error(response)
                 yield response.iter_text()
         except httpx.ConnectError as exc:
-            raise _unavailable(self.socket_path, exc) from exc
+            raise self._unavailable(exc) from exc
 
     def boot_count(self, name: str, marker: str) -> int:
         """How many times the boot marker is in the VM's recent serial log."""
@@ -223,14 +292,30 @@ class Client:
         if response.status_code >= 400:
             self._decode(response)
 
+    def websocket(self, path: str, params: Mapping[str, str] | None = None) -> ClientConnection:
+        """Open a websocket on hangard (authenticated like every request)."""
+        query = dict(params or {})
+        if self.project:
+            query.setdefault("project", self.project)
+        target = path + ("?" + str(httpx.QueryParams(query)) if query else "")
+        try:
+            if self.remote is None:
+                return unix_connect(str(self.socket_path), f"ws://hangard{target}", max_size=None)
+            url = self.remote.url.rstrip("/").replace("https://", "wss://", 1) + target
+            connection = connect(
+                url,
+                ssl=self._ssl,
+                additional_headers={"Authorization": f"Bearer {self.remote.token}"},
+                max_size=None,
+            )
+            ssl_object = connection.socket.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+            self.remote.check_peer(ssl_object)
+            return connection
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+
     @contextmanager
     def console(self, name: str) -> Iterator[ClientConnection]:
         """Open the VM's serial console: a websocket carrying raw bytes both ways."""
-        try:
-            connection = unix_connect(
-                str(self.socket_path), f"ws://hangard/1.0/vms/{name}/console", max_size=None
-            )
-        except OSError as exc:
-            raise _unavailable(self.socket_path, exc) from exc
-        with connection:
+        with self.websocket(f"/1.0/vms/{name}/console") as connection:
             yield connection

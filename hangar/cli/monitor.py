@@ -1,0 +1,83 @@
+"""``hangar monitor`` (live events) and ``hangar audit`` (the audit log)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.table import Table
+
+from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+
+
+def describe(event: dict[str, Any]) -> str:
+    data = event["data"]
+    if event["type"] == "lifecycle":
+        before = f"{data['previous']} -> " if data.get("previous") else ""
+        reason = f" ({data['reason']})" if data.get("reason") else ""
+        return f"vm {data['vm']}: {before}{data['state']}{reason}"
+    if event["type"] == "operation":
+        pct = data.get("progress_percent")
+        return (
+            f"operation {data['id'][:12]} {data['description']}: {data['status']}"
+            + (f" {pct:.0f}%" if pct is not None else "")
+            + (f" {data['progress_message']}" if data.get("progress_message") else "")
+        )
+    if event["type"] == "audit":
+        return (
+            f"{data['actor_name']} ({data['actor_id']}) {data['action']} {data['resource']}"
+            f" -> {data['result']} {data['status']}"
+        )
+    return json.dumps(data)
+
+
+@cli.command()
+@click.option(
+    "--type",
+    "types",
+    help="comma-separated: lifecycle, operation, audit (default: all)",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON event per line")
+@handle_errors
+def monitor(types: str | None, as_json: bool) -> None:
+    """Print events live (VM state changes, operations, audit) until Ctrl-C."""
+    try:
+        with connect() as client, client.events(types) as events:
+            for event in events:
+                if as_json:
+                    click.echo(json.dumps(event, sort_keys=True))
+                else:
+                    out.print(
+                        f"{event['at']} [{event['project']}] {event['type']:9} {describe(event)}",
+                        highlight=False,
+                        markup=False,
+                    )
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--limit", type=int, default=100, show_default=True, help="newest entries")
+@format_option
+@handle_errors
+def audit(limit: int, fmt: str) -> None:
+    """Show the audit log: who changed what, when, with which result (--project P)."""
+    with connect() as client:
+        entries = client.audit(limit=limit)
+    if fmt == "json":
+        emit_json(entries)
+        return
+    table = Table()
+    for column in ("WHEN", "PROJECT", "WHO", "ACTION", "RESOURCE", "RESULT"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            e["at"],
+            e["project"],
+            f"{e['actor_name']} ({e['actor_id']})",
+            e["action"],
+            e["resource"],
+            f"{e['result']} ({e['status']})",
+        )
+    out.print(table, highlight=False)
