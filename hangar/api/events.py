@@ -1,6 +1,7 @@
 """The event stream: a websocket sending one JSON event per message.
 
-``/1.0/events?project=P&type=lifecycle,operation,audit``. A token sees its own
+``/1.0/events?project=P&type=lifecycle,operation,audit``. The first message has
+type ``subscribed``: from then on no matching event is missed. A token sees its own
 project only; the local root sees every project unless it names one.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
@@ -15,7 +17,7 @@ from hangar.api.auth import Level, authorize_ws
 from hangar.api.console import CLOSE_BASE
 from hangar.api.deps import platform_of
 from hangar.errors import HangarError, InvalidInput
-from hangar.services.events import EVENT_TYPES
+from hangar.services.events import EVENT_TYPES, Event
 
 router = APIRouter(prefix="/1.0", tags=["events"])
 
@@ -48,6 +50,14 @@ async def events(
         return
     projects = None if scope.filter is None else {scope.filter}
     subscription = platform_of(websocket).events.subscribe(projects, types)
+    # First message: the subscription is live; every event after it will be delivered.
+    hello = Event(
+        type="subscribed",
+        project=scope.filter or "*",
+        at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        data={"types": sorted(types) if types else list(EVENT_TYPES)},
+    )
+    await websocket.send_text(hello.model_dump_json())
 
     async def client_gone() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":

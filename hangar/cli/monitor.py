@@ -45,6 +45,8 @@ def monitor(types: str | None, as_json: bool) -> None:
     try:
         with connect() as client, client.events(types) as events:
             for event in events:
+                if event["type"] == "subscribed" and not as_json:
+                    continue
                 if as_json:
                     click.echo(json.dumps(event, sort_keys=True))
                 else:

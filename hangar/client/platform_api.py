@@ -124,7 +124,8 @@ class PlatformApi:
 
     @contextmanager
     def events(self, types: str | None = None) -> Iterator[Iterator[dict[str, Any]]]:
-        """Stream events (dicts) until the caller stops reading."""
+        """Stream events (dicts) until the caller stops reading. The first one has type
+        ``subscribed``: every event after it is delivered."""
         params = {"type": types} if types else None
         with self.websocket("/1.0/events", params) as connection:
 

@@ -168,10 +168,10 @@ class OperationManager:
                 self._ops.pop(op.id, None)
 
     async def shutdown(self) -> None:
-        for op in list(self._ops.values()):
-            if op.task is not None and not op.task.done():
-                op.cancel_requested = True
-                op.task.cancel()
-        tasks = [op.task for op in self._ops.values() if op.task is not None]
+        tasks = [op.task for op in self._ops.values() if op.task and not op.task.done()]
+        for task in tasks:
+            task.cancel()
+        for op in self._ops.values():
+            op.cancel_requested = True
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

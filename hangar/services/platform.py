@@ -33,6 +33,7 @@ class Platform:
     audit: AuditRepository
     events: EventBus
     operations: OperationManager
+    _stopped: bool = False
 
     @classmethod
     def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
@@ -84,6 +85,9 @@ class Platform:
         await self.vms.reconcile()
 
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         await self.operations.shutdown()
         await self.vms.shutdown()
         self.db.close()

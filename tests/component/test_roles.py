@@ -1,0 +1,190 @@
+"""The role matrix: every endpoint x every role x own and foreign project.
+
+Allowed means the request got past authorization (any answer but 401/403/404, e.g.
+a 409 for pausing a stopped VM still proves the role may pause). Denied in the own
+project is 403; anything in a foreign project is 404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from hangar.api.app import create_app
+from hangar.services.operations import Operation
+from tests.component.conftest import PlatformFactory
+from tests.component.platform_app import World, populate
+from tests.support.apps import TCP_HEADER, BothListeners
+from tests.support.fake_recipe import FakeRecipe
+
+READ, OPERATE, ADMIN, HOST = 1, 2, 3, 4
+ROLE_LEVEL = {"viewer": READ, "operator": OPERATE, "admin": ADMIN}
+
+# (method, path, JSON body, level). {p}: the project in the path; {op}, {tok}: ids of an
+# operation and a spare token in the project. Other routes get the project as ?project=.
+ENDPOINTS: list[tuple[str, str, Any, int]] = [
+    ("GET", "/1.0/host", None, READ),
+    ("GET", "/1.0/whoami", None, READ),
+    ("GET", "/1.0/images", None, READ),
+    ("GET", "/1.0/images/tiny", None, READ),
+    ("POST", "/1.0/images", {"name": "tiny"}, HOST),
+    ("GET", "/1.0/vms", None, READ),
+    ("POST", "/1.0/vms", {"name": "new", "image": "tiny", "start": False}, OPERATE),
+    ("GET", "/1.0/vms/web", None, READ),
+    ("GET", "/1.0/vms/web/logs", None, READ),
+    ("POST", "/1.0/vms/web/start", None, OPERATE),
+    ("POST", "/1.0/vms/web/stop", None, OPERATE),
+    ("POST", "/1.0/vms/web/restart", None, OPERATE),
+    ("POST", "/1.0/vms/web/pause", None, OPERATE),
+    ("POST", "/1.0/vms/web/resume", None, OPERATE),
+    ("DELETE", "/1.0/vms/web", None, OPERATE),
+    ("WS", "/1.0/vms/web/console", None, OPERATE),
+    ("WS", "/1.0/events", None, READ),
+    ("GET", "/1.0/operations", None, READ),
+    ("GET", "/1.0/operations/{op}", None, READ),
+    ("DELETE", "/1.0/operations/{op}", None, OPERATE),
+    ("GET", "/1.0/projects", None, READ),
+    ("POST", "/1.0/projects", {"name": "gamma"}, HOST),
+    ("GET", "/1.0/projects/{p}", None, READ),
+    ("PATCH", "/1.0/projects/{p}", {"max_instances": 9}, ADMIN),
+    ("DELETE", "/1.0/projects/{p}", None, HOST),
+    ("GET", "/1.0/tokens", None, ADMIN),
+    ("POST", "/1.0/tokens", {"role": "viewer"}, ADMIN),
+    ("DELETE", "/1.0/tokens/{tok}", None, ADMIN),
+    ("GET", "/1.0/audit", None, ADMIN),
+]
+
+
+@pytest.fixture
+def world(make_platform: PlatformFactory) -> Iterator[World]:
+    platform = make_platform()
+    platform.images.recipes = {"tiny": FakeRecipe(step_seconds=0.05)}
+    with TestClient(BothListeners(create_app(platform))) as api:
+        world = populate(api, platform)
+        yield world
+
+
+def _endless_operation(world: World, project: str) -> str:
+    async def work(op: Operation) -> Any:
+        while True:
+            op.checkpoint()
+            await asyncio.sleep(0.02)
+
+    async def start() -> str:
+        return world.platform.operations.start(project, "test", "endless", work).id
+
+    return str(world.api.portal.call(start))  # type: ignore[union-attr]
+
+
+def _call(
+    world: World, headers: dict[str, str], method: str, path: str, body: Any, project: str | None
+) -> int:
+    params = {"project": project} if project else {}
+    if method == "WS":
+        query = f"?project={project}" if project else ""
+        try:
+            with world.api.websocket_connect(path + query, headers=headers) as ws:
+                ws.send_text("")  # events: nothing; console: bytes to the guest
+                message = ws.receive()
+        except WebSocketDisconnect as exc:
+            return exc.code - 4000
+        if message["type"] == "websocket.close":
+            return int(message["code"]) - 4000 if message["code"] >= 4000 else 200
+        return 200
+    response = world.api.request(method, path, headers=headers, params=params, json=body)
+    return response.status_code
+
+
+def _expand(world: World, path: str, project: str) -> str:
+    if "{op}" in path:
+        path = path.replace("{op}", _endless_operation(world, project))
+    if "{tok}" in path:
+        spare = world.api.post(
+            "/1.0/tokens", params={"project": project}, json={"role": "viewer", "name": "spare"}
+        ).json()
+        path = path.replace("{tok}", spare["id"])
+    return path.replace("{p}", project)
+
+
+CASES = [
+    pytest.param(method, path, body, level, role, where, id=f"{method} {path} {role} {where}")
+    for method, path, body, level in ENDPOINTS
+    for role in ("viewer", "operator", "admin")
+    for where in ("own", "foreign")
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "level", "role", "where"), CASES)
+def test_role_matrix(
+    world: World, method: str, path: str, body: Any, level: int, role: str, where: str
+) -> None:
+    target = "alpha" if where == "own" else "beta"
+    url = _expand(world, path, target)
+    in_path = "{p}" in path
+    # Own project: sometimes named, sometimes implied by the token; foreign: always named.
+    query = None if in_path or (where == "own" and len(path) % 2) else target
+    status = _call(world, world.headers("alpha", role), method, url, body, query)
+    if where == "foreign":
+        expected = "404"
+    elif ROLE_LEVEL[role] >= level:
+        expected = "allowed"
+    else:
+        expected = "403"
+    got = "allowed" if status not in (401, 403, 404) else str(status)
+    assert got == expected, f"{method} {url} as alpha/{role}: HTTP {status}"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "level"), ENDPOINTS)
+def test_the_local_socket_may_do_everything(
+    world: World, method: str, path: str, body: Any, level: int
+) -> None:
+    url = _expand(world, path, "beta")
+    query = None if "{p}" in path else "beta"
+    status = _call(world, {}, method, url, body, query)
+    assert status not in (401, 403, 404), f"{method} {url} as local root: HTTP {status}"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "level"), ENDPOINTS)
+def test_no_token_or_a_wrong_one_is_refused_over_tcp(
+    world: World, method: str, path: str, body: Any, level: int
+) -> None:
+    url = _expand(world, path, "alpha")
+    for headers in (
+        TCP_HEADER,
+        {"Authorization": "Bearer hgr_not-a-token"},
+        {"Authorization": "Basic eDp5"},
+    ):
+        status = _call(world, headers, method, url, body, "alpha")
+        assert status == 401, f"{method} {url} with {headers}: HTTP {status}"
+
+
+def test_a_revoked_token_is_refused_at_once(world: World) -> None:
+    viewer = world.tokens[("alpha", "viewer")]
+    assert world.api.get("/1.0/vms", headers=world.headers("alpha", "viewer")).status_code == 200
+    assert world.api.delete(f"/1.0/tokens/{viewer['id']}").status_code == 204
+    refused = world.api.get("/1.0/vms", headers=world.headers("alpha", "viewer"))
+    assert refused.status_code == 401 and refused.json()["error"] == "unauthenticated"
+
+
+def test_listings_show_only_the_own_project(world: World) -> None:
+    alpha = world.as_token("alpha", "admin")
+    assert [p["name"] for p in alpha.get("/1.0/projects").json()] == ["alpha"]
+    assert {t["project"] for t in alpha.get("/1.0/tokens").json()} == {"alpha"}
+    vms = alpha.get("/1.0/vms").json()
+    assert [(v["name"], v["project"]) for v in vms] == [("web", "alpha")]
+    root_projects = [p["name"] for p in world.api.get("/1.0/projects").json()]
+    assert root_projects == ["alpha", "beta", "default"]
+
+
+def test_tokens_are_stored_as_hashes_only(world: World) -> None:
+    secrets = [t["secret"] for t in world.tokens.values()]
+    rows = world.platform.db.query("SELECT * FROM tokens")
+    stored = " ".join(str(value) for row in rows for value in tuple(row))
+    assert rows and not any(secret in stored for secret in secrets)
+    listed = world.api.get("/1.0/tokens").text
+    assert not any(secret in listed for secret in secrets)
