@@ -49,7 +49,8 @@ def _size(value: object) -> object:
     return value
 
 
-Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+# Field before the validator: else pydantic writes a bare "gt" into the JSON schema.
+Size = Annotated[int, Field(gt=0), BeforeValidator(_size)]
 
 
 class PortForward(BaseModel):
@@ -108,7 +109,10 @@ class VMCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    # The schema states the rule; check_name enforces it with a clearer message.
+    name: str = Field(
+        json_schema_extra={"pattern": _NAME.pattern, "minLength": 1, "maxLength": MAX_NAME}
+    )
     image: str
     cpus: int | None = Field(default=None, ge=1, le=255)
     memory: Size | None = None
