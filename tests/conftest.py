@@ -12,12 +12,14 @@ import pytest
 
 from hangar.client.client import Client
 from tests.support.daemon import Daemon, kill_vm_processes
+from tests.support.waiting import free_port
 
 
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
     home = Path(tempfile.mkdtemp(prefix="hgi-", dir="/tmp"))
-    hangard = Daemon(home)
+    # Serves HTTPS on loopback too, so remote access is tested on the same guests.
+    hangard = Daemon(home, listen_port=free_port())
     hangard.start()
     try:
         with hangard.client() as client:

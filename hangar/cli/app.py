@@ -36,9 +36,10 @@ def handle_errors(fn: F) -> F:
 
 
 def _fail(message: str, hint: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # soft_wrap: no newlines inserted, so fingerprints and paths stay whole (and greppable).
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     if hint:
-        err.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        err.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from hangar.certs import fingerprint
-from hangar.cli.app import cli, emit_json, err, format_option, handle_errors, out
+from hangar.cli.app import cli, emit_json, format_option, handle_errors, out
 from hangar.client.client import Client
 from hangar.client.remotes import LOCAL, Remote, RemoteStore, fetch_certificate, parse_url
 from hangar.errors import InvalidInput
@@ -36,9 +36,12 @@ def remote_add(
     parse_url(url)
     pem = fetch_certificate(url)
     seen = fingerprint(pem)
-    err.print(f"certificate of {url}\n  SHA-256 fingerprint: [bold]{seen}[/]", highlight=False)
+    # click.echo, not Rich: a fingerprint must never be wrapped or styled.
+    click.echo(f"certificate of {url}\n  SHA-256 fingerprint: {seen}", err=True)
     if not accept_certificate:
-        err.print("compare it with the one hangard logged at start ('serving HTTPS on ...')")
+        click.echo(
+            "compare it with the one hangard logged at start ('serving HTTPS on ...')", err=True
+        )
         if not click.confirm("trust this certificate?", default=False, err=True):
             raise InvalidInput("certificate not trusted; nothing was added")
     candidate = Remote(

@@ -123,7 +123,7 @@ class Client(PlatformApi):
         stream = response.extensions.get("network_stream")
         ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
         if ssl_object is not None:
-            self.remote.check_peer(ssl_object.getpeercert(binary_form=True))
+            self.remote.check_peer(ssl_object.getpeercert(True))
             self._peer_checked = True
 
     def close(self) -> None:

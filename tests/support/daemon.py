@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,10 +22,19 @@ PACKAGE_CACHE = Path(os.environ.get("HANGAR_TEST_CACHE", "/var/cache/hangar-test
 
 
 class Daemon:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, *, listen_port: int | None = None, args: Sequence[str] = ()):
         self.home = home
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "hangard.log"
+        # HTTPS on loopback only: tests never listen on any other address.
+        self.listen_port = listen_port
+        self.args = list(args)
+        self.config_home = home / "config"  # the CLI's XDG_CONFIG_HOME (remotes)
+
+    @property
+    def url(self) -> str:
+        assert self.listen_port is not None, "this hangard was started without --listen"
+        return f"https://127.0.0.1:{self.listen_port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -32,6 +42,9 @@ class Daemon:
         env["HANGAR_HOME"] = str(self.home)
         env["HANGAR_CACHE"] = str(PACKAGE_CACHE)
         env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+        env["XDG_CONFIG_HOME"] = str(self.config_home)
+        for name in ("HANGAR_REMOTE", "HANGAR_PROJECT", "HANGAR_TOKEN"):
+            env.pop(name, None)
         return env
 
     @property
@@ -41,8 +54,11 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> None:
         PACKAGE_CACHE.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
+            argv = [str(BIN / "hangard"), *self.args]
+            if self.listen_port is not None:
+                argv += ["--listen", f"127.0.0.1:{self.listen_port}"]
             self.proc = subprocess.Popen(
-                [str(BIN / "hangard")],
+                argv,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -56,9 +72,11 @@ class Daemon:
             try:
                 with self.client() as client:
                     client.host_info()
-                return
+                if self.listen_port is None or _port_open(self.listen_port):
+                    return
             except DaemonUnavailable:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"hangard did not answer in {timeout} s")
 
     def client(self) -> Client:
@@ -88,6 +106,11 @@ class Daemon:
             timeout=timeout,
         )
         return Result(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Result:
