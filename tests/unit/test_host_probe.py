@@ -17,7 +17,7 @@ import pytest
 
 from hangar.errors import HostCommandFailed
 from hangar.host import cache
-from hangar.host.accel import accel_args, accel_args_for
+from hangar.host.accel import TCG_CPU_MODEL, accel_args, accel_args_for
 from hangar.host.facts import HostFacts
 from hangar.host.kvm import (
     ProbeRun,
@@ -232,11 +232,11 @@ def test_parse_probe_output_garbage() -> None:
 
 
 def test_accel_args_tcg_single_vcpu() -> None:
-    assert accel_args_for("tcg", 1) == ["-accel", "tcg,tb-size=32", "-cpu", "max"]
+    assert accel_args_for("tcg", 1) == ["-accel", "tcg,tb-size=32", "-cpu", TCG_CPU_MODEL]
 
 
 def test_accel_args_tcg_smp_is_multithreaded() -> None:
-    assert accel_args_for("tcg", 4) == ["-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max"]
+    assert accel_args_for("tcg", 4) == ["-accel", "tcg,thread=multi,tb-size=32", "-cpu", TCG_CPU_MODEL]
 
 
 def test_accel_args_kvm() -> None:
@@ -537,3 +537,9 @@ def test_probe_host_rejects_non_qemu(tmp_path: Path) -> None:
     with pytest.raises(HostCommandFailed) as info:
         probe_host(FakeQemu(version="GNU bash, version 5.2\n"), kvm_device=tmp_path / "absent")
     assert "QEMU" in info.value.hint
+
+
+def test_tcg_model_offers_x86_64_v2() -> None:
+    # Userlands built for x86-64-v2 must run: SSSE3, SSE4.1, SSE4.2 and POPCNT on top of qemu64.
+    for feature in ("+ssse3", "+sse4.1", "+sse4.2", "+popcnt"):
+        assert feature in TCG_CPU_MODEL.split(",")
