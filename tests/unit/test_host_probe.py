@@ -236,7 +236,12 @@ def test_accel_args_tcg_single_vcpu() -> None:
 
 
 def test_accel_args_tcg_smp_is_multithreaded() -> None:
-    assert accel_args_for("tcg", 4) == ["-accel", "tcg,thread=multi,tb-size=32", "-cpu", TCG_CPU_MODEL]
+    assert accel_args_for("tcg", 4) == [
+        "-accel",
+        "tcg,thread=multi,tb-size=32",
+        "-cpu",
+        TCG_CPU_MODEL,
+    ]
 
 
 def test_accel_args_kvm() -> None:
