@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from hangar.host.probe_guest import (
     parse_probe_output,
 )
 from hangar.runner import CommandResult
+from tests.support.recording_runner import Call, ScriptedRunner
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "host"
 
@@ -54,7 +55,7 @@ def recorded(name: str) -> str:
 # --- fake runner ---------------------------------------------------------------------
 
 
-class FakeQemu:
+class FakeQemu(ScriptedRunner):
     """A command runner that answers like QEMU and records every argv.
 
     ``kvm``/``tcg`` say how the probe guest behaves under each accelerator:
@@ -71,24 +72,15 @@ class FakeQemu:
         tcg_ticks: int = 150_000_000,
         version: str | None = None,
     ) -> None:
+        super().__init__()
         self.behaviour = {"kvm": kvm, "tcg": tcg}
         self.ticks = {"kvm": kvm_ticks, "tcg": tcg_ticks}
         self.version = version if version is not None else recorded("qemu-version.txt")
-        self.calls: list[tuple[str, ...]] = []
         self.bios_sizes: list[int] = []
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        input_text: str | None = None,
-    ) -> CommandResult:
-        args = tuple(str(a) for a in argv)
-        self.calls.append(args)
+    def respond(self, call: Call) -> CommandResult:
+        argv, cwd, timeout = call.argv, call.cwd, call.timeout  # noqa: F841
+        args = argv
         if args[1:] == ("-version",):
             return CommandResult(args, 0, self.version, "")
         if args[1:] == ("-machine", "help"):
