@@ -252,18 +252,32 @@ def markdown(result: dict[str, Any]) -> str:
             f"| list {figures['vms']} VMs, {transport}: p50 / p99 | {figures['p50_ms']} ms / {figures['p99_ms']} ms"
             f" | p50 < {BARS['list_p50_ms']:g} ms | {'yes' if figures['p50_ms'] < BARS['list_p50_ms'] else 'NO'} |"
         )
+    if burst is not None:
+        lines += _launch_rows(burst)
+    if ev is not None:
+        lines += _event_rows(ev)
+    return "\n".join(lines) + "\n"
+
+
+def _launch_rows(burst: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines.append(
         f"| {burst['launches']} concurrent launches: errors | {burst['errors']} | 0 | {'yes' if burst['errors'] == 0 else 'NO'} |"
     )
     lines.append(
         f"| … total time / launches per s | {burst['total_s']} s / {burst['launches_per_s']} | - | - |"
     )
+    return lines
+
+
+def _event_rows(ev: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     lines.append(
         f"| event latency ({ev['events']} events, {ev['transport']}): p50 / p99 / max | "
         f"{ev['p50_ms']} / {ev['p99_ms']} / {ev['max_ms']} ms | p99 < {BARS['event_p99_ms']:g} ms | "
         f"{'yes' if ev['p99_ms'] < BARS['event_p99_ms'] else 'NO'} |"
     )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -276,6 +290,7 @@ def main() -> None:
     parser.add_argument("--event-cycles", type=int, default=50, help="pause+resume pairs")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--output-dir", type=Path, default=BENCH_DIR / "results")
+    # 0 skips that part: e.g. --launches 0 --event-cycles 0 for the list figures alone.
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (hangard needs root)")
@@ -296,12 +311,16 @@ def main() -> None:
         print(f"list: {args.vms} rows in the database", flush=True)
         lst = bench_list(hangard, token, "rows", args.list_rounds)
         print(json.dumps(lst, indent=1), flush=True)
-        print(f"launches: {args.launches} at once", flush=True)
-        burst = bench_launches(hangard, args.launches)
-        print(json.dumps(burst, indent=1), flush=True)
-        print("events", flush=True)
-        ev = bench_events(hangard, default_token, args.event_cycles)
-        print(json.dumps(ev, indent=1), flush=True)
+        burst: dict[str, Any] | None = None
+        if args.launches > 0:
+            print(f"launches: {args.launches} at once", flush=True)
+            burst = bench_launches(hangard, args.launches)
+            print(json.dumps(burst, indent=1), flush=True)
+        ev: dict[str, Any] | None = None
+        if args.event_cycles > 0:
+            print("events", flush=True)
+            ev = bench_events(hangard, default_token, args.event_cycles)
+            print(json.dumps(ev, indent=1), flush=True)
     finally:
         hangard.stop()
         for pidfile in (home / "run" / "vm").glob("*/qemu.pid"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
@@ -26,9 +26,15 @@ class StopRequest(BaseModel):
     timeout: float = Field(default=DEFAULT_STOP_TIMEOUT, gt=0, le=3600)
 
 
-@router.get("")
-async def list_vms(request: Request, scope: Access = READ) -> list[VMView]:
-    return await platform_of(request).vms.list(scope.project)
+_VIEWS = TypeAdapter(list[VMView])
+
+
+@router.get("", response_model=list[VMView])
+async def list_vms(request: Request, scope: Access = READ) -> Response:
+    # Serialised here: FastAPI would validate every view again before dumping it,
+    # which is most of the time of a list of 1,000 VMs.
+    views = await platform_of(request).vms.list(scope.project)
+    return Response(_VIEWS.dump_json(views), media_type="application/json")
 
 
 @router.post("", status_code=201)

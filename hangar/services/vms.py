@@ -129,7 +129,8 @@ class VMService:
     async def list(self, project: str | None = None) -> list[VMView]:
         """The VMs of ``project``, or of all projects when it is None."""
         records = self.repo.list(project)
-        return list(await asyncio.gather(*(self.view(r) for r in records)))
+        # One after the other: a view awaits nothing slow, and 1,000 tasks cost more.
+        return [await self.view(r) for r in records]
 
     async def console_socket(self, name: str, project: str = DEFAULT_PROJECT) -> Path:
         """The serial console's unix socket of a running or paused VM."""

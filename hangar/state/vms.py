@@ -41,9 +41,25 @@ class VMRecord:
         return self.config.name
 
 
+# Parsed configs by their JSON text: a config never changes after the row is written
+# (only state does), and parsing is most of the time of listing 1,000 VMs.
+_CONFIGS: dict[str, VMConfig] = {}
+_CONFIG_CACHE_MAX = 10_000
+
+
+def _config(text: str) -> VMConfig:
+    config = _CONFIGS.get(text)
+    if config is None:
+        config = VMConfig.model_validate_json(text)
+        if len(_CONFIGS) >= _CONFIG_CACHE_MAX:
+            _CONFIGS.clear()
+        _CONFIGS[text] = config
+    return config
+
+
 def _record(row: sqlite3.Row) -> VMRecord:
     return VMRecord(
-        config=VMConfig.model_validate_json(row["config"]),
+        config=_config(row["config"]),
         state=row["state"],
         state_reason=row["state_reason"],
         created_at=row["created_at"],
