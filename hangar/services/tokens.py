@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 
 from pydantic import BaseModel
@@ -14,6 +15,8 @@ from hangar.state.tokens import TokenRecord, TokenRepository
 ROLES = ("viewer", "operator", "admin")
 # A prefix makes leaked tokens easy to recognise (and to scan for).
 PREFIX = "hgr_"
+# last_used_at is written at most this often per token: not a database write per request.
+TOUCH_EVERY = 60.0
 
 
 class TokenView(BaseModel):
@@ -43,6 +46,7 @@ def _view(record: TokenRecord) -> TokenView:
 class TokenService:
     def __init__(self, db: Database):
         self.repo = TokenRepository(db)
+        self._touched: dict[str, float] = {}
 
     def create(self, project: str, role: str, name: str = "") -> NewToken:
         if role not in ROLES:
@@ -63,4 +67,11 @@ class TokenService:
         self.repo.delete(token_id)
 
     def authenticate(self, secret: str) -> TokenRecord | None:
-        return self.repo.authenticate(secret)
+        """The token with this secret (compared in constant time), or None."""
+        record = self.repo.authenticate(secret)
+        if record is not None:
+            now = time.monotonic()
+            if now - self._touched.get(record.id, -TOUCH_EVERY) >= TOUCH_EVERY:
+                self._touched[record.id] = now
+                self.repo.touch(record.id)
+        return record
