@@ -65,7 +65,7 @@ def operation_list(fmt: str) -> None:
         return
     table = Table()
     for column in ("ID", "PROJECT", "TYPE", "STATUS", "PROGRESS", "DESCRIPTION", "CREATED"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "ID")  # ids are typed back whole
     for op in ops:
         pct = op.get("progress_percent")
         table.add_row(

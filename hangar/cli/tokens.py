@@ -46,7 +46,7 @@ def token_list(fmt: str) -> None:
         return
     table = Table()
     for column in ("ID", "NAME", "PROJECT", "ROLE", "CREATED", "LAST USED"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "ID")  # ids are typed back whole
     for t in tokens:
         table.add_row(
             t["id"], t["name"], t["project"], t["role"], t["created_at"], t["last_used_at"] or "-"
