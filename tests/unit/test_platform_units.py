@@ -134,3 +134,29 @@ async def test_operations_finish_fail_and_cancel() -> None:
     with pytest.raises(Conflict, match="already finished"):
         manager.cancel(long.id)
     assert {o.id for o in manager.list("p")} == {good.id, bad.id}
+
+
+def test_a_version_1_database_moves_its_vms_into_the_default_project(tmp_path: Path) -> None:
+    import sqlite3
+
+    from hangar.state.migrations import MIGRATIONS
+    from hangar.state.vms import VMRepository
+    from tests.unit.test_state import _config
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    config = _config("web", "a" * 32)
+    conn.execute(
+        "INSERT INTO vms VALUES (?, ?, ?, 'stopped', '', 't', 't')",
+        (config.id, "web", config.model_dump_json()),
+    )
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    assert db.schema_version == len(MIGRATIONS)
+    record = VMRepository(db).get("web")
+    assert record.project == "default" and record.config == config
+    assert [p.name for p in ProjectRepository(db).list()] == ["default"]
