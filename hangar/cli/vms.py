@@ -123,20 +123,23 @@ def launch(
 
 
 @cli.command(name="list")
+@click.option("--all-projects", is_flag=True, help="VMs of every project (host administrator)")
 @format_option
 @handle_errors
-def list_vms(fmt: str) -> None:
-    """List VMs with their state."""
+def list_vms(all_projects: bool, fmt: str) -> None:
+    """List VMs with their state (of one project: --project, default 'default')."""
     with connect() as client:
-        vms = client.vms()
+        vms = client.vms(all_projects=all_projects)
     if fmt == "json":
         emit_json(vms)
         return
     table = Table()
-    for column in ("NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "FORWARDS"):
+    columns = ["NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "FORWARDS"]
+    for column in (["PROJECT"] if all_projects else []) + columns:
         table.add_column(column)
     for vm in vms:
         table.add_row(
+            *([vm["project"]] if all_projects else []),
             vm["name"],
             vm["state"],
             vm["image"],

@@ -188,8 +188,9 @@ class Client(PlatformApi):
 
     # --- VMs --------------------------------------------------------------------------
 
-    def vms(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self.request("GET", "/1.0/vms"))
+    def vms(self, *, all_projects: bool = False) -> list[dict[str, Any]]:
+        params = {"all_projects": True} if all_projects else None
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/vms", params=params))
 
     def vm(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{name}"))

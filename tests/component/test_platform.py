@@ -101,6 +101,16 @@ def test_vm_names_are_unique_per_project(api: TestClient) -> None:
     assert again.status_code == 409 and "in project 'quota'" in again.json()["message"]
     assert api.get("/1.0/vms/web?project=quota").json()["project"] == "quota"
     assert api.get("/1.0/vms/web").json()["project"] == "default"
+    everything = api.get("/1.0/vms", params={"all_projects": True}).json()
+    assert sorted((v["project"], v["name"]) for v in everything) == [
+        ("default", "web"),
+        ("quota", "web"),
+    ]
+    token = api.post("/1.0/tokens?project=quota", json={"role": "viewer"}).json()["secret"]
+    mine = api.get(
+        "/1.0/vms", params={"all_projects": True}, headers={"Authorization": f"Bearer {token}"}
+    ).json()
+    assert [(v["project"], v["name"]) for v in mine] == [("quota", "web")]
 
 
 def _wait_op(api: TestClient, op_id: str) -> dict[str, Any]:
