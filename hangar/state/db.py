@@ -37,15 +37,30 @@ class Database:
         return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
-        """Apply every migration newer than the database, each in its own transaction."""
+        """Apply every migration newer than the database, each in its own transaction.
+
+        Foreign keys are off meanwhile, as SQLite prescribes for rebuilding a table
+        (https://www.sqlite.org/lang_altertable.html#otheralter): else dropping the
+        old table would run the ON DELETE actions of the tables that reference it.
+        They are checked once all migrations are in.
+        """
         with self._lock:
-            for version, statements in enumerate(MIGRATIONS, start=1):
-                if self.schema_version >= version:
-                    continue
-                with self.transaction() as conn:
-                    for statement in statements:
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version={version}")
+            if self.schema_version >= len(MIGRATIONS):
+                return
+            self._conn.execute("PRAGMA foreign_keys=OFF")
+            try:
+                for version, statements in enumerate(MIGRATIONS, start=1):
+                    if self.schema_version >= version:
+                        continue
+                    with self.transaction() as conn:
+                        for statement in statements:
+                            conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version={version}")
+                broken = self._conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migrations left broken references: {broken[:5]}")
+            finally:
+                self._conn.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

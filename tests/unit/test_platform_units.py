@@ -160,3 +160,32 @@ def test_a_version_1_database_moves_its_vms_into_the_default_project(tmp_path: P
     record = VMRepository(db).get("web")
     assert record.project == "default" and record.config == config
     assert [p.name for p in ProjectRepository(db).list()] == ["default"]
+
+
+def test_rebuilding_the_vms_table_keeps_rows_that_reference_it(tmp_path: Path) -> None:
+    """A table with ON DELETE SET NULL to vms (as volumes have) keeps its links."""
+    import sqlite3
+
+    from hangar.state.migrations import MIGRATIONS
+    from tests.unit.test_state import _config
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA foreign_keys=ON")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute(
+        "CREATE TABLE attached (id TEXT, vm_id TEXT REFERENCES vms(id) ON DELETE SET NULL)"
+    )
+    config = _config("web", "a" * 32)
+    conn.execute(
+        "INSERT INTO vms VALUES (?, ?, ?, 'stopped', '', 't', 't')",
+        (config.id, "web", config.model_dump_json()),
+    )
+    conn.execute("INSERT INTO attached VALUES ('disk', ?)", (config.id,))
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    db = Database(path)
+    assert db.query("SELECT vm_id FROM attached")[0][0] == config.id
+    assert db.query("PRAGMA foreign_keys")[0][0] == 1
