@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hangar import __version__
-from hangar.api import console, logs, vms
+from hangar.api import console, logs, storage, vms
 from hangar.errors import HangarError
 from hangar.services.images import BuildResult
 from hangar.services.platform import Platform
@@ -79,6 +79,7 @@ def create_app(platform: Platform) -> FastAPI:
     async def build_image(request: ImageBuild) -> BuildResult:
         return await platform.images.build(request.name, force=request.force)
 
+    app.include_router(storage.router)
     app.include_router(vms.router)
     app.include_router(logs.router)
     app.include_router(console.router)

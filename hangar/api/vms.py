@@ -13,9 +13,10 @@ router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
 
 class Launch(VMCreate):
-    """A VMCreate plus whether to start it at once."""
+    """A VMCreate plus whether to start it at once and whether its disk is a full copy."""
 
     start: bool = True
+    full: bool = False
 
 
 class StopRequest(BaseModel):
@@ -32,8 +33,8 @@ async def list_vms(request: Request) -> list[VMView]:
 
 @router.post("", status_code=201)
 async def create_vm(request: Request, body: Launch) -> VMView:
-    spec = VMCreate.model_validate(body.model_dump(exclude={"start"}))
-    return await platform_of(request).vms.create(spec, start=body.start)
+    spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full"}))
+    return await platform_of(request).vms.create(spec, start=body.start, full=body.full)
 
 
 @router.get("/{name}")

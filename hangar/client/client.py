@@ -117,6 +117,46 @@ class Client:
             self.request("POST", "/1.0/images", json={"name": name, "force": force}, timeout=1800),
         )
 
+    def import_image(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        fmt: str | None = None,
+        max_size: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"path": str(Path(path).absolute())}
+        for key, value in (("name", name), ("format", fmt), ("max_size", max_size)):
+            if value is not None:
+                body[key] = value
+        return cast(
+            dict[str, Any], self.request("POST", "/1.0/images/import", json=body, timeout=3600)
+        )
+
+    def delete_image(self, name: str) -> None:
+        self.request("DELETE", f"/1.0/images/{name}")
+
+    def export(self, source: str, fmt: str, path: str | Path) -> dict[str, Any]:
+        body = {"source": source, "format": fmt, "path": str(Path(path).absolute())}
+        return cast(dict[str, Any], self.request("POST", "/1.0/exports", json=body, timeout=3600))
+
+    def copy(
+        self, name: str, new_name: str, *, full: bool = False, start: bool = False
+    ) -> dict[str, Any]:
+        body = {"name": new_name, "full": full, "start": start}
+        return cast(
+            dict[str, Any],
+            self.request("POST", f"/1.0/vms/{name}/copy", json=body, timeout=3600),
+        )
+
+    def publish(self, name: str, template: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request(
+                "POST", f"/1.0/vms/{name}/publish", json={"template": template}, timeout=3600
+            ),
+        )
+
     # --- VMs --------------------------------------------------------------------------
 
     def vms(self) -> list[dict[str, Any]]:
@@ -125,9 +165,11 @@ class Client:
     def vm(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{name}"))
 
-    def launch(self, spec: Mapping[str, Any], *, start: bool = True) -> dict[str, Any]:
-        body = {**spec, "start": start}
-        return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body))
+    def launch(
+        self, spec: Mapping[str, Any], *, start: bool = True, full: bool = False
+    ) -> dict[str, Any]:
+        body = {**spec, "start": start, "full": full}
+        return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body, timeout=3600))
 
     def start(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/start"))

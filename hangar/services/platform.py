@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
+from hangar.services.clones import CloneService
 from hangar.services.images import ImageService
 from hangar.services.storage.images import ImageStore
+from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService
 from hangar.state.db import Database
 from hangar.state.vms import VMRepository
@@ -21,21 +23,30 @@ class Platform:
     db: Database
     images: ImageService
     vms: VMService
+    transfer: TransferService
+    clones: CloneService
 
     @classmethod
     def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
         paths.ensure()
         db = Database(paths.database)
         store = ImageStore(paths.images)
+        vms = VMService(paths, VMRepository(db), store, host, runner)
         return cls(
             paths=paths,
             host=host,
             db=db,
             images=ImageService(paths, store, runner),
-            vms=VMService(paths, VMRepository(db), store, host, runner),
+            vms=vms,
+            transfer=TransferService(
+                store, vms, runner, max_virtual_size=max_virtual_size_from_env()
+            ),
+            clones=CloneService(vms, store, runner),
         )
 
     async def start(self) -> None:
+        # Interrupted imports, builds and publishes leave hidden folders: remove them.
+        self.images.store.sweep()
         await self.vms.reconcile()
 
     async def stop(self) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hangar.errors import HostCommandFailed
 from hangar.runner import CommandRunner
 
 
@@ -33,3 +34,76 @@ def info(runner: CommandRunner, image: Path, fmt: str) -> dict[str, Any]:
     result = runner.run(["qemu-img", "info", "--output=json", "-f", fmt, str(image)])
     data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+def convert(
+    runner: CommandRunner,
+    src: Path,
+    src_fmt: str,
+    dst: Path,
+    dst_fmt: str,
+    *,
+    options: str | None = None,
+    backing: Path | None = None,
+    timeout: float | None = 3600,
+) -> None:
+    """Copy ``src`` (read as ``src_fmt``) to a new ``dst`` in ``dst_fmt``.
+
+    With ``backing`` (qcow2 only), ``dst`` keeps only what differs from that
+    qcow2 image and names it as its backing file: a linked copy.
+    """
+    argv = ["qemu-img", "convert", "-q", "-f", src_fmt, "-O", dst_fmt]
+    opts = [options] if options else []
+    if backing is not None:
+        argv += ["-B", str(backing.absolute())]
+        opts.append("backing_fmt=qcow2")
+    if opts:
+        argv += ["-o", ",".join(opts)]
+    runner.run([*argv, str(src), str(dst)], timeout=timeout)
+
+
+def check(runner: CommandRunner, image: Path, fmt: str) -> dict[str, Any] | None:
+    """``qemu-img check``; None when the format has no checks (raw).
+
+    Raises :class:`HostCommandFailed` when qemu-img finds corruption (exit 2)
+    or cannot check (exit 1). Leaked clusters (exit 3) are harmless.
+    """
+    result = runner.run(
+        ["qemu-img", "check", "-f", fmt, "--output=json", str(image)], check=False, timeout=600
+    )
+    if result.returncode == 63:
+        return None
+    if result.returncode not in (0, 3):
+        raise HostCommandFailed(
+            result.argv,
+            result.returncode,
+            result.stderr or result.stdout,
+            hint="the image is damaged; repair it where it came from, then import it again",
+        )
+    data: dict[str, Any] = json.loads(result.stdout) if result.stdout.strip() else {}
+    return data
+
+
+def read_head(runner: CommandRunner, image: Path, fmt: str, size: int, out: Path) -> bytes:
+    """The first ``size`` bytes of the guest-visible disk of ``image`` (via ``qemu-img dd``)."""
+    runner.run(
+        [
+            "qemu-img", "dd", "-f", fmt, "-O", "raw", f"bs={size}", "count=1",
+            f"if={image}", f"of={out}",
+        ],
+        timeout=60,
+    )  # fmt: skip
+    try:
+        return out.read_bytes()
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def resize(runner: CommandRunner, image: Path, fmt: str, size: int) -> None:
+    """Grow ``image`` to ``size`` bytes (offline)."""
+    runner.run(["qemu-img", "resize", "-q", "-f", fmt, str(image), str(size)], timeout=120)
+
+
+def create(runner: CommandRunner, image: Path, fmt: str, size: int) -> None:
+    """Create an empty ``fmt`` image of ``size`` bytes."""
+    runner.run(["qemu-img", "create", "-q", "-f", fmt, str(image), str(size)], timeout=120)
