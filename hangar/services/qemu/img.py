@@ -30,8 +30,12 @@ def create_overlay(runner: CommandRunner, base: Path, overlay: Path, size: int) 
 
 
 def info(runner: CommandRunner, image: Path, fmt: str) -> dict[str, Any]:
-    """``qemu-img info`` of ``image`` read as ``fmt``; backing chain not followed."""
-    result = runner.run(["qemu-img", "info", "--output=json", "-f", fmt, str(image)])
+    """``qemu-img info`` of ``image`` read as ``fmt``; backing chain not followed.
+
+    ``-U`` (force share): a running QEMU holds a write lock on its disks; the
+    header facts read here (size, backing file) do not change while it runs.
+    """
+    result = runner.run(["qemu-img", "info", "-U", "--output=json", "-f", fmt, str(image)])
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
