@@ -24,16 +24,16 @@ EXPORT_FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "ova")
     help="the file's format (default: detected from its bytes; never probed by QEMU)",
 )
 @click.option("--max-size", help="refuse virtual sizes over this (default: hangard's limit)")
-@format_option
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @handle_errors
 def image_import(
-    file: str, name: str | None, image_format: str | None, max_size: str | None, fmt: str
+    file: str, name: str | None, image_format: str | None, max_size: str | None, as_json: bool
 ) -> None:
     """Import a qcow2, raw, VMDK, VDI, VHDX or OVA file as an image, after safety checks."""
     limit = parse_size(max_size, what="--max-size") if max_size else None
     with Client() as client, err.status(f"importing {file}…"):
         result = client.import_image(file, name=name, fmt=image_format, max_size=limit)
-    if fmt == "json":
+    if as_json:
         emit_json(result)
         return
     for line in result["log"]:
@@ -50,13 +50,13 @@ def image_import(
 @click.argument("source")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), required=True)
-@format_option
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @handle_errors
-def image_export(source: str, file: str, export_format: str, fmt: str) -> None:
+def image_export(source: str, file: str, export_format: str, as_json: bool) -> None:
     """Export image or stopped VM SOURCE to a new FILE (qcow2, raw, vmdk, vhdx or ova)."""
     with Client() as client, err.status(f"exporting {source}…"):
         result = client.export(source, export_format, file)
-    if fmt == "json":
+    if as_json:
         emit_json(result)
         return
     out.print(

@@ -23,7 +23,9 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from hangar.errors import InvalidInput
+from hangar.errors import UnsafeImage
+
+__all__ = ["UnsafeImage"]
 
 Format = Literal["qcow2", "raw", "vmdk", "vdi", "vhdx", "ova"]
 DISK_FORMATS: tuple[Format, ...] = ("qcow2", "raw", "vmdk", "vdi", "vhdx")
@@ -60,12 +62,6 @@ _OTHER_SIGNATURES: dict[bytes, str] = {
     b"WithoutFreeSpace": "Parallels",
     b"WithouFreSpacExt": "Parallels",
 }
-
-
-class UnsafeImage(InvalidInput):
-    """The image refers to something outside itself or is not what it claims to be."""
-
-    kind = "unsafe-image"
 
 
 @dataclass(frozen=True)
