@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hangar import __version__
-from hangar.api import console, logs, storage, vms
+from hangar.api import console, logs, storage, vms, volumes
 from hangar.errors import HangarError
 from hangar.services.images import BuildResult
 from hangar.services.platform import Platform
@@ -80,6 +80,7 @@ def create_app(platform: Platform) -> FastAPI:
         return await platform.images.build(request.name, force=request.force)
 
     app.include_router(storage.router)
+    app.include_router(volumes.router)
     app.include_router(vms.router)
     app.include_router(logs.router)
     app.include_router(console.router)

@@ -157,6 +157,51 @@ class Client:
             ),
         )
 
+    # --- pools and volumes -----------------------------------------------------------
+
+    def pools(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/storage/pools"))
+
+    def create_pool(self, name: str, path: str | Path) -> dict[str, Any]:
+        body = {"name": name, "path": str(Path(path).absolute())}
+        return cast(dict[str, Any], self.request("POST", "/1.0/storage/pools", json=body))
+
+    def delete_pool(self, name: str) -> None:
+        self.request("DELETE", f"/1.0/storage/pools/{name}")
+
+    def volumes(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/volumes"))
+
+    def create_volume(
+        self, name: str, size: int, *, pool: str = "default", fmt: str = "qcow2"
+    ) -> dict[str, Any]:
+        body = {"name": name, "size": size, "pool": pool, "format": fmt}
+        return cast(dict[str, Any], self.request("POST", "/1.0/volumes", json=body))
+
+    def delete_volume(self, name: str) -> None:
+        self.request("DELETE", f"/1.0/volumes/{name}")
+
+    def resize_volume(self, name: str, size: int) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request("POST", f"/1.0/volumes/{name}/resize", json={"size": size}),
+        )
+
+    def attach_volume(self, name: str, vm: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any], self.request("POST", f"/1.0/volumes/{name}/attach", json={"vm": vm})
+        )
+
+    def detach_volume(self, name: str, vm: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any], self.request("POST", f"/1.0/volumes/{name}/detach", json={"vm": vm})
+        )
+
+    def resize_vm(self, name: str, size: int) -> dict[str, Any]:
+        return cast(
+            dict[str, Any], self.request("POST", f"/1.0/vms/{name}/resize", json={"size": size})
+        )
+
     # --- VMs --------------------------------------------------------------------------
 
     def vms(self) -> list[dict[str, Any]]:

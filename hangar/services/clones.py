@@ -44,12 +44,12 @@ BACKUP_TIMEOUT = 3600.0
 
 
 def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
-    """The source's config under a new identity: id, name, MACs; no port forwards."""
+    """The source's config under a new identity: id, name, MACs; no port forwards, no volumes."""
     nics = tuple(
         nic.model_copy(update={"mac": mac_from_id(vm_id, i), "forwards": ()})
         for i, nic in enumerate(source.nics)
     )
-    return source.model_copy(update={"id": vm_id, "name": name, "nics": nics})
+    return source.model_copy(update={"id": vm_id, "name": name, "nics": nics, "data_disks": ()})
 
 
 class CloneService:

@@ -12,8 +12,10 @@ from hangar.services.images import ImageService
 from hangar.services.storage.images import ImageStore
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService
+from hangar.services.volumes import StorageService
 from hangar.state.db import Database
 from hangar.state.vms import VMRepository
+from hangar.state.volumes import PoolRepository, VolumeRepository
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Platform:
     vms: VMService
     transfer: TransferService
     clones: CloneService
+    storage: StorageService
 
     @classmethod
     def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
@@ -42,11 +45,13 @@ class Platform:
                 store, vms, runner, max_virtual_size=max_virtual_size_from_env()
             ),
             clones=CloneService(vms, store, runner),
+            storage=StorageService(paths, PoolRepository(db), VolumeRepository(db), vms, runner),
         )
 
     async def start(self) -> None:
         # Interrupted imports, builds and publishes leave hidden folders: remove them.
         self.images.store.sweep()
+        self.storage.ensure_default_pool()
         await self.vms.reconcile()
 
     async def stop(self) -> None:

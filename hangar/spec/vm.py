@@ -135,6 +135,16 @@ class KernelBoot(BaseModel):
     cmdline: str
 
 
+class DataDisk(BaseModel):
+    """A volume attached to a VM, after its root disk (vdb, vdc, ... in the guest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    volume: str  # the volume's id: QEMU node names and the guest's disk serial derive from it
+    path: str
+    format: Literal["qcow2", "raw"]
+
+
 class VMConfig(BaseModel):
     """A VM as hangar runs it: everything resolved, nothing left to guess."""
 
@@ -151,6 +161,8 @@ class VMConfig(BaseModel):
     boot: KernelBoot
     nics: tuple[NicConfig, ...]
     boot_marker: str
+    # Volumes attached (storage issue); rendered after the root disk.
+    data_disks: tuple[DataDisk, ...] = ()
 
 
 def vm_uuid(vm_id: str) -> str:

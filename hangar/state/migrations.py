@@ -17,4 +17,23 @@ MIGRATIONS: list[list[str]] = [
             updated_at TEXT NOT NULL
         )""",
     ],
+    # 2: storage pools (directories) and volumes (one file each, in a pool).
+    # ``vm_id`` is the VM a volume is attached to; deleting the VM detaches it
+    # (volumes outlive VMs).
+    [
+        """CREATE TABLE pools (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE volumes (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            pool TEXT NOT NULL REFERENCES pools(name),
+            format TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            vm_id TEXT REFERENCES vms(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL
+        )""",
+    ],
 ]

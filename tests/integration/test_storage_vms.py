@@ -147,3 +147,29 @@ def test_template_is_generalized_and_launches_five(client: Client, source: str) 
         delete_quietly(client, *names)
     client.delete_image("st-tmpl")
     assert "st-tmpl" not in [i["name"] for i in client.images()]
+
+
+def test_volume_attached_to_stopped_vm_and_online_disk_growth(client: Client, source: str) -> None:
+    ensure_stopped(client, source)
+    client.create_volume("st-vol", 64 * 1024 * 1024)
+    try:
+        client.attach_volume("st-vol", source)
+        ensure_running(client, source)
+        assert guest(client, source, "cat /sys/block/vdb/size").split()[-1] == str(
+            64 * 1024 * 1024 // 512
+        )
+        with pytest.raises(ApiError) as live:
+            client.delete_volume("st-vol")
+        assert live.value.status == 409 and "in use" in live.value.message
+
+        before = client.vm(source)["disk_size"]
+        grown = client.resize_vm(source, before + 512 * 1024 * 1024)
+        assert grown["disk_size"] == before + 512 * 1024 * 1024
+        # block_resize on the running VM: the guest sees the new size at once.
+        assert guest(client, source, "cat /sys/block/vda/size").split()[-1] == str(
+            grown["disk_size"] // 512
+        )
+        ensure_stopped(client, source)
+        client.detach_volume("st-vol", source)
+    finally:
+        client.delete_volume("st-vol")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hangar.host.accel import accel_args
 from hangar.host.facts import HostFacts
-from hangar.spec.vm import NicConfig, VMConfig, vm_uuid
+from hangar.spec.vm import DataDisk, NicConfig, VMConfig, vm_uuid
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,23 @@ def _nic_args(index: int, nic: NicConfig) -> list[str]:
     ]
 
 
+def data_disk_node(disk: DataDisk) -> str:
+    """The QEMU node name of an attached volume (also used by hotplug over QMP)."""
+    return f"vol-{disk.volume[:12]}"
+
+
+def _data_disk_args(disk: DataDisk) -> list[str]:
+    node = data_disk_node(disk)
+    return [
+        "-blockdev",
+        f"driver=file,filename={disk.path},node-name={node}-file,discard=unmap",
+        "-blockdev",
+        f"driver={disk.format},file={node}-file,node-name={node},discard=unmap",
+        "-device",
+        f"virtio-blk-device,drive={node},serial={disk.volume[:20]}",
+    ]
+
+
 def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
     """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP."""
     argv = [
@@ -118,6 +135,8 @@ def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
         "-device",
         "virtio-blk-device,drive=root",
     ]
+    for disk in config.data_disks:
+        argv += _data_disk_args(disk)
     for index, nic in enumerate(config.nics):
         argv += _nic_args(index, nic)
     argv += [

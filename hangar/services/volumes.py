@@ -1,0 +1,293 @@
+"""Storage pools (directories), volumes (one qcow2 or raw file in a pool), and disk growth.
+
+A volume attached to a VM is rendered after its root disk (``vdb``, ``vdc``…
+in the guest). Attaching and detaching change the VM's stored config while it
+is stopped. hangar's VMs run on ``microvm`` (virtio-mmio), which has no
+hotplug bus: attaching to a running VM is refused with that reason.
+
+Root disks and volumes only grow: ``qemu-img resize`` while stopped, QMP
+``block_resize`` while running (the guest sees the new size at once; the tiny
+guest grows its ext4 at its next boot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from hangar.errors import Conflict, InvalidInput
+from hangar.paths import Paths
+from hangar.runner import CommandRunner
+from hangar.services.lifecycle import PowerState
+from hangar.services.qemu import img
+from hangar.services.qemu.argv import data_disk_node
+from hangar.services.undo import revert_on_error
+from hangar.services.vms import VMService, VMView
+from hangar.spec.units import format_size
+from hangar.spec.vm import DataDisk, check_name
+from hangar.state.vms import VMRecord, now
+from hangar.state.volumes import PoolRecord, PoolRepository, VolumeRecord, VolumeRepository
+
+DEFAULT_POOL = "default"
+STOPPED = (PowerState.STOPPED, PowerState.CRASHED)
+LIVE = (PowerState.RUNNING, PowerState.PAUSED)
+
+
+class PoolView(BaseModel):
+    name: str
+    path: str
+    volumes: int
+    used: int  # bytes allocated by the pool's volumes
+    free: int  # bytes free on the pool's filesystem
+    size: int  # bytes of the pool's filesystem
+
+
+class VolumeView(BaseModel):
+    name: str
+    pool: str
+    format: str
+    size: int
+    allocated: int
+    path: str
+    vm: str | None
+
+
+def _allocated(path: Path) -> int:
+    try:
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+class StorageService:
+    def __init__(
+        self,
+        paths: Paths,
+        pools: PoolRepository,
+        volumes: VolumeRepository,
+        vms: VMService,
+        runner: CommandRunner,
+    ):
+        self.paths = paths
+        self.pools = pools
+        self.volumes = volumes
+        self.vms = vms
+        self.runner = runner
+        self._lock = asyncio.Lock()
+
+    def ensure_default_pool(self) -> None:
+        if not any(p.name == DEFAULT_POOL for p in self.pools.list()):
+            path = self.paths.state / "volumes"
+            path.mkdir(parents=True, exist_ok=True)
+            self.pools.insert(DEFAULT_POOL, str(path))
+
+    # --- pools ----------------------------------------------------------------------
+
+    async def create_pool(self, name: str, path: str) -> PoolView:
+        check_name(name, what="pool name")
+        folder = Path(path)
+        if not folder.is_absolute() or "," in path:
+            raise InvalidInput(
+                f"pool path '{path}' is not an absolute path without commas",
+                hint="give a full path (QEMU's option syntax cannot carry commas)",
+            )
+        folder = folder.resolve()
+        for other in self.pools.list():
+            theirs = Path(other.path)
+            if folder == theirs or theirs in folder.parents or folder in theirs.parents:
+                raise Conflict(
+                    f"'{folder}' overlaps pool '{other.name}' at {other.path}",
+                    hint="pools must not nest; pick a separate folder",
+                )
+        async with self._lock, revert_on_error() as undo:
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                undo.push("remove pool folder", lambda: folder.rmdir())
+            elif not folder.is_dir():
+                raise InvalidInput(f"'{folder}' is not a folder", hint="give a folder")
+            record = self.pools.insert(name, str(folder))
+        return self._pool_view(record)
+
+    def _pool_view(self, pool: PoolRecord) -> PoolView:
+        volumes = self.volumes.list(pool=pool.name)
+        st = os.statvfs(pool.path)
+        return PoolView(
+            name=pool.name,
+            path=pool.path,
+            volumes=len(volumes),
+            used=sum(_allocated(self._file(v, pool)) for v in volumes),
+            free=st.f_bavail * st.f_frsize,
+            size=st.f_blocks * st.f_frsize,
+        )
+
+    def list_pools(self) -> list[PoolView]:
+        return [self._pool_view(p) for p in self.pools.list()]
+
+    async def delete_pool(self, name: str) -> None:
+        pool = self.pools.get(name)
+        if name == DEFAULT_POOL:
+            raise Conflict("the default pool cannot be deleted", hint="delete its volumes instead")
+        async with self._lock:
+            if self.volumes.list(pool=name):
+                raise Conflict(
+                    f"pool '{name}' still holds volumes", hint="delete or move them first"
+                )
+            self.pools.delete(pool.name)
+
+    # --- volumes --------------------------------------------------------------------
+
+    @staticmethod
+    def _file(volume: VolumeRecord, pool: PoolRecord) -> Path:
+        return Path(pool.path) / f"{volume.name}.{volume.format}"
+
+    def _volume_view(self, volume: VolumeRecord) -> VolumeView:
+        path = self._file(volume, self.pools.get(volume.pool))
+        vm = None
+        if volume.vm_id is not None:
+            vm = next((r.name for r in self.vms.repo.list() if r.id == volume.vm_id), None)
+        return VolumeView(
+            name=volume.name,
+            pool=volume.pool,
+            format=volume.format,
+            size=volume.size,
+            allocated=_allocated(path),
+            path=str(path),
+            vm=vm,
+        )
+
+    def list_volumes(self) -> list[VolumeView]:
+        return [self._volume_view(v) for v in self.volumes.list()]
+
+    def get_volume(self, name: str) -> VolumeView:
+        return self._volume_view(self.volumes.get(name))
+
+    async def create_volume(
+        self, name: str, size: int, *, pool: str = DEFAULT_POOL, fmt: str = "qcow2"
+    ) -> VolumeView:
+        check_name(name, what="volume name")
+        if fmt not in ("qcow2", "raw"):
+            raise InvalidInput(f"volume format '{fmt}'", hint="use qcow2 or raw")
+        target_pool = self.pools.get(pool)
+        record = VolumeRecord(uuid.uuid4().hex, name, pool, fmt, size, None, now())
+        path = self._file(record, target_pool)
+        async with self._lock:
+            if path.exists():
+                raise Conflict(f"'{path}' already exists", hint="pick another volume name")
+            async with revert_on_error() as undo:
+                # Pushed first: a qemu-img that fails halfway may leave a partial file.
+                undo.push("remove volume file", lambda: path.unlink(missing_ok=True))
+                await asyncio.to_thread(img.create, self.runner, path, fmt, size)
+                self.volumes.insert(record)
+        return self._volume_view(record)
+
+    async def delete_volume(self, name: str) -> None:
+        async with self._lock:
+            volume = self.volumes.get(name)
+            if volume.vm_id is not None:
+                view = self._volume_view(volume)
+                raise Conflict(
+                    f"volume '{name}' is in use by VM '{view.vm}'",
+                    hint=f"detach it first: hangar volume detach {name} {view.vm}",
+                )
+            path = self._file(volume, self.pools.get(volume.pool))
+            self.volumes.delete(volume.id)
+            path.unlink(missing_ok=True)
+
+    async def resize_volume(self, name: str, size: int) -> VolumeView:
+        volume = self.volumes.get(name)
+        if size < volume.size:
+            raise InvalidInput(
+                f"volume '{name}' is {format_size(volume.size)}; volumes only grow",
+                hint=f"give a size over {format_size(volume.size)}",
+            )
+        path = self._file(volume, self.pools.get(volume.pool))
+        record = next((r for r in self.vms.repo.list() if r.id == volume.vm_id), None)
+        runtime = self.vms.supervisor.get(record.id) if record else None
+        if record is not None and runtime is not None:
+            async with self.vms.locks[record.id]:
+                disk = next(d for d in record.config.data_disks if d.volume == volume.id)
+                await runtime.monitor.execute(
+                    "block_resize", {"node-name": data_disk_node(disk), "size": size}
+                )
+        else:
+            await asyncio.to_thread(img.resize, self.runner, path, volume.format, size)
+        self.volumes.set_size(volume.id, size)
+        return self.get_volume(name)
+
+    async def attach(self, name: str, vm_name: str) -> VolumeView:
+        volume = self.volumes.get(name)
+        record = self.vms.repo.get(vm_name)
+        async with self._lock, self.vms.locks[record.id]:
+            if volume.vm_id is not None:
+                owner = self._volume_view(volume).vm
+                raise Conflict(
+                    f"volume '{name}' is already attached to VM '{owner}'",
+                    hint=f"detach it first: hangar volume detach {name} {owner}",
+                )
+            await self._require_stopped(record.name, record, "attach a volume to")
+            path = self._file(volume, self.pools.get(volume.pool))
+            disk = DataDisk.model_validate(
+                {"volume": volume.id, "path": str(path), "format": volume.format}
+            )
+            config = record.config.model_copy(
+                update={"data_disks": (*record.config.data_disks, disk)}
+            )
+            self.vms.repo.set_config(config)
+            self.volumes.set_vm(volume.id, record.id)
+        return self.get_volume(name)
+
+    async def detach(self, name: str, vm_name: str) -> VolumeView:
+        volume = self.volumes.get(name)
+        record = self.vms.repo.get(vm_name)
+        if volume.vm_id != record.id:
+            raise Conflict(
+                f"volume '{name}' is not attached to VM '{vm_name}'",
+                hint="'hangar volume list' shows where each volume is attached",
+            )
+        async with self._lock, self.vms.locks[record.id]:
+            await self._require_stopped(record.name, record, "detach a volume from")
+            disks = tuple(d for d in record.config.data_disks if d.volume != volume.id)
+            self.vms.repo.set_config(record.config.model_copy(update={"data_disks": disks}))
+            self.volumes.set_vm(volume.id, None)
+        return self.get_volume(name)
+
+    async def _require_stopped(self, vm_name: str, record: VMRecord, action: str) -> None:
+        state = await self.vms.state_of(record)
+        if state not in STOPPED:
+            raise Conflict(
+                f"cannot {action} VM '{vm_name}' while it is {state.value}: its machine "
+                "(microvm, virtio-mmio) has no hotplug bus",
+                hint=f"stop it first (hangar stop {vm_name}), then start it again",
+                details={"state": state.value, "allowed": ["stopped"]},
+            )
+
+    # --- root disks -----------------------------------------------------------------
+
+    async def resize_vm_disk(self, vm_name: str, size: int) -> VMView:
+        """Grow a VM's root disk: offline with qemu-img, online with QMP block_resize."""
+        record = self.vms.repo.get(vm_name)
+        config = record.config
+        if size < config.disk_size:
+            raise InvalidInput(
+                f"VM '{vm_name}' has a {format_size(config.disk_size)} disk; disks only grow",
+                hint=f"give a size over {format_size(config.disk_size)}",
+            )
+        async with self.vms.locks[record.id]:
+            state = await self.vms.state_of(record)
+            runtime = self.vms.supervisor.get(record.id)
+            if state in LIVE and runtime is not None:
+                await runtime.monitor.execute("block_resize", {"node-name": "root", "size": size})
+            elif state in STOPPED:
+                disk = self.vms.files(config).disk
+                await asyncio.to_thread(img.resize, self.runner, disk, "qcow2", size)
+            else:
+                raise Conflict(
+                    f"cannot resize VM '{vm_name}' while it is {state.value}",
+                    hint="wait until it is running or stopped",
+                )
+            self.vms.repo.set_config(config.model_copy(update={"disk_size": size}))
+        return await self.vms.get(vm_name)
