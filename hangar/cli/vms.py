@@ -91,6 +91,11 @@ def print_vm(vm: dict[str, Any]) -> None:
 @click.option(
     "--full", is_flag=True, help="give each VM an independent copy of the disk (default: linked)"
 )
+@click.option(
+    "--machine",
+    type=click.Choice(["microvm", "q35"]),
+    help="microvm (default, fastest boot) or q35 (PCIe: volumes attach while it runs)",
+)
 @wait_option
 @format_option
 @handle_errors
@@ -104,6 +109,7 @@ def launch(
     no_start: bool,
     count: int,
     full: bool,
+    machine: str | None,
     wait: float | None,
     fmt: str,
 ) -> None:
@@ -115,6 +121,8 @@ def launch(
         spec["memory"] = parse_size(memory, what="--memory")
     if disk is not None:
         spec["disk"] = parse_size(disk, what="--disk")
+    if machine is not None:
+        spec["machine"] = machine
     if forwards:
         if count > 1:
             raise InvalidInput("--forward with --count", hint="a host port serves only one VM")

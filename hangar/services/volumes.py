@@ -1,9 +1,10 @@
 """Storage pools (directories), volumes (one qcow2 or raw file in a pool), and disk growth.
 
 A volume attached to a VM is rendered after its root disk (``vdb``, ``vdc``…
-in the guest). Attaching and detaching change the VM's stored config while it
-is stopped. hangar's VMs run on ``microvm`` (virtio-mmio), which has no
-hotplug bus: attaching to a running VM is refused with that reason.
+in the guest). Attaching and detaching change the VM's stored config; on a
+running VM they also hotplug over QMP, which needs the ``q35`` machine (PCIe
+root ports). hangar's default machine, ``microvm`` (virtio-mmio), has no
+hotplug bus: attaching to a running microvm VM is refused with that reason.
 
 Root disks and volumes only grow: ``qemu-img resize`` while stopped, QMP
 ``block_resize`` while running (the guest sees the new size at once; the tiny
@@ -19,12 +20,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, InvalidInput
+from hangar.errors import Conflict, InvalidInput, ResourceLimit
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
-from hangar.services.qemu import img
-from hangar.services.qemu.argv import data_disk_node
+from hangar.services.qemu import hotplug, img
+from hangar.services.qemu.argv import HOTPLUG_PORTS, data_disk_node
+from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.units import format_size
@@ -219,6 +221,7 @@ class StorageService:
         return self.get_volume(name)
 
     async def attach(self, name: str, vm_name: str) -> VolumeView:
+        """Attach a volume: to a stopped VM on any machine, to a running one on q35 (hotplug)."""
         volume = self.volumes.get(name)
         record = self.vms.repo.get(vm_name)
         async with self._lock, self.vms.locks[record.id]:
@@ -228,19 +231,28 @@ class StorageService:
                     f"volume '{name}' is already attached to VM '{owner}'",
                     hint=f"detach it first: hangar volume detach {name} {owner}",
                 )
-            await self._require_stopped(record.name, record, "attach a volume to")
+            config = record.config
+            used = {d.slot for d in config.data_disks}
+            free = [s for s in range(HOTPLUG_PORTS) if s not in used]
+            if not free:
+                raise ResourceLimit(
+                    f"VM '{vm_name}' has {len(used)} volumes attached, the most it can take",
+                    hint="detach one first",
+                )
             path = self._file(volume, self.pools.get(volume.pool))
             disk = DataDisk.model_validate(
-                {"volume": volume.id, "path": str(path), "format": volume.format}
+                {"volume": volume.id, "path": str(path), "format": volume.format, "slot": free[0]}
             )
-            config = record.config.model_copy(
-                update={"data_disks": (*record.config.data_disks, disk)}
-            )
+            config = config.model_copy(update={"data_disks": (*config.data_disks, disk)})
+            runtime = await self._live_runtime(record, "attach a volume to")
+            if runtime is not None:
+                await hotplug.plug(runtime.monitor, config, disk)
             self.vms.repo.set_config(config)
             self.volumes.set_vm(volume.id, record.id)
         return self.get_volume(name)
 
     async def detach(self, name: str, vm_name: str) -> VolumeView:
+        """Detach a volume: from a stopped VM, or from a running q35 VM (the guest lets go)."""
         volume = self.volumes.get(name)
         record = self.vms.repo.get(vm_name)
         if volume.vm_id != record.id:
@@ -249,21 +261,34 @@ class StorageService:
                 hint="'hangar volume list' shows where each volume is attached",
             )
         async with self._lock, self.vms.locks[record.id]:
-            await self._require_stopped(record.name, record, "detach a volume from")
+            runtime = await self._live_runtime(record, "detach a volume from")
+            (disk,) = [d for d in record.config.data_disks if d.volume == volume.id]
+            if runtime is not None:
+                await hotplug.unplug(runtime.monitor, disk)
             disks = tuple(d for d in record.config.data_disks if d.volume != volume.id)
             self.vms.repo.set_config(record.config.model_copy(update={"data_disks": disks}))
             self.volumes.set_vm(volume.id, None)
         return self.get_volume(name)
 
-    async def _require_stopped(self, vm_name: str, record: VMRecord, action: str) -> None:
+    async def _live_runtime(self, record: VMRecord, action: str) -> Runtime | None:
+        """None for a stopped VM; the runtime of a running q35 VM; refused otherwise."""
         state = await self.vms.state_of(record)
-        if state not in STOPPED:
-            raise Conflict(
-                f"cannot {action} VM '{vm_name}' while it is {state.value}: its machine "
-                "(microvm, virtio-mmio) has no hotplug bus",
-                hint=f"stop it first (hangar stop {vm_name}), then start it again",
-                details={"state": state.value, "allowed": ["stopped"]},
-            )
+        if state in STOPPED:
+            return None
+        runtime = self.vms.supervisor.get(record.id)
+        if state in LIVE and runtime is not None and record.config.machine == "q35":
+            return runtime
+        why = (
+            "its machine (microvm, virtio-mmio) has no hotplug bus"
+            if record.config.machine == "microvm"
+            else f"it is {state.value}"
+        )
+        raise Conflict(
+            f"cannot {action} VM '{record.name}' while it is {state.value}: {why}",
+            hint=f"stop it first (hangar stop {record.name}); VMs launched with "
+            "--machine q35 take volumes while they run",
+            details={"state": state.value, "machine": record.config.machine},
+        )
 
     # --- root disks -----------------------------------------------------------------
 

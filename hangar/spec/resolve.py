@@ -88,7 +88,7 @@ def resolve(
         id=vm_id,
         name=request.name,
         image=image.name,
-        machine="microvm",
+        machine=request.machine or "microvm",
         cpus=cpus,
         memory=memory,
         disk_size=disk,

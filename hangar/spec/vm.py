@@ -114,6 +114,8 @@ class VMCreate(BaseModel):
     memory: Size | None = None
     disk: Size | None = None
     nics: tuple[NicCreate, ...] | None = None
+    # q35 when volumes must be attached while the VM runs (hotplug).
+    machine: Literal["microvm", "q35"] | None = None
 
 
 class NicConfig(BaseModel):
@@ -143,6 +145,8 @@ class DataDisk(BaseModel):
     volume: str  # the volume's id: QEMU node names and the guest's disk serial derive from it
     path: str
     format: Literal["qcow2", "raw"]
+    # q35: the PCIe root port (hp<slot>) the volume is plugged into.
+    slot: int = 0
 
 
 class VMConfig(BaseModel):
@@ -154,7 +158,8 @@ class VMConfig(BaseModel):
     id: str
     name: str
     image: str
-    machine: Literal["microvm"]
+    # microvm (virtio-mmio, fastest boot) or q35 (PCIe: volume hotplug).
+    machine: Literal["microvm", "q35"]
     cpus: int
     memory: int
     disk_size: int

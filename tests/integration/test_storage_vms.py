@@ -173,3 +173,29 @@ def test_volume_attached_to_stopped_vm_and_online_disk_growth(client: Client, so
         client.detach_volume("st-vol", source)
     finally:
         client.delete_volume("st-vol")
+
+
+def test_volume_hotplug_on_a_running_q35_vm(client: Client) -> None:
+    client.launch({"name": "st-q35", "image": "tiny", "memory": MEMORY, "machine": "q35"})
+    client.create_volume("st-hot", 32 * 1024 * 1024, fmt="raw")
+    try:
+        wait_for_marker(client, "st-q35", MARKER)
+        assert "vdb" not in guest(client, "st-q35", "ls /sys/block")
+        client.attach_volume("st-hot", "st-q35")
+        c = console(client, "st-q35")
+        try:
+            c.run("i=0; while [ ! -e /sys/block/vdb ] && [ $i -lt 100 ]; do usleep 100000;"
+                  " i=$((i+1)); done", timeout=30)  # fmt: skip
+            assert c.run("cat /sys/block/vdb/size").split()[-1] == str(32 * 1024 * 1024 // 512)
+            c.run("echo hotplugged-$((7*6)) | dd of=/dev/vdb bs=512 count=1 conv=sync,fsync")
+        finally:
+            c.close()
+        client.detach_volume("st-hot", "st-q35")
+        assert "vdb" not in guest(client, "st-q35", "ls /sys/block")
+        volume = next(v for v in client.volumes() if v["name"] == "st-hot")
+        assert volume["vm"] is None
+        assert Path(volume["path"]).read_bytes()[:14] == b"hotplugged-42\n"
+    finally:
+        delete_quietly(client, "st-q35")
+        with contextlib.suppress(ApiError):
+            client.delete_volume("st-hot")

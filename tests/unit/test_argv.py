@@ -58,6 +58,16 @@ CASES = {
         ),
         host_facts(),
     ),
+    "tiny-q35-volume": (
+        _config(machine="q35").model_copy(
+            update={
+                "data_disks": (
+                    DataDisk(volume="ef" * 16, path="/pools/p1/d.qcow2", format="qcow2", slot=2),
+                )
+            }
+        ),
+        host_facts(),
+    ),
     "tiny-kvm-two-nics": (
         _config(nics=[{}, {"mac": "52:54:00:aa:bb:cc"}]),
         host_facts(accelerator="kvm", tsc_khz=None),
