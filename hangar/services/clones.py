@@ -82,18 +82,23 @@ class CloneService:
 
     async def _copy_disk(self, record: VMRecord, target: Path, *, full: bool) -> None:
         source = self.vms.files(record.config).disk
+        state = await self.vms.state_of(record)
+        runtime = self.vms.supervisor.get(record.id)
+        stopped = state in (PowerState.STOPPED, PowerState.CRASHED) or runtime is None
+        if stopped and full:
+            # The common case takes one qemu-img call, like copying by hand.
+            await asyncio.to_thread(img.convert, self.runner, source, "qcow2", target, "qcow2")
+            return
         info = await asyncio.to_thread(img.info, self.runner, source, "qcow2")
         backing_name = info.get("full-backing-filename")
         backing = Path(str(backing_name)) if backing_name and not full else None
-        state = await self.vms.state_of(record)
-        runtime = self.vms.supervisor.get(record.id)
-        if state in (PowerState.STOPPED, PowerState.CRASHED) or runtime is None:
+        if stopped:
             # -B: only what differs from the image's disk goes into the copy.
             await asyncio.to_thread(
                 img.convert, self.runner, source, "qcow2", target, "qcow2", backing=backing
             )
             return
-        if state not in (PowerState.RUNNING, PowerState.PAUSED):
+        if state not in (PowerState.RUNNING, PowerState.PAUSED) or runtime is None:
             raise Conflict(
                 f"cannot copy VM '{record.name}' while it is {state.value}",
                 hint="wait until it is running, paused or stopped",
