@@ -63,7 +63,7 @@ async def delete_image(request: Request, name: str) -> Response:
 
 @router.post("/1.0/exports", status_code=201)
 async def export(request: Request, body: ExportBody) -> ExportResult:
-    """Export an image or a stopped VM to a new file on the host."""
+    """Export an image or a VM (a running one from one point in time) to a new file."""
     return await platform_of(request).transfer.export(body.source, body.format, body.path)
 
 

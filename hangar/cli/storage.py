@@ -53,7 +53,7 @@ def image_import(
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @handle_errors
 def image_export(source: str, file: str, export_format: str, as_json: bool) -> None:
-    """Export image or stopped VM SOURCE to a new FILE (qcow2, raw, vmdk, vhdx or ova)."""
+    """Export image or VM SOURCE (running or stopped) to a new FILE: qcow2, raw, vmdk, vhdx, ova."""
     with Client() as client, err.status(f"exporting {source}…"):
         result = client.export(source, export_format, file)
     if as_json:

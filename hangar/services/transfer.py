@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import shutil
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 
 from hangar.errors import Conflict, InvalidInput, NotFound
 from hangar.runner import CommandRunner
+from hangar.services.clones import backup
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu import img
 from hangar.services.storage import exporter
@@ -119,7 +121,11 @@ class TransferService:
         return ImportResult(image=manifest, log=log)
 
     async def export(self, source: str, fmt: ExportFormat, path: str) -> ExportResult:
-        """Export image or VM ``source`` (an image name first, then a VM name) to ``path``."""
+        """Export image or VM ``source`` (an image name first, then a VM name) to ``path``.
+
+        A running VM is exported as its disk was at one point in time (a QMP
+        backup job into a temporary qcow2), without being stopped.
+        """
         target = exporter.check_target(Path(path))
         image = self._find_image(source)
         if image is not None:
@@ -144,10 +150,12 @@ class TransferService:
             config = record.config
             async with self.vms.locks[record.id]:
                 state = await self.vms.state_of(record)
-                if state not in (PowerState.STOPPED, PowerState.CRASHED):
+                runtime = self.vms.supervisor.get(record.id)
+                live = state in (PowerState.RUNNING, PowerState.PAUSED) and runtime is not None
+                if not live and state not in (PowerState.STOPPED, PowerState.CRASHED):
                     raise Conflict(
-                        f"cannot export VM '{source}': it is {state.value}",
-                        hint="stop it first, or export a copy: 'hangar copy' works on running VMs",
+                        f"cannot export VM '{source}' while it is {state.value}",
+                        hint="wait until it is running, paused or stopped",
                     )
                 hardware = Hardware(
                     name=config.name,
@@ -156,9 +164,21 @@ class TransferService:
                     nics=len(config.nics),
                     description=f"hangar VM {config.name} (image {config.image})",
                 )
-                await asyncio.to_thread(
-                    exporter.export, self.runner, self.vms.files(config).disk, fmt, target, hardware
-                )
+                disk = self.vms.files(config).disk
+                snapshot = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.snapshot"
+                try:
+                    if live and runtime is not None:
+                        # One point in time, without stopping the VM (as 'copy' does).
+                        await asyncio.to_thread(
+                            img.create, self.runner, snapshot, "qcow2", config.disk_size
+                        )
+                        await backup(runtime.monitor, snapshot, sync="full")
+                        disk = snapshot
+                    await asyncio.to_thread(
+                        exporter.export, self.runner, disk, fmt, target, hardware
+                    )
+                finally:
+                    snapshot.unlink(missing_ok=True)
             kind = "vm"
         return ExportResult(
             path=str(target),

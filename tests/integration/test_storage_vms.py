@@ -6,6 +6,7 @@ One source VM is shared by the module's tests (each makes the state it needs).
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,10 +66,14 @@ def source(daemon: Daemon) -> Iterator[str]:
             delete_quietly(client, SOURCE)
 
 
-def test_copy_of_running_vm_holds_the_disk_at_copy_time(client: Client, source: str) -> None:
+def test_copy_of_running_vm_holds_the_disk_at_copy_time(
+    client: Client, source: str, tmp_path: Path
+) -> None:
     ensure_running(client, source)
     guest(client, source, "echo before-$((1+1)) > /root/moment && sync")
     try:
+        raw = tmp_path / "live.raw"
+        assert client.export(source, "raw", raw)["source_kind"] == "vm"
         copied = client.copy(source, "st-live-copy")
         assert client.vm(source)["state"] == "running"  # never stopped
         guest(client, source, "echo after-$((2+2)) > /root/moment && sync")
@@ -81,6 +86,12 @@ def test_copy_of_running_vm_holds_the_disk_at_copy_time(client: Client, source: 
         assert "before-2" in seen and "after-4" not in seen
         assert "st-live-copy" in seen  # its own name
         assert "after-4" in guest(client, source, "cat /root/moment")
+        # The export of the running VM also holds the disk as it was then.
+        exported = subprocess.run(
+            ["debugfs", "-R", "cat /root/moment", str(raw)], capture_output=True, text=True
+        )
+        assert exported.stdout.strip() == "before-2"
+        assert [p.name for p in tmp_path.iterdir()] == ["live.raw"]  # no snapshot left
 
         full = client.copy(source, "st-full-copy", full=True)
         assert full["state"] == "stopped"

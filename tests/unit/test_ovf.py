@@ -66,6 +66,8 @@ def test_memory_and_capacity_units() -> None:
     assert appliance.memory == 192 * 1024**3
     assert appliance.disks[0].capacity == 3 * 1024**3
     assert ovf.units_to_bytes("byte * 2^20") == 1 << 20
+    assert ovf.units_to_bytes("MegaBytes") == 1 << 20  # older VirtualBox
+    assert ovf.units_to_bytes("byte * 10^3") == 1000
     with pytest.raises(InvalidInput, match="allocation units"):
         ovf.units_to_bytes("furlongs")
 

@@ -55,10 +55,20 @@ def _bad(why: str) -> InvalidInput:
     )
 
 
+# Older VirtualBox and some tools write names instead of DMTF programmatic units.
+_NAMED_UNITS = {
+    "bytes": 1, "kilobytes": 1024, "kb": 1024, "megabytes": 1024**2, "mb": 1024**2,
+    "gigabytes": 1024**3, "gb": 1024**3,
+}  # fmt: skip
+
+
 def units_to_bytes(units: str | None, default: int = 1) -> int:
-    """``byte * 2^20`` -> 1048576. No units: ``default``."""
+    """``byte * 2^20`` (or ``MegaBytes``) -> 1048576. No units: ``default``."""
     if not units:
         return default
+    named = _NAMED_UNITS.get(units.strip().lower())
+    if named is not None:
+        return named
     match = _UNITS.match(units)
     if not match:
         raise _bad(f"unknown allocation units '{units}'")
