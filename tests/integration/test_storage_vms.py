@@ -156,8 +156,16 @@ def test_template_is_generalized_and_launches_five(client: Client, source: str) 
         assert refused.value.status == 409 and "in use by 5 VM(s)" in refused.value.message
     finally:
         delete_quietly(client, *names)
-    client.delete_image("st-tmpl")
-    assert "st-tmpl" not in [i["name"] for i in client.images()]
+    # A full copy owns its disk and boot files: the template can go, the VM still boots.
+    client.launch({"name": "st-full", "image": "st-tmpl", "memory": MEMORY}, start=False, full=True)
+    try:
+        client.delete_image("st-tmpl")
+        assert "st-tmpl" not in [i["name"] for i in client.images()]
+        client.start("st-full")
+        wait_for_marker(client, "st-full", MARKER)
+        assert "tmpl-25" in guest(client, "st-full", "cat /root/kept")
+    finally:
+        delete_quietly(client, "st-full")
 
 
 def test_volume_attached_to_stopped_vm_and_online_disk_growth(client: Client, source: str) -> None:
