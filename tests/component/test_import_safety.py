@@ -308,9 +308,9 @@ def test_image_failing_qemu_img_check(store: ImageStore, ext4_raw: Path, tmp_pat
         (block,) = struct.unpack(">Q", f.read(8))
         f.seek(block)
         f.write(b"\x00" * 65536)  # every refcount zero: qemu-img check finds corruption
-    with pytest.raises(HostCommandFailed, match="qemu-img check") as info:
+    with pytest.raises(UnsafeImage, match="'qemu-img check' finds it damaged") as info:
         run_import(store, bad)
-    assert "damaged" in info.value.hint
+    assert "ERROR" in info.value.message and "repair" in info.value.hint
     assert_nothing_left(store)
 
 
@@ -338,6 +338,14 @@ def test_interrupted_import_is_swept(store: ImageStore) -> None:
     assert store.sweep() == [".import-img-deadbeef"]
     assert_nothing_left(store)
     assert store.list() == []
+
+
+def test_file_qemu_img_cannot_open_is_refused(store: ImageStore, tmp_path: Path) -> None:
+    bad = tmp_path / "truncated.vhdx"
+    bad.write_bytes(b"vhdxfile" + bytes(1000))
+    with pytest.raises(UnsafeImage, match="qemu-img cannot read it as vhdx"):
+        run_import(store, bad)
+    assert_nothing_left(store)
 
 
 def test_devices_and_missing_files_are_refused(store: ImageStore, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hangar.errors import Conflict, InvalidInput
+from hangar.errors import Conflict, HostCommandFailed, InvalidInput
 from hangar.runner import CommandRunner
 from hangar.services.qemu import img
 from hangar.services.storage import formats, ova, ovf
@@ -151,10 +151,23 @@ class Importer:
                 formats.check_vmdk_descriptor(text, what=what)
         if facts.virtual_size is not None:
             _check_size(facts.virtual_size, limit, what)
-        info = img.info(self.runner, disk, claimed)
+        try:
+            info = img.info(self.runner, disk, claimed)
+        except HostCommandFailed as exc:
+            raise UnsafeImage(
+                f"refusing {what}: qemu-img cannot read it as {claimed}: {exc.output.strip()}",
+                hint="check the file and its --format; differencing images are not supported",
+            ) from exc
         size = formats.check_info(info, claimed, what=what)
         _check_size(size, limit, what)
-        img.check(self.runner, disk, claimed)
+        try:
+            img.check(self.runner, disk, claimed)
+        except HostCommandFailed as exc:
+            raise UnsafeImage(
+                f"refusing {what}: 'qemu-img check' finds it damaged: {exc.output.strip()[-500:]}",
+                hint="repair it where it came from (e.g. 'qemu-img check -r all' on a copy), "
+                "then import it again",
+            ) from exc
         return size
 
     def _unpack_ova(
