@@ -71,3 +71,33 @@ def test_copy_publish_and_launch_count_through_the_cli(daemon: Daemon) -> None:
         for name in made:
             daemon.cli("delete", name, "--force")
     assert daemon.cli("image", "delete", "cli-tmpl").code == 0
+
+
+def test_pools_volumes_and_resize_through_the_cli(daemon: Daemon, tmp_path: Path) -> None:
+    pool_dir = tmp_path / "pool"
+    made = daemon.cli("storage", "pool", "create", "cli-pool", str(pool_dir))
+    assert made.code == 0 and pool_dir.is_dir(), made
+    pools = daemon.cli("storage", "pool", "list")
+    assert "cli-pool" in pools.stdout and "FREE" in pools.stdout and "USED" in pools.stdout
+    try:
+        created = daemon.cli(
+            "volume", "create", "cli-vol", "--size", "64M", "--pool", "cli-pool", "--format", "raw"
+        )
+        assert created.code == 0 and (pool_dir / "cli-vol.raw").stat().st_size == 64 * 1024**2
+        assert daemon.cli("launch", "tiny", "cli-vols", "--memory", "128M", "--no-start").code == 0
+        assert daemon.cli("volume", "attach", "cli-vol", "cli-vols").code == 0
+        listed = json.loads(daemon.cli("volume", "list", "--format", "json").stdout)
+        assert [v["vm"] for v in listed if v["name"] == "cli-vol"] == ["cli-vols"]
+        refused = daemon.cli("volume", "delete", "cli-vol")
+        assert refused.code == 4 and "in use by VM 'cli-vols'" in refused.stderr
+        grown = daemon.cli("volume", "resize", "cli-vol", "--size", "128M")
+        assert grown.code == 0 and (pool_dir / "cli-vol.raw").stat().st_size == 128 * 1024**2
+        shrink = daemon.cli("resize", "cli-vols", "--disk", "64M")
+        assert shrink.code == 2 and "only grow" in shrink.stderr
+        assert "2G disk" in daemon.cli("resize", "cli-vols", "--disk", "2G").stdout
+        assert daemon.cli("volume", "detach", "cli-vol", "cli-vols").code == 0
+        assert daemon.cli("volume", "delete", "cli-vol").code == 0
+    finally:
+        daemon.cli("delete", "cli-vols", "--force")
+        daemon.cli("volume", "delete", "cli-vol")
+    assert daemon.cli("storage", "pool", "delete", "cli-pool").code == 0
