@@ -161,6 +161,7 @@ class CloneService:
                     memory=config.memory,
                     disk=config.disk_size,
                     nics=max(1, len(config.nics)),
+                    machine=config.machine,
                 ),
                 description=f"template from VM {config.name} (image {config.image}); "
                 + ("generalized: " + ", ".join(changed) if changed else "nothing to generalize"),

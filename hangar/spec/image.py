@@ -17,6 +17,8 @@ class ImageDefaults(BaseModel):
     disk: int = 1024 * 1024 * 1024
     # NICs the image's VMs get by default (an imported OVF's network adapters).
     nics: int = 1
+    # A template published from a q35 VM launches q35 VMs (volume hotplug).
+    machine: Literal["microvm", "q35"] = "microvm"
 
 
 class ImageManifest(BaseModel):

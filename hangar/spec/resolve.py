@@ -91,7 +91,7 @@ def resolve(
         id=vm_id,
         name=request.name,
         image=image.name,
-        machine=request.machine or "microvm",
+        machine=request.machine or image.defaults.machine,
         cpus=cpus,
         memory=memory,
         disk_size=disk,
