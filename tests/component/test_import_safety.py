@@ -355,3 +355,19 @@ def test_devices_and_missing_files_are_refused(store: ImageStore, tmp_path: Path
         run_import(store, tmp_path / "nope.qcow2")
     assert_nothing_left(store)
     shutil.rmtree(store.root, ignore_errors=True)
+
+
+def test_ova_members_the_descriptor_does_not_name_are_not_used(
+    store: ImageStore, ext4_raw: Path, boot: BootKit, tmp_path: Path
+) -> None:
+    qcow = tmp_path / "vm.qcow2"
+    sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(ext4_raw), str(qcow))
+    out = tmp_path / "vm.ova"
+    exporter.export(RUN, qcow, "ova", out, Hardware("vm", 1, 128 * MiB, 1))
+    with tarfile.open(out) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    members.append(("extra.sh", b"#!/bin/sh\necho not for hangar\n"))
+    manifest = run_import(store, _ova(tmp_path / "extra.ova", members), boot, name="vm")
+    assert sorted(p.name for p in store.path("vm").iterdir()) == sorted(
+        ["image.json", manifest.disk, "vmlinux", "initrd.img"]
+    )
