@@ -59,6 +59,12 @@ class InvalidInput(NothingChanged):
     kind = "invalid-input"
 
 
+class UnsafeImage(InvalidInput):
+    """An image from outside refers to something beyond itself, or is not what it claims."""
+
+    kind = "unsafe-image"
+
+
 class NotFound(NothingChanged):
     http_status = 404
     exit_code = 3

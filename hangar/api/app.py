@@ -17,7 +17,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hangar import __version__
-from hangar.api import audit, console, events, images, logs, operations, projects, tokens, vms
+from hangar.api import (
+    audit,
+    console,
+    events,
+    images,
+    logs,
+    operations,
+    projects,
+    storage,
+    tokens,
+    vms,
+    volumes,
+)
 from hangar.api.auth import READ, Access
 from hangar.errors import HangarError
 from hangar.services.platform import Platform
@@ -114,6 +126,18 @@ def create_app(platform: Platform) -> FastAPI:
             host_admin=caller.local,
         )
 
-    for module in (vms, logs, console, images, projects, tokens, operations, events, audit):
+    for module in (
+        vms,
+        logs,
+        console,
+        storage,
+        images,
+        volumes,
+        projects,
+        tokens,
+        operations,
+        events,
+        audit,
+    ):
         app.include_router(module.router)
     return app

@@ -14,9 +14,10 @@ router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
 
 class Launch(VMCreate):
-    """A VMCreate plus whether to start it at once."""
+    """A VMCreate plus whether to start it at once and whether its disk is a full copy."""
 
     start: bool = True
+    full: bool = False
 
 
 class StopRequest(BaseModel):
@@ -46,8 +47,10 @@ async def list_vms(
 
 @router.post("", status_code=201)
 async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
-    spec = VMCreate.model_validate(body.model_dump(exclude={"start"}))
-    return await platform_of(request).vms.create(spec, start=body.start, project=scope.project)
+    spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full"}))
+    return await platform_of(request).vms.create(
+        spec, start=body.start, full=body.full, project=scope.project
+    )
 
 
 @router.get("/{name}")

@@ -5,7 +5,18 @@ Each area's commands live in their own module and register on the root group.
 
 from __future__ import annotations
 
-from hangar.cli import host, images, monitor, operations, projects, remote, tokens, vms
+from hangar.cli import (
+    host,
+    images,
+    monitor,
+    operations,
+    projects,
+    remote,
+    storage,
+    tokens,
+    vms,
+    volumes,
+)
 from hangar.cli.app import _fail, cli
 from hangar.errors import InvalidInput
 
@@ -18,8 +29,10 @@ __all__ = [
     "operations",
     "projects",
     "remote",
+    "storage",
     "tokens",
     "vms",
+    "volumes",
 ]
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from hangar.cli import console as console_cmd
 from hangar.cli.app import F, cli, connect, emit_json, err, format_option, handle_errors, out
 from hangar.client.client import Client
-from hangar.errors import QemuFailed
+from hangar.errors import InvalidInput, QemuFailed
 from hangar.spec.units import format_size, parse_size
 from hangar.spec.vm import PortForward
 
@@ -81,6 +81,21 @@ def print_vm(vm: dict[str, Any]) -> None:
     help="forward 127.0.0.1:HOSTPORT to the guest's port (repeatable; /udp for UDP)",
 )
 @click.option("--no-start", is_flag=True, help="create the VM but do not start it")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="deploy N VMs named NAME-1 … NAME-N",
+)
+@click.option(
+    "--full", is_flag=True, help="give each VM an independent copy of the disk (default: linked)"
+)
+@click.option(
+    "--machine",
+    type=click.Choice(["microvm", "q35"]),
+    help="microvm (default, fastest boot) or q35 (PCIe: volumes attach while it runs)",
+)
 @wait_option
 @format_option
 @handle_errors
@@ -92,10 +107,13 @@ def launch(
     disk: str | None,
     forwards: tuple[str, ...],
     no_start: bool,
+    count: int,
+    full: bool,
+    machine: str | None,
     wait: float | None,
     fmt: str,
 ) -> None:
-    """Create VM NAME from IMAGE and start it."""
+    """Create VM NAME from IMAGE or template and start it."""
     spec: dict[str, Any] = {"name": name, "image": image}
     if cpus is not None:
         spec["cpus"] = cpus
@@ -103,18 +121,30 @@ def launch(
         spec["memory"] = parse_size(memory, what="--memory")
     if disk is not None:
         spec["disk"] = parse_size(disk, what="--disk")
+    if machine is not None:
+        spec["machine"] = machine
     if forwards:
+        if count > 1:
+            raise InvalidInput("--forward with --count", hint="a host port serves only one VM")
         parsed = [PortForward.parse(f).model_dump() for f in forwards]
         spec["nics"] = [{"type": "user", "forwards": parsed}]
+    names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+    launched = []
     with connect() as client:
-        vm = client.launch(spec, start=not no_start)
+        for vm_name in names:
+            launched.append(client.launch({**spec, "name": vm_name}, start=not no_start, full=full))
         if wait is not None and not no_start:
-            _wait_for_boot(client, vm, seen=0, timeout=wait)
+            for vm in launched:
+                _wait_for_boot(client, vm, seen=0, timeout=wait)
     if fmt == "json":
-        emit_json(vm)
+        emit_json(launched[0] if count == 1 else launched)
         return
     booted = " and booted" if wait is not None and not no_start else ""
-    out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}{booted}", highlight=False)
+    for vm in launched:
+        out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}{booted}", highlight=False)
+    if count > 1:
+        return
+    vm = launched[0]
     for f in vm["forwards"]:
         if f["guest_port"] == 80 and f["protocol"] == "tcp":
             out.print(f"  web:     http://{f['host_address']}:{f['host_port']}/", highlight=False)

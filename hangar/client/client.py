@@ -186,6 +186,113 @@ class Client(PlatformApi):
         op = self.wait_operation(self.start_image_build(name, force=force)["id"], timeout=1800)
         return cast(dict[str, Any], op["result"])
 
+    def start_import(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        fmt: str | None = None,
+        max_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Start importing a host file as an image; returns the operation (202)."""
+        body: dict[str, Any] = {"path": str(Path(path).absolute())}
+        for key, value in (("name", name), ("format", fmt), ("max_size", max_size)):
+            if value is not None:
+                body[key] = value
+        return cast(dict[str, Any], self.request("POST", "/1.0/images/import", json=body))
+
+    def import_image(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        fmt: str | None = None,
+        max_size: int | None = None,
+    ) -> dict[str, Any]:
+        """Import and wait; returns the import result (image and log)."""
+        op = self.start_import(path, name=name, fmt=fmt, max_size=max_size)
+        return self._result(op)
+
+    def delete_image(self, name: str) -> None:
+        self.request("DELETE", f"/1.0/images/{name}")
+
+    def start_export(self, source: str, fmt: str, path: str | Path) -> dict[str, Any]:
+        body = {"source": source, "format": fmt, "path": str(Path(path).absolute())}
+        return cast(dict[str, Any], self.request("POST", "/1.0/exports", json=body))
+
+    def export(self, source: str, fmt: str, path: str | Path) -> dict[str, Any]:
+        return self._result(self.start_export(source, fmt, path))
+
+    def start_copy(
+        self, name: str, new_name: str, *, full: bool = False, start: bool = False
+    ) -> dict[str, Any]:
+        body = {"name": new_name, "full": full, "start": start}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/copy", json=body))
+
+    def copy(
+        self, name: str, new_name: str, *, full: bool = False, start: bool = False
+    ) -> dict[str, Any]:
+        """Copy a VM and wait; returns the new VM."""
+        return self._result(self.start_copy(name, new_name, full=full, start=start))
+
+    def start_publish(self, name: str, template: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request("POST", f"/1.0/vms/{name}/publish", json={"template": template}),
+        )
+
+    def publish(self, name: str, template: str) -> dict[str, Any]:
+        """Publish a VM as a template and wait; returns the template's manifest."""
+        return self._result(self.start_publish(name, template))
+
+    def _result(self, op: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+        return cast(dict[str, Any], self.wait_operation(op["id"], timeout=timeout)["result"])
+
+    # --- pools and volumes -----------------------------------------------------------
+
+    def pools(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/storage/pools"))
+
+    def create_pool(self, name: str, path: str | Path) -> dict[str, Any]:
+        body = {"name": name, "path": str(Path(path).absolute())}
+        return cast(dict[str, Any], self.request("POST", "/1.0/storage/pools", json=body))
+
+    def delete_pool(self, name: str) -> None:
+        self.request("DELETE", f"/1.0/storage/pools/{name}")
+
+    def volumes(self) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", "/1.0/volumes"))
+
+    def create_volume(
+        self, name: str, size: int, *, pool: str = "default", fmt: str = "qcow2"
+    ) -> dict[str, Any]:
+        body = {"name": name, "size": size, "pool": pool, "format": fmt}
+        return cast(dict[str, Any], self.request("POST", "/1.0/volumes", json=body))
+
+    def delete_volume(self, name: str) -> None:
+        self.request("DELETE", f"/1.0/volumes/{name}")
+
+    def resize_volume(self, name: str, size: int) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request("POST", f"/1.0/volumes/{name}/resize", json={"size": size}),
+        )
+
+    def attach_volume(self, name: str, vm: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any], self.request("POST", f"/1.0/volumes/{name}/attach", json={"vm": vm})
+        )
+
+    def detach_volume(self, name: str, vm: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any], self.request("POST", f"/1.0/volumes/{name}/detach", json={"vm": vm})
+        )
+
+    def resize_vm(self, name: str, size: int) -> dict[str, Any]:
+        return cast(
+            dict[str, Any], self.request("POST", f"/1.0/vms/{name}/resize", json={"size": size})
+        )
+
     # --- VMs --------------------------------------------------------------------------
 
     def vms(self, *, all_projects: bool = False) -> list[dict[str, Any]]:
@@ -195,9 +302,11 @@ class Client(PlatformApi):
     def vm(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{name}"))
 
-    def launch(self, spec: Mapping[str, Any], *, start: bool = True) -> dict[str, Any]:
-        body = {**spec, "start": start}
-        return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body))
+    def launch(
+        self, spec: Mapping[str, Any], *, start: bool = True, full: bool = False
+    ) -> dict[str, Any]:
+        body = {**spec, "start": start, "full": full}
+        return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body, timeout=3600))
 
     def start(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/start"))

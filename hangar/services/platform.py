@@ -8,17 +8,21 @@ from dataclasses import dataclass
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
+from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
 from hangar.services.images import ImageService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
 from hangar.services.storage.images import ImageStore
 from hangar.services.tokens import TokenService
+from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService
+from hangar.services.volumes import StorageService
 from hangar.state.audit import AuditEntry, AuditRepository
 from hangar.state.db import Database
 from hangar.state.projects import ProjectRepository
 from hangar.state.vms import VMRecord, VMRepository
+from hangar.state.volumes import PoolRepository, VolumeRepository
 
 
 @dataclass
@@ -33,6 +37,9 @@ class Platform:
     audit: AuditRepository
     events: EventBus
     operations: OperationManager
+    transfer: TransferService
+    clones: CloneService
+    storage: StorageService
     _stopped: bool = False
 
     @classmethod
@@ -41,19 +48,28 @@ class Platform:
         db = Database(paths.database)
         store = ImageStore(paths.images)
         vm_repo = VMRepository(db)
-        projects = ProjectService(ProjectRepository(db), vm_repo)
+        volume_repo = VolumeRepository(db)
+        projects = ProjectService(ProjectRepository(db), vm_repo, volume_repo)
         events = EventBus()
+        vms = VMService(paths, vm_repo, store, host, runner, quota_check=projects.check_quota)
         platform = cls(
             paths=paths,
             host=host,
             db=db,
             images=ImageService(paths, store, runner),
-            vms=VMService(paths, vm_repo, store, host, runner, quota_check=projects.check_quota),
+            vms=vms,
             projects=projects,
             tokens=TokenService(db),
             audit=AuditRepository(db),
             events=events,
             operations=OperationManager(events),
+            transfer=TransferService(
+                store, vms, runner, max_virtual_size=max_virtual_size_from_env()
+            ),
+            clones=CloneService(vms, store, runner),
+            storage=StorageService(
+                paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
+            ),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform
@@ -82,6 +98,9 @@ class Platform:
 
     async def start(self) -> None:
         self.events.bind(asyncio.get_running_loop())
+        # Interrupted imports, builds and publishes leave hidden folders: remove them.
+        self.images.store.sweep()
+        self.storage.ensure_default_pool()
         await self.vms.reconcile()
 
     async def stop(self) -> None:

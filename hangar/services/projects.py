@@ -11,6 +11,7 @@ from hangar.spec.units import format_size
 from hangar.spec.vm import VMConfig
 from hangar.state.projects import ProjectRecord, ProjectRepository
 from hangar.state.vms import DEFAULT_PROJECT, VMRepository
+from hangar.state.volumes import VolumeRepository
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
@@ -58,9 +59,10 @@ def check_project_name(name: str) -> None:
 
 
 class ProjectService:
-    def __init__(self, repo: ProjectRepository, vms: VMRepository):
+    def __init__(self, repo: ProjectRepository, vms: VMRepository, volumes: VolumeRepository):
         self.repo = repo
         self.vms = vms
+        self.volumes = volumes
 
     def usage(self, project: str) -> Usage:
         configs = [r.config for r in self.vms.list(project)]
@@ -68,7 +70,8 @@ class ProjectService:
             instances=len(configs),
             cpus=sum(c.cpus for c in configs),
             memory=sum(c.memory for c in configs),
-            disk=sum(c.disk_size for c in configs),
+            # Root disks at their virtual size, plus the project's volumes.
+            disk=sum(c.disk_size for c in configs) + self.volumes.total_size(project),
         )
 
     def view(self, record: ProjectRecord) -> ProjectView:
@@ -107,6 +110,13 @@ class ProjectService:
                 hint=f"delete them first ('hangar list --project {name}')",
                 details={"project": name, "instances": count},
             )
+        volumes = len(self.volumes.list(project=name))
+        if volumes:
+            raise Conflict(
+                f"project '{name}' still has {volumes} volume(s)",
+                hint=f"delete them first ('hangar volume list --project {name}')",
+                details={"project": name, "volumes": volumes},
+            )
         self.repo.delete(name)
 
     def check_quota(self, project: str, config: VMConfig) -> None:
@@ -139,3 +149,25 @@ class ProjectService:
                         "requested": asks[field],
                     },
                 )
+
+    def check_disk_quota(self, project: str, extra: int) -> None:
+        """Raise :class:`QuotaExceeded` if ``project`` cannot take ``extra`` more bytes of
+        disk (a new volume, or a disk grown). Call it under the project's lock."""
+        limit = self.repo.get(project).quota("max_disk")
+        if limit is None or extra <= 0:
+            return
+        current = self.usage(project).disk
+        if current + extra > limit:
+            raise QuotaExceeded(
+                f"project '{project}' would exceed its disk quota: limit {format_size(limit)}, "
+                f"in use {format_size(current)}, this asks for {format_size(extra)} more",
+                hint=f"delete VMs or volumes in '{project}' or raise the limit with "
+                f"'hangar project set {project} max-disk=...'",
+                details={
+                    "project": project,
+                    "limit": "max_disk",
+                    "value": limit,
+                    "in_use": current,
+                    "requested": extra,
+                },
+            )

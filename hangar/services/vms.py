@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import uuid
 from collections import defaultdict
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, HangarError, QemuFailed, StateConflict
+from hangar.errors import Conflict, HangarError, InvalidInput, QemuFailed, StateConflict
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -28,6 +29,7 @@ from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
+from hangar.spec.image import ImageManifest
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import PortForward, VMConfig, VMCreate, check_name
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
@@ -144,11 +146,23 @@ class VMService:
 
     # --- create and delete --------------------------------------------------------
 
+    @property
+    def locks(self) -> defaultdict[str, asyncio.Lock]:
+        """The per-VM locks (by VM id): other services take them to act on a VM's files."""
+        return self._locks
+
     async def create(
-        self, request: VMCreate, *, start: bool = True, project: str = DEFAULT_PROJECT
+        self,
+        request: VMCreate,
+        *,
+        start: bool = True,
+        full: bool = False,
+        project: str = DEFAULT_PROJECT,
     ) -> VMView:
         """Create a VM from an image (a linked clone of its disk) and start it unless told not to.
 
+        With ``full``, the VM gets an independent copy of the image's disk and its
+        own hard links to the kernel and initramfs: it no longer needs the image.
         Nothing is left behind when any step fails (the quota check included): no row,
         no file, no process.
         """
@@ -160,15 +174,22 @@ class VMService:
                     hint="pick another name, or delete the existing VM first",
                 )
             image = self.images.get(request.image)
+            if image.kernel is None:
+                raise InvalidInput(
+                    f"image '{image.name}' has no kernel: it is a disk for BIOS boot, "
+                    "which hangar cannot run yet",
+                    hint="import a disk that holds an ext4 root filesystem, or use another image",
+                )
             image_dir = self.images.path(image.name)
             vm_id = uuid.uuid4().hex
+            boot_dir = self.paths.vm_dir(vm_id) if full else image_dir
             config = resolve(
                 request,
                 image,
                 self.host,
                 vm_id=vm_id,
-                kernel_path=str(image_dir / image.kernel),
-                initrd_path=str(image_dir / image.initrd) if image.initrd else None,
+                kernel_path=str(boot_dir / image.kernel),
+                initrd_path=str(boot_dir / image.initrd) if image.initrd else None,
             )
             self._check_ports(config)
             files = self.files(config)
@@ -182,19 +203,44 @@ class VMService:
                     undo.push(
                         "remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True)
                     )
-                    await asyncio.to_thread(
-                        img.create_overlay,
-                        self.runner,
-                        image_dir / image.disk,
-                        files.disk,
-                        config.disk_size,
-                    )
+                    if full:
+                        await asyncio.to_thread(
+                            _full_copy, self.runner, image_dir, image, files.disk, config.disk_size
+                        )
+                    else:
+                        await asyncio.to_thread(
+                            img.create_overlay,
+                            self.runner,
+                            image_dir / image.disk,
+                            files.disk,
+                            config.disk_size,
+                        )
                     record = self.repo.insert(config, PowerState.STOPPED, project)
                     undo.push("delete VM row", lambda: self.repo.delete(vm_id))
                 if start:
                     async with self._locks[vm_id]:
                         await self._start(record)
             return await self.get(config.name, project)
+
+    async def adopt_copy(
+        self, config: VMConfig, *, start: bool, project: str = DEFAULT_PROJECT
+    ) -> VMView:
+        """Register a VM whose folder (disk and boot files) a copy has just filled.
+
+        The project's quotas apply as to a launch. The caller removes the folder if
+        this fails; the row is removed here.
+        """
+        self._check_ports(config)
+        async with self._locks[f"project:{project}"]:
+            if self.quota_check is not None:
+                self.quota_check(project, config)
+            record = self.repo.insert(config, PowerState.STOPPED, project)
+        if start:
+            async with revert_on_error() as undo:
+                undo.push("delete VM row", lambda: self.repo.delete(config.id))
+                async with self._locks[config.id]:
+                    await self._start(record)
+        return await self.get(config.name, project)
 
     async def delete(
         self, name: str, *, force: bool = False, project: str = DEFAULT_PROJECT
@@ -386,3 +432,38 @@ class VMService:
         for task in list(self._background):
             task.cancel()
         await self.supervisor.detach_all()
+
+
+def link_boot_files(config: VMConfig, folder: Path) -> VMConfig:
+    """Hard-link the kernel and initramfs ``config`` boots into ``folder``; the config using them.
+
+    A VM that owns its boot files does not depend on the image it came from.
+    """
+    updates: dict[str, str | None] = {}
+    for key in ("kernel", "initrd"):
+        current = getattr(config.boot, key)
+        if current is None:
+            continue
+        target = folder / Path(current).name
+        if not target.exists():
+            _link_or_copy(Path(current), target)
+        updates[key] = str(target)
+    return config.model_copy(update={"boot": config.boot.model_copy(update=updates)})
+
+
+def _full_copy(
+    runner: CommandRunner, image_dir: Path, image: ImageManifest, target: Path, size: int
+) -> None:
+    """An independent copy of the image's disk, grown to ``size``, plus its boot files."""
+    img.convert(runner, image_dir / image.disk, "qcow2", target, "qcow2")
+    img.resize(runner, target, "qcow2", size)
+    for member in (image.kernel, image.initrd):
+        if member is not None:
+            _link_or_copy(image_dir / member, target.parent / member)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -15,6 +15,10 @@ class ImageDefaults(BaseModel):
     cpus: int = 1
     memory: int = 256 * 1024 * 1024
     disk: int = 1024 * 1024 * 1024
+    # NICs the image's VMs get by default (an imported OVF's network adapters).
+    nics: int = 1
+    # A template published from a q35 VM launches q35 VMs (volume hotplug).
+    machine: Literal["microvm", "q35"] = "microvm"
 
 
 class ImageManifest(BaseModel):
@@ -26,13 +30,17 @@ class ImageManifest(BaseModel):
     name: str
     recipe_hash: str
     created_at: str
-    kernel: str
+    # None: a disk for BIOS boot (imported disks that are not an ext4 root
+    # filesystem); hangar cannot launch those yet.
+    kernel: str | None = None
     initrd: str | None = None
     # Guest-specific kernel arguments; hangar adds console, panic and timer flags.
     cmdline: str = ""
     disk: str
     disk_format: Literal["qcow2"] = "qcow2"
     disk_virtual_size: int
-    boot_marker: str
+    boot_marker: str = ""
     defaults: ImageDefaults = Field(default_factory=ImageDefaults)
     description: str = ""
+    # Where the image came from: "recipe", "import", "publish".
+    origin: Literal["recipe", "import", "publish"] = "recipe"

@@ -77,7 +77,10 @@ def resolve(
             hint=f"use --disk {format_size(image.disk_virtual_size)} or more",
         )
 
-    nic_requests = request.nics if request.nics is not None else (NicCreate(),)
+    # An imported OVF's network adapters set the image's default NIC count.
+    nic_requests = (
+        request.nics if request.nics is not None else (NicCreate(),) * image.defaults.nics
+    )
     nics = tuple(
         NicConfig(type=nic.type, mac=nic.mac or mac_from_id(vm_id, i), forwards=nic.forwards)
         for i, nic in enumerate(nic_requests)
@@ -88,7 +91,7 @@ def resolve(
         id=vm_id,
         name=request.name,
         image=image.name,
-        machine="microvm",
+        machine=request.machine or image.defaults.machine,
         cpus=cpus,
         memory=memory,
         disk_size=disk,

@@ -118,6 +118,8 @@ class VMCreate(BaseModel):
     memory: Size | None = None
     disk: Size | None = None
     nics: tuple[NicCreate, ...] | None = None
+    # q35 when volumes must be attached while the VM runs (hotplug).
+    machine: Literal["microvm", "q35"] | None = None
 
 
 class NicConfig(BaseModel):
@@ -139,6 +141,18 @@ class KernelBoot(BaseModel):
     cmdline: str
 
 
+class DataDisk(BaseModel):
+    """A volume attached to a VM, after its root disk (vdb, vdc, ... in the guest)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    volume: str  # the volume's id: QEMU node names and the guest's disk serial derive from it
+    path: str
+    format: Literal["qcow2", "raw"]
+    # q35: the PCIe root port (hp<slot>) the volume is plugged into.
+    slot: int = 0
+
+
 class VMConfig(BaseModel):
     """A VM as hangar runs it: everything resolved, nothing left to guess."""
 
@@ -148,13 +162,16 @@ class VMConfig(BaseModel):
     id: str
     name: str
     image: str
-    machine: Literal["microvm"]
+    # microvm (virtio-mmio, fastest boot) or q35 (PCIe: volume hotplug).
+    machine: Literal["microvm", "q35"]
     cpus: int
     memory: int
     disk_size: int
     boot: KernelBoot
     nics: tuple[NicConfig, ...]
     boot_marker: str
+    # Volumes attached (storage issue); rendered after the root disk.
+    data_disks: tuple[DataDisk, ...] = ()
 
 
 def vm_uuid(vm_id: str) -> str:

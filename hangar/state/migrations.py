@@ -74,3 +74,27 @@ MIGRATIONS.append(
         "CREATE INDEX audit_project ON audit (project, seq)",
     ]
 )
+MIGRATIONS.append(
+    # 3: storage pools (directories, host-wide) and volumes (one file each, in a
+    # pool, belonging to a project; names unique per project).
+    # ``vm_id`` is the VM a volume is attached to; deleting the VM detaches it
+    # (volumes outlive VMs).
+    [
+        """CREATE TABLE pools (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE volumes (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL REFERENCES projects(name),
+            name TEXT NOT NULL,
+            pool TEXT NOT NULL REFERENCES pools(name),
+            format TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            vm_id TEXT REFERENCES vms(id) ON DELETE SET NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (project, name)
+        )""",
+    ]
+)

@@ -140,6 +140,14 @@ class VMRepository:
         if self.listeners:
             self._changed(before, self.by_id(vm_id))
 
+    def set_config(self, config: VMConfig) -> None:
+        """Replace a VM's stored config (same id and name): attached volumes, disk size."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE vms SET config = ?, updated_at = ? WHERE id = ?",
+                (config.model_dump_json(), now(), config.id),
+            )
+
     def delete(self, vm_id: str) -> None:
         before = self.by_id(vm_id) if self.listeners else None
         with self.db.transaction() as conn:

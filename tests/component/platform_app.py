@@ -13,7 +13,7 @@ from hangar.services.platform import Platform
 @dataclass
 class World:
     """An app (via TestClient) with projects alpha and beta, each with a stopped VM
-    'web', and a token of every role in each."""
+    'web', a volume 'data', and a token of every role in each."""
 
     api: TestClient
     platform: Platform
@@ -53,6 +53,10 @@ def populate(api: TestClient, platform: Platform) -> World:
             json={"name": "web", "image": "tiny", "start": False},
         )
         assert made.status_code == 201, made.text
+        volume = api.post(
+            "/1.0/volumes", params={"project": project}, json={"name": "data", "size": "1M"}
+        )
+        assert volume.status_code == 201, volume.text
         for role in ("viewer", "operator", "admin"):
             created = api.post(
                 "/1.0/tokens",

@@ -50,10 +50,14 @@ class ScriptedRunner:
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
         input_text: str | None = None,
+        on_output: Callable[[str], None] | None = None,
     ) -> CommandResult:
         call = Call(tuple(str(a) for a in argv), check, timeout, cwd, env, input_text)
         self.calls.append(call.argv)
-        return self.respond(call)
+        result = self.respond(call)
+        if on_output is not None and result.stdout:
+            on_output(result.stdout)  # all at once: enough to test progress parsing
+        return result
 
     def commands(self, program: str) -> list[tuple[str, ...]]:
         return [c for c in self.calls if c and c[0] == program]

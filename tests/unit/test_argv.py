@@ -7,7 +7,7 @@ import pytest
 
 from hangar.services.qemu.argv import VMFiles, kernel_cmdline, render_argv
 from hangar.spec.resolve import resolve
-from hangar.spec.vm import VMConfig, VMCreate
+from hangar.spec.vm import DataDisk, VMConfig, VMCreate
 from tests.support.factories import host_facts, tiny_manifest
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -44,6 +44,27 @@ CASES = {
                     ]
                 }
             ],
+        ),
+        host_facts(),
+    ),
+    "tiny-two-volumes": (
+        _config().model_copy(
+            update={
+                "data_disks": (
+                    DataDisk(volume="ab" * 16, path="/pools/p1/data.qcow2", format="qcow2"),
+                    DataDisk(volume="cd" * 16, path="/var/lib/hangar/volumes/r.raw", format="raw"),
+                )
+            }
+        ),
+        host_facts(),
+    ),
+    "tiny-q35-volume": (
+        _config(machine="q35").model_copy(
+            update={
+                "data_disks": (
+                    DataDisk(volume="ef" * 16, path="/pools/p1/d.qcow2", format="qcow2", slot=2),
+                )
+            }
         ),
         host_facts(),
     ),

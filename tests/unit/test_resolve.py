@@ -73,3 +73,32 @@ def test_same_host_port_twice() -> None:
 def test_bad_name_refused() -> None:
     with pytest.raises(InvalidInput):
         _resolve(name="../etc")
+
+
+def test_image_default_nic_count_is_used_unless_nics_are_given() -> None:
+    from hangar.spec.image import ImageDefaults
+    from hangar.spec.resolve import resolve
+    from hangar.spec.vm import VMCreate
+    from tests.support.factories import host_facts, tiny_manifest
+
+    image = tiny_manifest(defaults=ImageDefaults(nics=2))
+    args = {"vm_id": "ab" * 16, "kernel_path": "/k", "initrd_path": None}
+    two = resolve(VMCreate(name="a", image="tiny"), image, host_facts(), **args)  # type: ignore[arg-type]
+    assert len(two.nics) == 2 and two.nics[0].mac != two.nics[1].mac
+    one = resolve(VMCreate(name="a", image="tiny", nics=({},)), image, host_facts(), **args)  # type: ignore[arg-type]
+    assert len(one.nics) == 1
+
+
+def test_machine_comes_from_the_request_then_the_image() -> None:
+    from hangar.spec.image import ImageDefaults
+    from hangar.spec.resolve import resolve
+    from hangar.spec.vm import VMCreate
+    from tests.support.factories import host_facts, tiny_manifest
+
+    args = {"vm_id": "ab" * 16, "kernel_path": "/k", "initrd_path": None}
+    plain = resolve(VMCreate(name="a", image="tiny"), tiny_manifest(), host_facts(), **args)  # type: ignore[arg-type]
+    assert plain.machine == "microvm"
+    q35_image = tiny_manifest(defaults=ImageDefaults(machine="q35"))
+    assert resolve(VMCreate(name="a", image="t"), q35_image, host_facts(), **args).machine == "q35"  # type: ignore[arg-type]
+    asked = VMCreate(name="a", image="t", machine="microvm")
+    assert resolve(asked, q35_image, host_facts(), **args).machine == "microvm"  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ next to the store and renamed into place only when complete.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ from hangar.spec.image import IMAGE_FORMAT_VERSION, ImageDefaults, ImageManifest
 __all__ = ["IMAGE_FORMAT_VERSION", "ImageDefaults", "ImageManifest", "ImageStore", "Recipe"]
 
 MANIFEST = "image.json"
+# Hidden work folders in the store; what is left of them after a crash is swept.
+WORK_PREFIXES = (".build-", ".import-", ".publish-", ".delete-")
 
 
 ProgressFn = Callable[[str], None]
@@ -68,6 +71,19 @@ class ImageStore:
                 hint=f"images here: {known}; build one with 'hangar image build tiny'",
             )
         return self._read(manifest)
+
+    def sweep(self) -> builtins.list[str]:
+        """Remove what interrupted builds and imports left (hidden work folders).
+
+        Called when hangard starts, before anything can be under way.
+        """
+        removed = []
+        if self.root.is_dir():
+            for entry in self.root.iterdir():
+                if entry.is_dir() and entry.name.startswith(WORK_PREFIXES):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed
 
     def file(self, name: str, member: str) -> Path:
         return self.path(name) / member
@@ -134,7 +150,7 @@ def _install(built: ImageManifest, tmp: Path, target: Path, digest: str) -> Imag
     manifest = built.model_copy(
         update={
             "recipe_hash": digest,
-            "kernel": renames[built.kernel],
+            "kernel": renames[built.kernel] if built.kernel else None,
             "initrd": renames[built.initrd] if built.initrd else None,
             "disk": renames[built.disk],
         }

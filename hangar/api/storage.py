@@ -1,0 +1,132 @@
+"""Storage routes: image import, export, deletion; VM copies and templates.
+
+Each of these can take minutes, so each is an operation (202): poll
+``/1.0/operations/{id}`` for progress (percent as qemu-img or QEMU's backup job
+reports it), cancel it with DELETE; a cancelled one leaves nothing behind.
+
+Images and templates are shared by every project, and import and export read and
+write paths on the host: those are the host administrator's (the local socket).
+Copies stay in the caller's project.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict
+
+from hangar.api.auth import HOST, OPERATE, Access
+from hangar.api.deps import platform_of
+from hangar.services.operations import Operation, OperationView
+from hangar.services.storage.exporter import ExportFormat
+from hangar.services.storage.formats import Format
+from hangar.spec.vm import Size
+
+router = APIRouter(tags=["storage"])
+
+
+class ImportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    name: str | None = None
+    format: Format | None = None
+    max_size: Size | None = None
+
+
+class ExportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    format: ExportFormat
+    path: str
+
+
+class CopyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    full: bool = False
+    start: bool = False
+
+
+class PublishBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template: str
+
+
+@router.post("/1.0/images/import", status_code=202)
+async def import_image(request: Request, body: ImportBody, scope: Access = HOST) -> OperationView:
+    """Import a disk image or OVA from a path on the host, after the safety checks.
+    The operation's result is the import's (the image and the steps taken)."""
+    platform = platform_of(request)
+
+    async def work(op: Operation) -> BaseModel:
+        return await platform.transfer.import_image(
+            body.path, name=body.name, fmt=body.format, max_size=body.max_size, progress=op.progress
+        )
+
+    what = body.name or body.path
+    return platform.operations.start(scope.project, "image-import", f"import {what}", work).view
+
+
+@router.delete("/1.0/images/{name}", status_code=204)
+async def delete_image(request: Request, name: str, _: Access = HOST) -> Response:
+    await platform_of(request).transfer.delete_image(name)
+    return Response(status_code=204)
+
+
+@router.post("/1.0/exports", status_code=202)
+async def export(request: Request, body: ExportBody, scope: Access = HOST) -> OperationView:
+    """Export an image or a VM of the project (a running one from one point in time) to
+    a new file on the host."""
+    platform = platform_of(request)
+
+    async def work(op: Operation) -> BaseModel:
+        return await platform.transfer.export(
+            body.source, body.format, body.path, project=scope.project, progress=op.progress
+        )
+
+    description = f"export {body.source} as {body.format}"
+    return platform.operations.start(scope.project, "export", description, work).view
+
+
+@router.post("/1.0/vms/{name}/copy", status_code=202)
+async def copy_vm(
+    request: Request, name: str, body: CopyBody, scope: Access = OPERATE
+) -> OperationView:
+    """Copy a VM (running or stopped) to a new VM with a new identity, in the same project.
+    The operation's result is the new VM."""
+    platform = platform_of(request)
+    platform.vms.repo.get(name, scope.project)  # 404 now, not later in the operation
+
+    async def work(op: Operation) -> BaseModel:
+        return await platform.clones.copy(
+            name,
+            body.name,
+            full=body.full,
+            start=body.start,
+            project=scope.project,
+            progress=op.progress,
+        )
+
+    kind = "full" if body.full else "linked"
+    description = f"{kind} copy of VM '{name}' to '{body.name}'"
+    return platform.operations.start(scope.project, "vm-copy", description, work).view
+
+
+@router.post("/1.0/vms/{name}/publish", status_code=202)
+async def publish_vm(
+    request: Request, name: str, body: PublishBody, scope: Access = HOST
+) -> OperationView:
+    """Capture a stopped VM as a generalized template (an image VMs of every project
+    launch from). The operation's result is the template's manifest."""
+    platform = platform_of(request)
+    platform.vms.repo.get(name, scope.project)
+
+    async def work(op: Operation) -> BaseModel:
+        op.progress(f"generalizing and capturing VM '{name}'")
+        return await platform.clones.publish(name, body.template, project=scope.project)
+
+    description = f"publish VM '{name}' as template '{body.template}'"
+    return platform.operations.start(scope.project, "publish", description, work).view

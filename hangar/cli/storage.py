@@ -1,0 +1,151 @@
+"""Storage commands: image import/export/delete, VM copies, templates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hangar.cli import operations
+from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.images import image
+from hangar.client.client import Client
+from hangar.spec.units import format_size, parse_size
+
+# The CLI speaks only the API: these mirror the API's enums (see /openapi.json).
+FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx", "ova")
+EXPORT_FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "ova")
+NO_WAIT = click.option("--no-wait", is_flag=True, help="print the operation id and return at once")
+
+
+def _finish(
+    client: Client, op: dict[str, Any], *, no_wait: bool, as_json: bool
+) -> dict[str, Any] | None:
+    """Follow ``op`` with a progress bar and return its result; with ``no_wait``, print
+    the operation and return None."""
+    if no_wait:
+        if as_json:
+            emit_json(op)
+        else:
+            out.print(f"operation {op['id']} started: hangar operation wait {op['id']}")
+        return None
+    result: dict[str, Any] = operations.follow(client, op)["result"]
+    return result
+
+
+@image.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", help="image name (default: from the file name)")
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(FORMATS),
+    help="the file's format (default: detected from its bytes; never probed by QEMU)",
+)
+@click.option("--max-size", help="refuse virtual sizes over this (default: hangard's limit)")
+@NO_WAIT
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@handle_errors
+def image_import(
+    file: str,
+    name: str | None,
+    image_format: str | None,
+    max_size: str | None,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    """Import a qcow2, raw, VMDK, VDI, VHDX or OVA file as an image, after safety checks."""
+    limit = parse_size(max_size, what="--max-size") if max_size else None
+    with connect() as client:
+        op = client.start_import(file, name=name, fmt=image_format, max_size=limit)
+        result = _finish(client, op, no_wait=no_wait, as_json=as_json)
+    if result is None:
+        return
+    if as_json:
+        emit_json(result)
+        return
+    for line in result["log"]:
+        out.print(f"  {line}", highlight=False)
+    img = result["image"]
+    out.print(
+        f"image [bold]{img['name']}[/] ({format_size(img['disk_virtual_size'])}): "
+        f"{img['description']}",
+        highlight=False,
+    )
+
+
+@image.command(name="export")
+@click.argument("source")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), required=True)
+@NO_WAIT
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@handle_errors
+def image_export(source: str, file: str, export_format: str, no_wait: bool, as_json: bool) -> None:
+    """Export image or VM SOURCE (running or stopped) to a new FILE: qcow2, raw, vmdk, vhdx, ova."""
+    with connect() as client:
+        op = client.start_export(source, export_format, file)
+        result = _finish(client, op, no_wait=no_wait, as_json=as_json)
+    if result is None:
+        return
+    if as_json:
+        emit_json(result)
+        return
+    out.print(
+        f"{result['source_kind']} [bold]{source}[/] exported to {result['path']} "
+        f"({export_format}, {format_size(result['size'])})",
+        highlight=False,
+    )
+
+
+@image.command(name="delete")
+@click.argument("name")
+@handle_errors
+def image_delete(name: str) -> None:
+    """Delete an image or template (refused while linked clones use it)."""
+    with connect() as client:
+        client.delete_image(name)
+    out.print(f"image [bold]{name}[/] deleted", highlight=False)
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("name")
+@click.option("--full", is_flag=True, help="an independent copy (default: linked to the image)")
+@click.option("--start", is_flag=True, help="start the copy")
+@NO_WAIT
+@format_option
+@handle_errors
+def copy(source: str, name: str, full: bool, start: bool, no_wait: bool, fmt: str) -> None:
+    """Copy VM SOURCE (running or stopped) to a new VM NAME with a new identity."""
+    with connect() as client:
+        op = client.start_copy(source, name, full=full, start=start)
+        vm = _finish(client, op, no_wait=no_wait, as_json=fmt == "json")
+    if vm is None:
+        return
+    if fmt == "json":
+        emit_json(vm)
+        return
+    kind = "full" if full else "linked"
+    out.print(
+        f"VM [bold]{vm['name']}[/] is a {kind} copy of {source} ({vm['state']})", highlight=False
+    )
+
+
+@cli.command()
+@click.argument("vm")
+@click.argument("template")
+@NO_WAIT
+@format_option
+@handle_errors
+def publish(vm: str, template: str, no_wait: bool, fmt: str) -> None:
+    """Capture stopped VM as TEMPLATE (generalized); launch VMs from it with 'hangar launch'."""
+    with connect() as client:
+        op = client.start_publish(vm, template)
+        manifest = _finish(client, op, no_wait=no_wait, as_json=fmt == "json")
+    if manifest is None:
+        return
+    if fmt == "json":
+        emit_json(manifest)
+        return
+    out.print(f"template [bold]{template}[/]: {manifest['description']}", highlight=False)

@@ -1,0 +1,276 @@
+"""Copies of VMs (stopped or running) and templates published from stopped VMs.
+
+A copy gets a new identity: id (and so UUID), name and MACs; port forwards are
+not copied (the host ports belong to the source). Its boot files are hard
+links in its own folder, so it never depends on the source VM.
+
+* linked copy (default): a qcow2 that holds only what differs from the image
+  the source was created from, backed by that image's disk;
+* full copy (``--full``): one self-contained qcow2.
+
+A running VM is copied at one point in time without stopping it: a QMP
+``blockdev-backup`` job (copy-before-write: guest writes after the job starts
+do not reach the copy) into a new qcow2 opened by QEMU with ``blockdev-add``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hangar.errors import Conflict, QemuFailed
+from hangar.runner import CommandRunner
+from hangar.services.lifecycle import PowerState
+from hangar.services.progress import Reporter, quiet, span
+from hangar.services.qemu import img
+from hangar.services.qmp.monitor import Monitor
+from hangar.services.storage.generalize import generalize
+from hangar.services.storage.images import MANIFEST, ImageStore
+from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
+from hangar.services.undo import revert_on_error
+from hangar.services.vms import VMService, VMView, link_boot_files
+from hangar.spec.image import ImageDefaults, ImageManifest
+from hangar.spec.resolve import mac_from_id
+from hangar.spec.vm import VMConfig, check_name
+from hangar.state.vms import DEFAULT_PROJECT, VMRecord
+
+BACKUP_POLL = 0.02
+BACKUP_TIMEOUT = 3600.0
+
+
+def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
+    """The source's config under a new identity: id, name, MACs; no port forwards, no volumes."""
+    nics = tuple(
+        nic.model_copy(update={"mac": mac_from_id(vm_id, i), "forwards": ()})
+        for i, nic in enumerate(source.nics)
+    )
+    return source.model_copy(update={"id": vm_id, "name": name, "nics": nics, "data_disks": ()})
+
+
+class CloneService:
+    def __init__(self, vms: VMService, store: ImageStore, runner: CommandRunner):
+        self.vms = vms
+        self.store = store
+        self.runner = runner
+
+    async def copy(
+        self,
+        source_name: str,
+        name: str,
+        *,
+        full: bool = False,
+        start: bool = False,
+        project: str = DEFAULT_PROJECT,
+        progress: Reporter = quiet,
+    ) -> VMView:
+        """Copy VM ``source_name`` to a new VM ``name`` in the same project; the source
+        may be running. ``progress`` hears how far the disk copy is."""
+        check_name(name)
+        record = self.vms.repo.get(source_name, project)
+        async with self.vms.locks[f"name:{project}/{name}"]:
+            if self.vms.repo.find(name, project) is not None:
+                raise Conflict(
+                    f"a VM named '{name}' already exists in project '{project}'",
+                    hint="pick another name for the copy",
+                )
+            vm_id = uuid.uuid4().hex
+            folder = self.vms.paths.vm_dir(vm_id)
+            async with revert_on_error() as undo:
+                folder.mkdir(parents=True)
+                undo.push("remove copy's folder", lambda: shutil.rmtree(folder, ignore_errors=True))
+                config = link_boot_files(copy_config(record.config, vm_id, name), folder)
+                target = self.vms.files(config).disk
+                async with self.vms.locks[record.id]:
+                    await self._copy_disk(record, target, full=full, progress=progress)
+                progress("registering the copy", percent=99)
+                return await self.vms.adopt_copy(config, start=start, project=project)
+
+    async def _copy_disk(
+        self, record: VMRecord, target: Path, *, full: bool, progress: Reporter
+    ) -> None:
+        source = self.vms.files(record.config).disk
+        percent = span(progress, f"copying the disk of '{record.name}'", 1, 98)
+        state = await self.vms.state_of(record)
+        runtime = self.vms.supervisor.get(record.id)
+        stopped = state in (PowerState.STOPPED, PowerState.CRASHED) or runtime is None
+        if stopped and full:
+            # The common case takes one qemu-img call, like copying by hand.
+            await asyncio.to_thread(
+                img.convert, self.runner, source, "qcow2", target, "qcow2", progress=percent
+            )
+            return
+        info = await asyncio.to_thread(img.info, self.runner, source, "qcow2")
+        backing_name = info.get("full-backing-filename")
+        backing = Path(str(backing_name)) if backing_name and not full else None
+        if stopped:
+            # -B: only what differs from the image's disk goes into the copy.
+            await asyncio.to_thread(
+                img.convert,
+                self.runner,
+                source,
+                "qcow2",
+                target,
+                "qcow2",
+                backing=backing,
+                progress=percent,
+            )
+            return
+        if state not in (PowerState.RUNNING, PowerState.PAUSED) or runtime is None:
+            raise Conflict(
+                f"cannot copy VM '{record.name}' while it is {state.value}",
+                hint="wait until it is running, paused or stopped",
+            )
+        size = int(info["virtual-size"])
+        if backing is not None:
+            await asyncio.to_thread(img.create_overlay, self.runner, backing, target, size)
+        else:
+            await asyncio.to_thread(img.create, self.runner, target, "qcow2", size)
+        await backup(runtime.monitor, target, sync="top" if backing else "full", progress=percent)
+
+    async def publish(
+        self, vm_name: str, template: str, *, project: str = DEFAULT_PROJECT
+    ) -> ImageManifest:
+        """Capture stopped VM ``vm_name`` as template (image) ``template``, generalized."""
+        check_name(template, what="template name")
+        record = self.vms.repo.get(vm_name, project)
+        target = self.store.path(template)
+        if target.exists():
+            raise Conflict(
+                f"an image or template named '{template}' already exists",
+                hint="pick another name, or delete it first with 'hangar image delete'",
+            )
+        async with self.vms.locks[record.id]:
+            state = await self.vms.state_of(record)
+            if state not in (PowerState.STOPPED, PowerState.CRASHED):
+                raise Conflict(
+                    f"cannot publish VM '{vm_name}': it is {state.value}",
+                    hint=f"stop it first: hangar stop {vm_name}",
+                    details={"state": state.value, "allowed": ["stopped"]},
+                )
+            return await asyncio.to_thread(self._publish, record.config, template)
+
+    def _publish(self, config: VMConfig, template: str) -> ImageManifest:
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.root / f".publish-{template}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            disk = self.vms.files(config).disk
+            raw = tmp / "disk.raw"
+            img.convert(self.runner, disk, "qcow2", raw, "raw")
+            with raw.open("rb") as f:
+                head = f.read(4096)
+            changed: list[str] = []
+            if head[EXT4_MAGIC_OFFSET : EXT4_MAGIC_OFFSET + 2] == EXT4_MAGIC:
+                changed = generalize(self.runner, raw)
+            img.convert(self.runner, raw, "raw", tmp / "disk.qcow2", "qcow2")
+            raw.unlink()
+            boot = link_boot_files(config, tmp).boot
+            manifest = ImageManifest(
+                name=template,
+                recipe_hash=uuid.uuid4().hex,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                kernel=Path(boot.kernel).name,
+                initrd=Path(boot.initrd).name if boot.initrd else None,
+                cmdline=config.boot.cmdline,
+                disk="disk.qcow2",
+                disk_virtual_size=config.disk_size,
+                boot_marker=config.boot_marker,
+                defaults=ImageDefaults(
+                    cpus=config.cpus,
+                    memory=config.memory,
+                    disk=config.disk_size,
+                    nics=max(1, len(config.nics)),
+                    machine=config.machine,
+                ),
+                description=f"template from VM {config.name} (image {config.image}); "
+                + ("generalized: " + ", ".join(changed) if changed else "nothing to generalize"),
+                origin="publish",
+            )
+            (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+            os.rename(tmp, self.store.path(template))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest
+
+
+async def backup(
+    monitor: Monitor,
+    target: Path,
+    *,
+    sync: str,
+    progress: Callable[[float], None] | None = None,
+) -> None:
+    """Copy the running VM's root disk into the qcow2 ``target`` as of now (QMP backup job).
+
+    ``sync='full'`` copies every block; ``'top'`` only the overlay's own blocks
+    (``target`` is then an overlay of the same image). The target node is
+    always removed from QEMU again, whatever happens.
+    """
+    tag = uuid.uuid4().hex[:8]
+    node, job = f"copy-{tag}", f"copy-job-{tag}"
+    await monitor.execute(
+        "blockdev-add",
+        {
+            "driver": "qcow2",
+            "node-name": node,
+            # No backing: QEMU must not open the image's disk a second time;
+            # blocks not in the copy are read from its backing file later.
+            "backing": None,
+            "file": {"driver": "file", "filename": str(target)},
+        },
+    )
+    try:
+        await monitor.execute(
+            "blockdev-backup",
+            {
+                "job-id": job,
+                "device": "root",
+                "target": node,
+                "sync": sync,
+                "auto-finalize": True,
+                "auto-dismiss": False,
+            },
+        )
+        try:
+            await _wait_for_job(monitor, job, progress)
+        finally:
+            # A job that never concluded cannot be dismissed; QEMU drops it itself.
+            with contextlib.suppress(QemuFailed):
+                await monitor.execute("job-dismiss", {"id": job})
+    finally:
+        await monitor.execute("blockdev-del", {"node-name": node})
+
+
+async def _wait_for_job(
+    monitor: Monitor, job: str, progress: Callable[[float], None] | None
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BACKUP_TIMEOUT
+    while True:
+        jobs: list[dict[str, Any]] = await monitor.execute("query-jobs")
+        mine = [j for j in jobs if j.get("id") == job]
+        if not mine:
+            raise QemuFailed(f"QEMU lost the backup job {job}")
+        if mine[0].get("status") == "concluded":
+            if mine[0].get("error"):
+                raise QemuFailed(f"copying the running disk failed: {mine[0]['error']}")
+            return
+        total = int(mine[0].get("total-progress") or 0)
+        if progress is not None and total > 0:
+            try:
+                progress(100.0 * int(mine[0].get("current-progress") or 0) / total)
+            except BaseException:  # cancelled: stop QEMU's job too
+                await monitor.execute("job-cancel", {"id": job})
+                raise
+        if loop.time() > deadline:
+            await monitor.execute("job-cancel", {"id": job})
+            raise QemuFailed(f"copying the running disk took over {BACKUP_TIMEOUT:g} s")
+        await asyncio.sleep(BACKUP_POLL)

@@ -1,0 +1,62 @@
+"""Volume hotplug over QMP on q35: blockdev-add + device_add into a PCIe root port, and back.
+
+Unplugging needs the guest's cooperation: ``device_del`` asks it to release
+the device, and the block nodes can only go once it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from hangar.errors import Conflict, QemuFailed
+from hangar.services.qemu.argv import data_disk_device, data_disk_node
+from hangar.services.qmp.monitor import Monitor
+from hangar.spec.vm import DataDisk, VMConfig
+
+UNPLUG_TIMEOUT = 20.0
+
+
+async def plug(monitor: Monitor, config: VMConfig, disk: DataDisk) -> None:
+    """Open the volume's file and format nodes, then add its virtio-blk-pci device."""
+    node = data_disk_node(disk)
+    await monitor.execute(
+        "blockdev-add",
+        {"driver": "file", "filename": disk.path, "node-name": f"{node}-file", "discard": "unmap"},
+    )
+    try:
+        await monitor.execute(
+            "blockdev-add",
+            {"driver": disk.format, "file": f"{node}-file", "node-name": node, "discard": "unmap"},
+        )
+        try:
+            await monitor.execute("device_add", data_disk_device(config, disk))
+        except QemuFailed:
+            await monitor.execute("blockdev-del", {"node-name": node})
+            raise
+    except QemuFailed:
+        with contextlib.suppress(QemuFailed):
+            await monitor.execute("blockdev-del", {"node-name": f"{node}-file"})
+        raise
+
+
+async def unplug(monitor: Monitor, disk: DataDisk) -> None:
+    """Ask the guest to release the device, wait until it has, then close the nodes."""
+    node = data_disk_node(disk)
+    await monitor.execute("device_del", {"id": node})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UNPLUG_TIMEOUT
+    while True:
+        try:
+            # Fails while the device still holds the node: the guest has not let go.
+            await monitor.execute("blockdev-del", {"node-name": node})
+            break
+        except QemuFailed:
+            if loop.time() > deadline:
+                raise Conflict(
+                    f"the guest did not release volume device {node} in {UNPLUG_TIMEOUT:g} s",
+                    hint="the volume stays attached; unmount it in the guest and try again, "
+                    "or stop the VM and detach it then",
+                ) from None
+            await asyncio.sleep(0.1)
+    await monitor.execute("blockdev-del", {"node-name": f"{node}-file"})
