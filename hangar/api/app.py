@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hangar import __version__
-from hangar.api import console, logs, vms
+from hangar.api import console, logs, networks, vms
 from hangar.errors import HangarError
 from hangar.services.images import BuildResult
 from hangar.services.platform import Platform
@@ -82,4 +82,5 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(vms.router)
     app.include_router(logs.router)
     app.include_router(console.router)
+    app.include_router(networks.router)
     return app

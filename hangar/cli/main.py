@@ -5,11 +5,11 @@ Each area's commands live in their own module and register on the root group.
 
 from __future__ import annotations
 
-from hangar.cli import host, images, vms
+from hangar.cli import host, images, networks, vms
 from hangar.cli.app import _fail, cli
 from hangar.errors import InvalidInput
 
-__all__ = ["cli", "host", "images", "main", "vms"]
+__all__ = ["cli", "host", "images", "main", "networks", "vms"]
 
 
 def main() -> None:

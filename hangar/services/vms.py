@@ -16,12 +16,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, HangarError, QemuFailed, StateConflict
+from hangar.errors import Conflict, HangarError, InvalidInput, QemuFailed, StateConflict
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services import ports
 from hangar.services.lifecycle import Action, PowerState, check
+from hangar.services.networks import NetworkService, NicAddress
 from hangar.services.qemu import img, process
 from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.storage.images import ImageStore
@@ -53,6 +54,8 @@ class VMView(BaseModel):
     pid: int | None
     forwards: list[PortForward]
     macs: list[str]
+    # Addresses on hangar's virtual networks (user-mode NICs have none to show).
+    addresses: list[NicAddress] = []
     boot_marker: str
     created_at: str
     serial_log: str
@@ -71,8 +74,10 @@ class VMService:
         images: ImageStore,
         host: HostFacts,
         runner: CommandRunner,
+        networks: NetworkService | None = None,
     ):
         self.paths = paths
+        self.networks = networks
         self.repo = repo
         self.images = images
         self.host = host
@@ -109,6 +114,7 @@ class VMService:
             pid=runtime.pid if runtime else None,
             forwards=[f for nic in config.nics for f in nic.forwards],
             macs=[nic.mac for nic in config.nics],
+            addresses=self.networks.addresses(config) if self.networks else [],
             boot_marker=config.boot_marker,
             created_at=record.created_at,
             serial_log=str(self.files(config).serial_log),
@@ -157,6 +163,7 @@ class VMService:
                 initrd_path=str(image_dir / image.initrd) if image.initrd else None,
             )
             self._check_ports(config)
+            config = self._prepare_networks(config)
             files = self.files(config)
             async with revert_on_error() as undo:
                 files.dir.mkdir(parents=True)
@@ -170,6 +177,10 @@ class VMService:
                 )
                 record = self.repo.insert(config, PowerState.STOPPED)
                 undo.push("delete VM row", lambda: self.repo.delete(vm_id))
+                if self.networks is not None:
+                    networks = self.networks
+                    undo.push("detach from networks", lambda: networks.detach_vm(config))
+                    await networks.attach_vm(config)
                 if start:
                     async with self._locks[vm_id]:
                         await self._start(record)
@@ -184,6 +195,8 @@ class VMService:
             runtime = self.supervisor.get(record.id)
             if runtime is not None:
                 await self._force_stop(runtime, "deleted")
+            if self.networks is not None:
+                await self.networks.detach_vm(record.config)
             files = self.files(record.config)
             shutil.rmtree(files.dir, ignore_errors=True)
             shutil.rmtree(files.runtime, ignore_errors=True)
@@ -205,6 +218,10 @@ class VMService:
         config = record.config
         files = self.files(config)
         argv = render_argv(config, self.host, files)
+        if self.networks is not None:
+            # Taps, reservations and rules again: idempotent, and it repairs a
+            # host that lost them (e.g. after a reboot).
+            await self.networks.attach_vm(config)
         self.repo.set_state(record.id, PowerState.STARTING)
         try:
             runtime = await self.supervisor.launch(config.id, config.name, argv, files)
@@ -296,6 +313,13 @@ class VMService:
         if runtime is None:
             raise QemuFailed(f"VM '{record.name}' has no running QEMU")
         return runtime
+
+    def _prepare_networks(self, config: VMConfig) -> VMConfig:
+        if self.networks is not None:
+            return self.networks.prepare_vm(config)
+        if any(nic.type == "network" for nic in config.nics):
+            raise InvalidInput("this hangard has no network service", hint="use a user-mode NIC")
+        return config
 
     def _check_ports(self, config: VMConfig) -> None:
         owners: dict[tuple[str, int], str] = {

@@ -17,4 +17,26 @@ MIGRATIONS: list[list[str]] = [
             updated_at TEXT NOT NULL
         )""",
     ],
+    # 2: virtual networks. ``config`` is the resolved NetworkConfig as JSON.
+    # Forwards and firewall rules name their VM by name (VM names are unique)
+    # and are removed with the VM or network by the network service.
+    [
+        """CREATE TABLE networks (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            config TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE forwards (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+            vm TEXT NOT NULL,
+            spec TEXT NOT NULL
+        )""",
+        """CREATE TABLE firewall_rules (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            vm TEXT NOT NULL,
+            spec TEXT NOT NULL
+        )""",
+    ],
 ]
