@@ -21,8 +21,12 @@ PACKAGE_CACHE = Path(os.environ.get("HANGAR_TEST_CACHE", "/var/cache/hangar-test
 
 
 class Daemon:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, netns: str | None = None):
         self.home = home
+        # Run hangard inside this network namespace (``ip netns exec``): every
+        # bridge, tap, dnsmasq and rule it makes lives there. The API socket is
+        # a file, so clients and the CLI reach it from any namespace.
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "hangard.log"
 
@@ -41,8 +45,9 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> None:
         PACKAGE_CACHE.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [str(BIN / "hangard")],
+                [*prefix, str(BIN / "hangard")],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

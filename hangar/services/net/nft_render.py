@@ -121,8 +121,9 @@ def _inet_table(
                 f'        oifname "{br}" iifname != "{br}" drop',
             ]
         else:
-            # Into a nat network only through a port forward (DNAT).
-            out.append(f'        oifname "{br}" iifname != "{br}" ct status != dnat drop')
+            # Into a nat network only through a port forward (DNAT). Not
+            # "ct status != dnat": that compares the whole status word.
+            out.append(f'        oifname "{br}" iifname != "{br}" ct status & dnat == 0 drop')
             if net.uplink:
                 out.append(f'        iifname "{br}" oifname != {{ "{br}", "{net.uplink}" }} drop')
     out += _vm_jumps(guarded, "daddr", "in")
