@@ -64,6 +64,24 @@ async def restart_vm(request: Request, name: str, body: StopRequest | None = Non
     return await platform_of(request).vms.restart(name, force=body.force, timeout=body.timeout)
 
 
+class NicAttach(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    network: str
+    ip: str | None = None
+
+
+@router.post("/{name}/nics")
+async def attach_nic(request: Request, name: str, body: NicAttach) -> VMView:
+    """Attach a NIC on a network to a stopped VM (microvm has no hotplug)."""
+    return await platform_of(request).vms.attach_nic(name, body.network, body.ip)
+
+
+@router.delete("/{name}/nics/{network}")
+async def detach_nic(request: Request, name: str, network: str) -> VMView:
+    return await platform_of(request).vms.detach_nic(name, network)
+
+
 @router.post("/{name}/pause")
 async def pause_vm(request: Request, name: str) -> VMView:
     return await platform_of(request).vms.pause(name)

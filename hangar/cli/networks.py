@@ -141,6 +141,30 @@ def delete(name: str) -> None:
     out.print(f"network [bold]{name}[/] deleted", highlight=False)
 
 
+@network.command()
+@click.argument("vm")
+@click.argument("name")
+@click.option("--ip", help="a fixed address on the network (default: the lowest free one)")
+@handle_errors
+def attach(vm: str, name: str, ip: str | None) -> None:
+    """Attach stopped VM to network NAME (a new NIC; no hotplug on microvm)."""
+    with Client() as client:
+        view = client.attach_nic(vm, name, ip)
+    addr = next((a["ip"] for a in view["addresses"] if a["network"] == name), None)
+    out.print(f"VM [bold]{vm}[/] attached to {name}" + (f" as {addr}" if addr else ""))
+
+
+@network.command()
+@click.argument("vm")
+@click.argument("name")
+@handle_errors
+def detach(vm: str, name: str) -> None:
+    """Detach stopped VM from network NAME."""
+    with Client() as client:
+        client.detach_nic(vm, name)
+    out.print(f"VM [bold]{vm}[/] detached from {name}", highlight=False)
+
+
 # --- forwards ---------------------------------------------------------------------
 
 

@@ -177,6 +177,13 @@ class Client:
     def delete_network(self, name: str) -> None:
         self.request("DELETE", f"/1.0/networks/{name}")
 
+    def attach_nic(self, vm: str, network: str, ip: str | None = None) -> dict[str, Any]:
+        body = {"network": network, "ip": ip}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{vm}/nics", json=body))
+
+    def detach_nic(self, vm: str, network: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("DELETE", f"/1.0/vms/{vm}/nics/{network}"))
+
     def forwards(self, network: str | None = None) -> list[dict[str, Any]]:
         params = {"network": network} if network else None
         return cast(list[dict[str, Any]], self.request("GET", "/1.0/forwards", params=params))

@@ -87,13 +87,15 @@ class NetworkService:
 
     # --- reading ------------------------------------------------------------------
 
-    def _attached(self, *, without_vm: str | None = None) -> list[AttachedNic]:
+    def _attached(
+        self, *, without_vm: str | None = None, without_taps: frozenset[str] = frozenset()
+    ) -> list[AttachedNic]:
         return [
             AttachedNic(vm=r.name, network=n.network, tap=n.tap, mac=n.mac, ip=n.ip)
             for r in self.vms.list()
             if r.id != without_vm
             for n in r.config.nics
-            if n.type == "network" and n.network and n.tap
+            if n.type == "network" and n.network and n.tap and n.tap not in without_taps
         ]
 
     def _forwards(self, nics: list[AttachedNic]) -> list[Forward]:
@@ -107,8 +109,10 @@ class NetworkService:
                 result.append(Forward(id=fid, network=net.name, vm_ip=ip, **spec.model_dump()))
         return result
 
-    def _state(self, *, without_vm: str | None = None) -> NetState:
-        nics = self._attached(without_vm=without_vm)
+    def _state(
+        self, *, without_vm: str | None = None, without_taps: frozenset[str] = frozenset()
+    ) -> NetState:
+        nics = self._attached(without_vm=without_vm, without_taps=without_taps)
         return NetState(self.repo.all(), nics, self._forwards(nics), self.repo.rules())
 
     def all(self) -> list[NetworkView]:
@@ -157,8 +161,37 @@ class NetworkService:
         apply.write_atomically(files.conf, render_conf(net, files))
         changed = apply.write_atomically(files.hostsfile, render_dhcp_hosts(mine))
         changed |= apply.write_atomically(files.addn_hosts, render_dns_hosts(net, mine))
+        if self._drop_stale_leases(files, {n.mac for n in mine}):
+            return
         if changed:
             apply.reload_dnsmasq(files)
+
+    def _drop_stale_leases(self, files: DnsmasqFiles, macs: set[str]) -> bool:
+        """Forget the leases of NICs that are gone, restarting dnsmasq if it holds any.
+
+        dnsmasq will not hand a reserved address to a new MAC while an old lease
+        on it lasts (an hour), so a deleted VM's address could not be reused.
+        dnsmasq reads its lease file only when it starts, and SIGHUP does not
+        drop leases: so rewrite the file and restart it (a few ms; DHCP clients
+        retry). True when it restarted.
+        """
+        try:
+            text = files.leases.read_text()
+        except FileNotFoundError:
+            return False
+        keep = [
+            line
+            for line in text.splitlines(keepends=True)
+            if all(le.mac in macs for le in parse_leases(line))
+        ]
+        if len(keep) == len(text.splitlines()):
+            return False
+        was_running = apply.dnsmasq_pid(files) is not None
+        apply.stop_dnsmasq(files)
+        apply.write_atomically(files.leases, "".join(keep))
+        if was_running:
+            apply.start_dnsmasq(self.runner, files)
+        return True
 
     def _bring_up(self, net: NetworkConfig, nics: list[AttachedNic]) -> None:
         if not net.managed:
@@ -315,6 +348,26 @@ class NetworkService:
             for nic in config.nics:
                 if nic.tap:
                     links.remove_link(nic.tap)
+
+        await self._locked(work)
+
+    async def detach_nics(self, config: VMConfig, nics: list[NicConfig]) -> None:
+        """Take some NICs of a stopped VM off their networks (the VM stays)."""
+        taps = frozenset(n.tap for n in nics if n.tap)
+        networks = {n.network for n in nics if n.network}
+
+        def work() -> None:
+            by_name = {n.name: n.id for n in self.repo.all()}
+            for fid, network_id, spec in self.repo.forwards():
+                if spec.vm == config.name and network_id in {by_name.get(n) for n in networks}:
+                    self.repo.delete_forward(fid)
+            state = self._state(without_taps=taps)
+            for net in state.networks:
+                if net.managed:
+                    self._write_dnsmasq(net, list(state.nics))
+            self._apply_rules(state)
+            for tap in taps:
+                links.remove_link(tap)
 
         await self._locked(work)
 

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, HangarError, InvalidInput, QemuFailed, StateConflict
+from hangar.errors import (
+    Conflict,
+    HangarError,
+    InvalidInput,
+    NotFound,
+    QemuFailed,
+    StateConflict,
+)
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -28,8 +35,9 @@ from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
-from hangar.spec.resolve import resolve
-from hangar.spec.vm import PortForward, VMConfig, VMCreate, check_name
+from hangar.spec.network import tap_name
+from hangar.spec.resolve import mac_from_id, resolve
+from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate, check_name
 from hangar.state.vms import VMRecord, VMRepository
 
 log = logging.getLogger(__name__)
@@ -202,6 +210,75 @@ class VMService:
             shutil.rmtree(files.runtime, ignore_errors=True)
             self.repo.delete(record.id)
         self._locks.pop(record.id, None)
+
+    # --- NICs -----------------------------------------------------------------------
+
+    async def attach_nic(self, name: str, network: str, ip: str | None = None) -> VMView:
+        """Add a NIC on ``network`` to a stopped VM; it is there from its next start.
+
+        Running VMs are refused: hangar's machine type, microvm, has only
+        virtio-mmio devices, which cannot be hot-plugged.
+        """
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            await self._check_nic_change(record, "attach a NIC to")
+            config = record.config
+            # The first index whose MAC and tap no NIC has (a detach leaves gaps).
+            taken = {n.mac for n in config.nics} | {n.tap for n in config.nics}
+            index = next(
+                i
+                for i in range(len(config.nics) + 1)
+                if mac_from_id(config.id, i) not in taken and tap_name(config.id, i) not in taken
+            )
+            nic = NicConfig(
+                type="network",
+                mac=mac_from_id(config.id, index),
+                forwards=(),
+                network=network,
+                ip=ip,
+                tap=tap_name(config.id, index),
+            )
+            updated = self._prepare_networks(
+                config.model_copy(update={"nics": (*config.nics, nic)})
+            )
+            self.repo.set_config(updated)
+            try:
+                if self.networks is not None:
+                    await self.networks.attach_vm(updated)
+            except BaseException:
+                self.repo.set_config(config)
+                raise
+        return await self.get(name)
+
+    async def detach_nic(self, name: str, network: str) -> VMView:
+        """Remove a stopped VM's NIC on ``network`` (its tap, lease reservation, name)."""
+        record = self.repo.get(name)
+        async with self._locks[record.id]:
+            await self._check_nic_change(record, "detach a NIC from")
+            config = record.config
+            gone = [n for n in config.nics if n.type == "network" and n.network == network]
+            if not gone:
+                raise NotFound(
+                    f"VM '{name}' has no NIC on network '{network}'",
+                    hint=f"'hangar info {name}' shows its addresses",
+                )
+            kept = tuple(n for n in config.nics if n not in gone)
+            if self.networks is not None:
+                await self.networks.detach_nics(config, gone)
+            self.repo.set_config(config.model_copy(update={"nics": kept}))
+        return await self.get(name)
+
+    async def _check_nic_change(self, record: VMRecord, action: str) -> None:
+        state = await self.state_of(record)
+        if state in (PowerState.STOPPED, PowerState.CRASHED):
+            return
+        error = StateConflict(record.name, action, state.value, ["stopped", "crashed"])
+        error.hint = (
+            f"the {record.config.machine} machine has no NIC hotplug (virtio-mmio devices "
+            f"cannot be added to a running guest): 'hangar stop {record.name}', change the "
+            f"NICs, then 'hangar start {record.name}'"
+        )
+        raise error
 
     # --- power ----------------------------------------------------------------------
 

@@ -75,6 +75,14 @@ class VMRepository:
     def list(self) -> list[VMRecord]:
         return [_record(r) for r in self.db.query("SELECT * FROM vms ORDER BY name")]
 
+    def set_config(self, config: VMConfig) -> None:
+        """Replace a VM's stored config (e.g. a NIC attached while it is stopped)."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE vms SET config = ?, updated_at = ? WHERE id = ?",
+                (config.model_dump_json(), now(), config.id),
+            )
+
     def set_state(self, vm_id: str, state: str, reason: str = "") -> None:
         with self.db.transaction() as conn:
             conn.execute(
