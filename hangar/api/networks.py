@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict
 
 from hangar.api.deps import platform_of
 from hangar.services.networks import NetworkView
@@ -36,6 +37,23 @@ async def get_network(request: Request, name: str) -> NetworkView:
 async def delete_network(request: Request, name: str) -> Response:
     await platform_of(request).networks.delete(name)
     return Response(status_code=204)
+
+
+class Peer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    network: str
+
+
+@router.post("/networks/{name}/peers")
+async def peer_networks(request: Request, name: str, body: Peer) -> NetworkView:
+    """Let guests of two managed networks reach each other (networks are isolated by default)."""
+    return await platform_of(request).networks.peer(name, body.network)
+
+
+@router.delete("/networks/{name}/peers/{other}")
+async def unpeer_networks(request: Request, name: str, other: str) -> NetworkView:
+    return await platform_of(request).networks.peer(name, other, peered=False)
 
 
 @router.get("/forwards")

@@ -121,6 +121,7 @@ def show(name: str, fmt: str) -> None:
         ("bridge", c["bridge"]),
         ("uplink", c["uplink"] or "-"),
         ("default inbound", c["default_inbound"]),
+        ("peers", ", ".join(c.get("peers", [])) or "-"),
         ("dnsmasq pid", str(v["dnsmasq_pid"] or "-")),
         ("vms", ", ".join(v["vms"]) or "-"),
         ("forwards", ", ".join(_forward(f) for f in v["forwards"]) or "-"),
@@ -163,6 +164,28 @@ def detach(vm: str, name: str) -> None:
     with Client() as client:
         client.detach_nic(vm, name)
     out.print(f"VM [bold]{vm}[/] detached from {name}", highlight=False)
+
+
+@network.command()
+@click.argument("name")
+@click.argument("other")
+@handle_errors
+def peer(name: str, other: str) -> None:
+    """Let guests of networks NAME and OTHER reach each other."""
+    with Client() as client:
+        client.peer_networks(name, other)
+    out.print(f"networks [bold]{name}[/] and [bold]{other}[/] are peered", highlight=False)
+
+
+@network.command()
+@click.argument("name")
+@click.argument("other")
+@handle_errors
+def unpeer(name: str, other: str) -> None:
+    """Isolate networks NAME and OTHER from each other again."""
+    with Client() as client:
+        client.peer_networks(name, other, peered=False)
+    out.print(f"networks [bold]{name}[/] and [bold]{other}[/] are isolated", highlight=False)
 
 
 # --- forwards ---------------------------------------------------------------------

@@ -184,6 +184,14 @@ class Client:
     def detach_nic(self, vm: str, network: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.request("DELETE", f"/1.0/vms/{vm}/nics/{network}"))
 
+    def peer_networks(self, name: str, other: str, *, peered: bool = True) -> dict[str, Any]:
+        if peered:
+            return cast(
+                dict[str, Any],
+                self.request("POST", f"/1.0/networks/{name}/peers", json={"network": other}),
+            )
+        return cast(dict[str, Any], self.request("DELETE", f"/1.0/networks/{name}/peers/{other}"))
+
     def forwards(self, network: str | None = None) -> list[dict[str, Any]]:
         params = {"network": network} if network else None
         return cast(list[dict[str, Any]], self.request("GET", "/1.0/forwards", params=params))

@@ -21,13 +21,7 @@ from hangar.errors import Conflict, InvalidInput, NotFound
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.net import apply, links
-from hangar.services.net.dnsmasq_conf import (
-    DnsmasqFiles,
-    parse_leases,
-    render_conf,
-    render_dhcp_hosts,
-    render_dns_hosts,
-)
+from hangar.services.net.dnsmasq_conf import DnsmasqFiles, parse_leases
 from hangar.services.net.nft_render import NetState, render_ruleset
 from hangar.services.undo import revert_on_error
 from hangar.spec.network import (
@@ -155,43 +149,7 @@ class NetworkService:
         apply.apply_ruleset(self.runner, render_ruleset(state))
 
     def _write_dnsmasq(self, net: NetworkConfig, nics: list[AttachedNic]) -> None:
-        files = self.files(net)
-        files.dir.mkdir(parents=True, exist_ok=True)
-        mine = [n for n in nics if n.network == net.name]
-        apply.write_atomically(files.conf, render_conf(net, files))
-        changed = apply.write_atomically(files.hostsfile, render_dhcp_hosts(mine))
-        changed |= apply.write_atomically(files.addn_hosts, render_dns_hosts(net, mine))
-        if self._drop_stale_leases(files, {n.mac for n in mine}):
-            return
-        if changed:
-            apply.reload_dnsmasq(files)
-
-    def _drop_stale_leases(self, files: DnsmasqFiles, macs: set[str]) -> bool:
-        """Forget the leases of NICs that are gone, restarting dnsmasq if it holds any.
-
-        dnsmasq will not hand a reserved address to a new MAC while an old lease
-        on it lasts (an hour), so a deleted VM's address could not be reused.
-        dnsmasq reads its lease file only when it starts, and SIGHUP does not
-        drop leases: so rewrite the file and restart it (a few ms; DHCP clients
-        retry). True when it restarted.
-        """
-        try:
-            text = files.leases.read_text()
-        except FileNotFoundError:
-            return False
-        keep = [
-            line
-            for line in text.splitlines(keepends=True)
-            if all(le.mac in macs for le in parse_leases(line))
-        ]
-        if len(keep) == len(text.splitlines()):
-            return False
-        was_running = apply.dnsmasq_pid(files) is not None
-        apply.stop_dnsmasq(files)
-        apply.write_atomically(files.leases, "".join(keep))
-        if was_running:
-            apply.start_dnsmasq(self.runner, files)
-        return True
+        apply.sync_dnsmasq(self.runner, net, self.files(net), nics)
 
     def _bring_up(self, net: NetworkConfig, nics: list[AttachedNic]) -> None:
         if not net.managed:
@@ -272,8 +230,30 @@ class NetworkService:
                     details={"vms": users},
                 )
             self.repo.delete(net.id)
+            for other in self.repo.all():
+                if name in other.peers:
+                    peers = tuple(p for p in other.peers if p != name)
+                    self.repo.set_config(other.model_copy(update={"peers": peers}))
             await asyncio.to_thread(self._apply_rules, self._state())
             await asyncio.to_thread(self._tear_down, net)
+
+    async def peer(self, name: str, other: str, *, peered: bool = True) -> NetworkView:
+        """Let the guests of two managed networks reach each other (or stop them)."""
+        async with self._lock:
+            a, b = self.repo.get(name), self.repo.get(other)
+            if a.name == b.name:
+                raise InvalidInput("a network cannot be peered with itself", hint="name two")
+            for net in (a, b):
+                if not net.managed:
+                    raise InvalidInput(
+                        f"network '{net.name}' is bridged: hangar does not route it",
+                        hint="peer nat or isolated networks",
+                    )
+            for net, peer in ((a, b), (b, a)):
+                peers = set(net.peers) | {peer.name} if peered else set(net.peers) - {peer.name}
+                self.repo.set_config(net.model_copy(update={"peers": tuple(sorted(peers))}))
+            await asyncio.to_thread(self._apply_rules, self._state())
+        return self.get(name)
 
     # --- VMs ----------------------------------------------------------------------
 

@@ -56,6 +56,8 @@ class NetworkConfig(BaseModel):
     uplink: str | None
     default_inbound: Policy
     host_access: bool
+    # Managed networks whose guests may reach this one's (both sides list each other).
+    peers: tuple[str, ...] = ()
 
     @property
     def managed(self) -> bool:

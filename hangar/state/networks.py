@@ -34,6 +34,12 @@ class NetworkRepository:
                 f"a network named '{config.name}' already exists", hint="pick another name"
             ) from exc
 
+    def set_config(self, config: NetworkConfig) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE networks SET config = ? WHERE id = ?", (config.model_dump_json(), config.id)
+            )
+
     def all(self) -> list[NetworkConfig]:
         rows = self.db.query("SELECT config FROM networks ORDER BY name")
         return [NetworkConfig.model_validate_json(r["config"]) for r in rows]

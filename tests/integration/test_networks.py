@@ -178,6 +178,19 @@ def test_isolated_network_cannot_reach_another_even_with_forwarding(net: Net) ->
     assert I1 in net.run("i1", f"nslookup i1.isonet {ISO_GW}")
 
 
+def test_peered_networks_reach_each_other_until_unpeered(net: Net) -> None:
+    # i1 kept the default route the previous test gave it.
+    assert net.fetch("i1", f"http://{A1}/") == ""
+    peered = net.daemon.cli("network", "peer", "isonet", "natnet")
+    assert peered.code == 0, peered
+    assert "Hello from a1" in net.fetch("i1", f"http://{A1}/")
+    assert "Hello from i1" in net.fetch("a1", f"http://{I1}/")
+    assert net.daemon.cli("network", "unpeer", "natnet", "isonet").code == 0
+    assert net.fetch("i1", f"http://{A1}/") == ""
+    with net.client() as client:
+        assert client.network("isonet")["config"]["peers"] == []
+
+
 def test_tcp_and_udp_forwards_reached_from_the_uplink(net: Net) -> None:
     tcp = net.daemon.cli("forward", "add", "natnet", f"{HOST_ADDR}:8080", "a1:80")
     assert tcp.code == 0, tcp

@@ -96,6 +96,15 @@ RULES = [
 CASES = {
     "nft-empty.nft": lambda: render_ruleset(NetState()),
     "nft-full.nft": lambda: render_ruleset(NetState([NAT, ISO, BRIDGED], NICS, FORWARDS, RULES)),
+    "nft-peered.nft": lambda: render_ruleset(
+        NetState(
+            [
+                NAT.model_copy(update={"peers": ("backend",)}),
+                ISO.model_copy(update={"peers": ("lan",)}),
+            ],
+            NICS[:3],
+        )
+    ),
     "dnsmasq-nat.conf": lambda: render_conf(NAT, FILES),
     "dnsmasq-isolated.conf": lambda: render_conf(ISO, FILES),
     "dnsmasq-lan-dhcp-hosts.txt": lambda: render_dhcp_hosts(

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from hangar.errors import HostCommandFailed
 from hangar.runner import CommandRunner
-from hangar.services.net.dnsmasq_conf import DnsmasqFiles
+from hangar.services.net.dnsmasq_conf import (
+    DnsmasqFiles,
+    parse_leases,
+    render_conf,
+    render_dhcp_hosts,
+    render_dns_hosts,
+)
+from hangar.spec.network import AttachedNic, NetworkConfig
 
 DNSMASQ = "dnsmasq"
 STOP_TIMEOUT = 5.0
@@ -105,3 +112,43 @@ def stop_dnsmasq(files: DnsmasqFiles) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     files.pidfile.unlink(missing_ok=True)
+
+
+def sync_dnsmasq(
+    runner: CommandRunner, net: NetworkConfig, files: DnsmasqFiles, nics: list[AttachedNic]
+) -> None:
+    """Write a network's dnsmasq files for ``nics`` and make a running dnsmasq use them."""
+    files.dir.mkdir(parents=True, exist_ok=True)
+    mine = [n for n in nics if n.network == net.name]
+    write_atomically(files.conf, render_conf(net, files))
+    changed = write_atomically(files.hostsfile, render_dhcp_hosts(mine))
+    changed |= write_atomically(files.addn_hosts, render_dns_hosts(net, mine))
+    if _drop_stale_leases(runner, files, {n.mac for n in mine}):
+        return
+    if changed:
+        reload_dnsmasq(files)
+
+
+def _drop_stale_leases(runner: CommandRunner, files: DnsmasqFiles, macs: set[str]) -> bool:
+    """Forget the leases of NICs that are gone, restarting dnsmasq if it holds any.
+
+    dnsmasq will not hand a reserved address to a new MAC while an old lease
+    on it lasts (an hour), so a deleted VM's address could not be reused.
+    dnsmasq reads its lease file only when it starts, and SIGHUP does not
+    drop leases: so rewrite the file and restart it (a few ms; DHCP clients
+    retry). True when it restarted.
+    """
+    try:
+        text = files.leases.read_text()
+    except FileNotFoundError:
+        return False
+    lines = text.splitlines(keepends=True)
+    keep = [line for line in lines if all(le.mac in macs for le in parse_leases(line))]
+    if len(keep) == len(lines):
+        return False
+    was_running = dnsmasq_pid(files) is not None
+    stop_dnsmasq(files)
+    write_atomically(files.leases, "".join(keep))
+    if was_running:
+        start_dnsmasq(runner, files)
+    return True

@@ -115,17 +115,21 @@ def _inet_table(
     ]
     for net in managed:
         br = net.bridge
+        # This network's own bridge and those of its peers.
+        peers = [by_name[p] for p in sorted(net.peers) if p in by_name and by_name[p].managed]
+        own = _set([br, *(p.bridge for p in peers)])
         if net.type == "isolated":
             out += [
-                f'        iifname "{br}" oifname != "{br}" drop',
-                f'        oifname "{br}" iifname != "{br}" drop',
+                f"        iifname {_q(br)} oifname != {own} drop",
+                f"        oifname {_q(br)} iifname != {own} drop",
             ]
         else:
-            # Into a nat network only through a port forward (DNAT). Not
-            # "ct status != dnat": that compares the whole status word.
-            out.append(f'        oifname "{br}" iifname != "{br}" ct status & dnat == 0 drop')
+            # Into a nat network only from peers or through a port forward
+            # (DNAT). Not "ct status != dnat": that compares the whole word.
+            out.append(f"        oifname {_q(br)} iifname != {own} ct status & dnat == 0 drop")
             if net.uplink:
-                out.append(f'        iifname "{br}" oifname != {{ "{br}", "{net.uplink}" }} drop')
+                out_ok = _set([br, *(p.bridge for p in peers), net.uplink])
+                out.append(f"        iifname {_q(br)} oifname != {out_ok} drop")
     out += _vm_jumps(guarded, "daddr", "in")
     out += _vm_jumps(guarded, "saddr", "out")
     out.append("    }")
@@ -185,13 +189,25 @@ def _inet_table(
     for net in managed:
         if net.type != "nat":
             continue
-        # Leaving the network (not between its own guests) means masquerade.
-        rule = f"        ip saddr {net.subnet} ip daddr != {net.subnet}"
+        # Leaving the network (not to its own guests or a peer's) means masquerade.
+        peer_subnets = [by_name[p].subnet for p in net.peers if p in by_name]
+        local = [net.subnet or "", *sorted(s for s in peer_subnets if s)]
+        rule = f"        ip saddr {net.subnet} ip daddr != {_set(local, quote=False)}"
         if net.uplink:
             rule += f' oifname "{net.uplink}"'
         out.append(rule + " masquerade")
     out += ["    }", "}"]
     return out
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _set(items: Sequence[str], *, quote: bool = True) -> str:
+    """One item as itself, several as an anonymous nft set."""
+    values = [_q(i) if quote else i for i in items]
+    return values[0] if len(values) == 1 else "{ " + ", ".join(values) + " }"
 
 
 def _vm_jumps(nics: Sequence[AttachedNic], field: str, direction: str) -> list[str]:
