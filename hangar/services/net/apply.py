@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import time
 from pathlib import Path
@@ -103,14 +104,23 @@ def stop_dnsmasq(files: DnsmasqFiles) -> None:
     pid = dnsmasq_pid(files)
     if pid is None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while dnsmasq_pid(files) == pid and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if dnsmasq_pid(files) == pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        files.pidfile.unlink(missing_ok=True)
+        return
+    try:
+        # Wait on a pidfd, not on the pid file or /proc: dnsmasq removes its
+        # pid file, and the kernel empties /proc/PID/cmdline, before the
+        # process has closed its sockets; a pidfd turns readable only after.
+        # Until then a new dnsmasq could not bind the network's address.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, sig)
+            if select.select([pidfd], [], [], STOP_TIMEOUT)[0]:
+                break
+    finally:
+        os.close(pidfd)
     files.pidfile.unlink(missing_ok=True)
 
 
