@@ -362,6 +362,34 @@ def test_a_deleted_vms_address_is_leased_to_the_next_vm(net: Net) -> None:
     assert "Hello from a3" in net.fetch("a1", f"http://{A2}/")
 
 
+def test_bridged_network_puts_taps_on_an_existing_bridge_and_leaves_it(net: Net) -> None:
+    # A host bridge made by hand (inside the test's namespace), as an admin would.
+    net.host("ip", "link", "add", "lanbr0", "type", "bridge")
+    try:
+        made = net.daemon.cli(
+            "network", "create", "office", "--type", "bridged", "--uplink", "lanbr0"
+        )
+        assert made.code == 0, made
+        with net.client() as client:
+            vm = client.launch(
+                {"name": "b1", "image": "tiny", "nics": [{"type": "network", "network": "office"}]},
+                start=False,
+            )
+            assert vm["addresses"] == [
+                {"network": "office", "mac": vm["macs"][0], "ip": None, "leased": False}
+            ]
+            ports = net.host("bridge", "link")
+            assert re.search(r"hgt\S+ .*master lanbr0", ports), ports
+            # Anti-spoofing holds on bridged networks too (MAC only: the LAN owns addresses).
+            assert vm["macs"][0] in net.host("nft", "list", "table", "bridge", "hangar")
+            client.delete("b1")
+            assert "master lanbr0" not in net.host("bridge", "link")
+            client.delete_network("office")
+        assert "lanbr0" in net.host("ip", "-br", "link")  # not hangar's to remove
+    finally:
+        net.host("ip", "link", "del", "lanbr0")
+
+
 def test_deleting_everything_leaves_nothing_behind(net: Net) -> None:
     net.close()
     with net.client() as client:
