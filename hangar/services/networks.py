@@ -211,9 +211,16 @@ class NetworkService:
             async with revert_on_error() as undo:
                 self.repo.insert(config)
                 undo.push("delete network row", lambda: self.repo.delete(config.id))
-                undo.push("remove bridge and dnsmasq", lambda: self._tear_down(config))
+                # Cleanups run in a worker thread too: pyroute2's synchronous
+                # IPRoute cannot run on a thread whose event loop is running.
+                undo.push(
+                    "remove bridge and dnsmasq", lambda: asyncio.to_thread(self._tear_down, config)
+                )
                 await asyncio.to_thread(self._bring_up, config, [])
-                undo.push("re-apply rules", lambda: self._apply_rules(self._state()))
+                undo.push(
+                    "re-apply rules",
+                    lambda: asyncio.to_thread(lambda: self._apply_rules(self._state())),
+                )
                 await asyncio.to_thread(self._apply_rules, self._state())
         return self.get(config.name)
 

@@ -247,6 +247,8 @@ class VMService:
                     await self.networks.attach_vm(updated)
             except BaseException:
                 self.repo.set_config(config)
+                if self.networks is not None:
+                    await self.networks.detach_nics(config, [nic])
                 raise
         return await self.get(name)
 
