@@ -32,8 +32,13 @@ from tests.support.recording_runner import RecordingRunner
 CLONE_NEWNET = 0x40000000
 
 
-def in_private_netns(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``body`` in a forked child inside a fresh, unnamed network namespace."""
+def in_private_netns(body: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``body(home)`` in a forked child inside a fresh, unnamed network namespace."""
+    with tempfile.TemporaryDirectory(prefix="hgc-") as home:
+        return _in_child(body, Path(home))
+
+
+def _in_child(body: Callable[[Path], dict[str, Any]], home: Path) -> dict[str, Any]:
     ctx = multiprocessing.get_context("fork")
     receiver, sender = ctx.Pipe(duplex=False)
 
@@ -42,7 +47,7 @@ def in_private_netns(body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
             libc = ctypes.CDLL(None, use_errno=True)
             if libc.unshare(CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
-            sender.send(body())
+            sender.send(body(home))
         except BaseException as exc:
             sender.send({"child-error": repr(exc)})
 
@@ -85,8 +90,7 @@ def _create(service: NetworkService) -> str:
 
 
 def test_failed_dnsmasq_start_leaves_no_bridge_row_or_folder() -> None:
-    def body() -> dict[str, Any]:
-        home = Path(tempfile.mkdtemp(prefix="hgc-"))
+    def body(home: Path) -> dict[str, Any]:
         runner = RecordingRunner()
         runner.on(["dnsmasq"], lambda a: CommandResult(tuple(a), 2, "", "dnsmasq: bad config"))
         service = _service(home, runner)
@@ -106,8 +110,7 @@ def test_failed_dnsmasq_start_leaves_no_bridge_row_or_folder() -> None:
 
 
 def test_failed_ruleset_stops_dnsmasq_and_removes_the_bridge() -> None:
-    def body() -> dict[str, Any]:
-        home = Path(tempfile.mkdtemp(prefix="hgc-"))
+    def body(home: Path) -> dict[str, Any]:
         runner = RecordingRunner()
         runner.on(["dnsmasq"], fake_dnsmasq)
         runner.on(["nft"], lambda a: CommandResult(tuple(a), 1, "", "Error: syntax error"))
@@ -129,8 +132,7 @@ def test_failed_ruleset_stops_dnsmasq_and_removes_the_bridge() -> None:
 
 
 def test_create_then_delete_and_adoption_after_restart() -> None:
-    def body() -> dict[str, Any]:
-        home = Path(tempfile.mkdtemp(prefix="hgc-"))
+    def body(home: Path) -> dict[str, Any]:
         runner = RecordingRunner()
         runner.on(["dnsmasq"], fake_dnsmasq)
         service = _service(home, runner)
