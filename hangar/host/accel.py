@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from hangar.host.facts import Accelerator, HostFacts
 
-# Under TCG, `max` enables every feature TCG can emulate (QEMU 7.2: up to
-# SSE4.2/POPCNT/AVX2, i.e. x86-64-v3). `qemu64` is only x86-64-v1: a Debian 6.1
-# kernel boots with either on microvm (measured: same boot and fork times), but
-# userlands built for x86-64-v2 or later (RHEL 9 family, some wheels) die on
-# qemu64 with "CPU does not support x86-64-v2". Trade-off: `max` is not a stable
-# model across QEMU versions, so a saved state only restores on a QEMU with the
-# same feature set (fine on one host; migration between hosts must pin a model).
-TCG_CPU_MODEL = "max"
+# Under TCG: qemu64 plus the x86-64-v2 features (SSSE3, SSE4.1, SSE4.2, POPCNT;
+# qemu64 already has CX16, LAHF and SSE3). Userlands built for x86-64-v2 (RHEL 9
+# family, some wheels) die on plain qemu64, and `max` costs boot time: the tiny
+# guest reached its boot marker in 2.50-2.62 s with this model, 2.52-2.59 s with
+# qemu64, 2.77-2.96 s with `max,-la57` and 3.13-3.34 s with `max` (same run,
+# 3 boots each, bench command in the closing note of the slice).
+TCG_CPU_MODEL = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
 
 # A 32 MiB translation buffer instead of QEMU's default keeps an idle guest at
 # ~158 MiB PSS instead of ~184 MiB (shared/MEASUREMENTS.md, "Density").

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import pytest
 
 from hangar.errors import HostCommandFailed
 from hangar.host import cache
-from hangar.host.accel import accel_args, accel_args_for
+from hangar.host.accel import TCG_CPU_MODEL, accel_args, accel_args_for
 from hangar.host.facts import HostFacts
 from hangar.host.kvm import (
     ProbeRun,
@@ -43,6 +43,7 @@ from hangar.host.probe_guest import (
     parse_probe_output,
 )
 from hangar.runner import CommandResult
+from tests.support.recording_runner import Call, ScriptedRunner
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "host"
 
@@ -54,7 +55,7 @@ def recorded(name: str) -> str:
 # --- fake runner ---------------------------------------------------------------------
 
 
-class FakeQemu:
+class FakeQemu(ScriptedRunner):
     """A command runner that answers like QEMU and records every argv.
 
     ``kvm``/``tcg`` say how the probe guest behaves under each accelerator:
@@ -71,24 +72,15 @@ class FakeQemu:
         tcg_ticks: int = 150_000_000,
         version: str | None = None,
     ) -> None:
+        super().__init__()
         self.behaviour = {"kvm": kvm, "tcg": tcg}
         self.ticks = {"kvm": kvm_ticks, "tcg": tcg_ticks}
         self.version = version if version is not None else recorded("qemu-version.txt")
-        self.calls: list[tuple[str, ...]] = []
         self.bios_sizes: list[int] = []
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        input_text: str | None = None,
-    ) -> CommandResult:
-        args = tuple(str(a) for a in argv)
-        self.calls.append(args)
+    def respond(self, call: Call) -> CommandResult:
+        argv, cwd, timeout = call.argv, call.cwd, call.timeout  # noqa: F841
+        args = argv
         if args[1:] == ("-version",):
             return CommandResult(args, 0, self.version, "")
         if args[1:] == ("-machine", "help"):
@@ -232,11 +224,16 @@ def test_parse_probe_output_garbage() -> None:
 
 
 def test_accel_args_tcg_single_vcpu() -> None:
-    assert accel_args_for("tcg", 1) == ["-accel", "tcg,tb-size=32", "-cpu", "max"]
+    assert accel_args_for("tcg", 1) == ["-accel", "tcg,tb-size=32", "-cpu", TCG_CPU_MODEL]
 
 
 def test_accel_args_tcg_smp_is_multithreaded() -> None:
-    assert accel_args_for("tcg", 4) == ["-accel", "tcg,thread=multi,tb-size=32", "-cpu", "max"]
+    assert accel_args_for("tcg", 4) == [
+        "-accel",
+        "tcg,thread=multi,tb-size=32",
+        "-cpu",
+        TCG_CPU_MODEL,
+    ]
 
 
 def test_accel_args_kvm() -> None:
@@ -537,3 +534,9 @@ def test_probe_host_rejects_non_qemu(tmp_path: Path) -> None:
     with pytest.raises(HostCommandFailed) as info:
         probe_host(FakeQemu(version="GNU bash, version 5.2\n"), kvm_device=tmp_path / "absent")
     assert "QEMU" in info.value.hint
+
+
+def test_tcg_model_offers_x86_64_v2() -> None:
+    # Userlands built for x86-64-v2 must run: SSSE3, SSE4.1, SSE4.2 and POPCNT on top of qemu64.
+    for feature in ("+ssse3", "+sse4.1", "+sse4.2", "+popcnt"):
+        assert feature in TCG_CPU_MODEL.split(",")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -10,26 +9,18 @@ import pytest
 from hangar.errors import InvalidInput
 from hangar.runner import CommandResult
 from hangar.services.storage.tiny.debs import Package, fetch
+from tests.support.recording_runner import Call, ScriptedRunner
 
 
-class FakeDownload:
+class FakeDownload(ScriptedRunner):
     """Writes one file per ``name=version`` into cwd, named the way apt-get does."""
 
     def __init__(self, skip: str = ""):
-        self.calls: list[list[str]] = []
+        super().__init__()
         self.skip = skip
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        input_text: str | None = None,
-    ) -> CommandResult:
-        self.calls.append(list(argv))
+    def respond(self, call: Call) -> CommandResult:
+        argv, cwd, timeout = call.argv, call.cwd, call.timeout  # noqa: F841
         assert list(argv[:2]) == ["apt-get", "download"] and cwd is not None
         for arg in argv[2:]:
             name, _, version = arg.partition("=")
@@ -50,7 +41,7 @@ def test_downloads_missing_packages_in_one_call(tmp_path: Path) -> None:
         "libc6_2.36-9_amd64.deb",
     ]
     assert paths[0].read_text() == "busybox-static=1:1.35.0-4"
-    assert runner.calls == [["apt-get", "download", "busybox-static=1:1.35.0-4", "libc6=2.36-9"]]
+    assert runner.calls == [("apt-get", "download", "busybox-static=1:1.35.0-4", "libc6=2.36-9")]
     # Cached now: no second download, and no partial folder left behind.
     assert fetch(runner, [BUSYBOX, LIBC], tmp_path) == paths
     assert len(runner.calls) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from hangar.errors import InvalidInput
 from hangar.runner import CommandResult
 from hangar.services.storage.tiny import TinyRecipe, debs, recipe
+from tests.support.recording_runner import Call, ScriptedRunner
 
 VERSIONS = {
     "linux-image-amd64": "6.1.192-2",
@@ -23,24 +23,15 @@ VERSIONS = {
 }
 
 
-class FakeApt:
+class FakeApt(ScriptedRunner):
     """Answers ``apt-cache show`` from a version table; records every argv."""
 
     def __init__(self, versions: dict[str, str]):
+        super().__init__()
         self.versions = dict(versions)
-        self.calls: list[list[str]] = []
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float | None = None,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        input_text: str | None = None,
-    ) -> CommandResult:
-        self.calls.append(list(argv))
+    def respond(self, call: Call) -> CommandResult:
+        argv, cwd, timeout = call.argv, call.cwd, call.timeout  # noqa: F841
         assert list(argv[:3]) == ["apt-cache", "show", "--no-all-versions"]
         records = []
         for arg in argv[3:]:

@@ -1,0 +1,1 @@
+"""Benchmarks: what users feel, against plain QEMU in the same run (see README.md)."""
