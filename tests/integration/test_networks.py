@@ -131,6 +131,11 @@ def test_dhcp_lease_and_dns_name(net: Net) -> None:
     assert f"inet {A1}/24" in net.run("a1", "ip -4 addr show eth0")
     listed = net.daemon.cli("list")
     assert A1 in listed.stdout and "natnet" in listed.stdout, listed
+    networks = net.daemon.cli("network", "list")
+    (row,) = [line for line in networks.stdout.splitlines() if "natnet" in line]
+    assert "10.77.10.0/24" in row and "a1, a2" in row, networks
+    shown = net.daemon.cli("network", "show", "isonet")
+    assert "isolated" in shown.stdout and "i1" in shown.stdout and ISO_GW in shown.stdout, shown
     # VM.NETWORK names resolve inside the network, through the network's dnsmasq.
     answer = net.run("a1", f"nslookup a2.natnet {NAT_GW}")
     assert A2 in answer, answer
