@@ -17,7 +17,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from hangar import __version__
-from hangar.api import audit, console, events, images, logs, operations, projects, tokens, vms
+from hangar.api import (
+    audit,
+    console,
+    events,
+    images,
+    logs,
+    networks,
+    operations,
+    projects,
+    tokens,
+    vms,
+)
 from hangar.api.auth import READ, Access
 from hangar.errors import HangarError
 from hangar.services.platform import Platform
@@ -114,6 +125,17 @@ def create_app(platform: Platform) -> FastAPI:
             host_admin=caller.local,
         )
 
-    for module in (vms, logs, console, images, projects, tokens, operations, events, audit):
+    for module in (
+        vms,
+        logs,
+        console,
+        images,
+        projects,
+        tokens,
+        operations,
+        events,
+        audit,
+        networks,
+    ):
         app.include_router(module.router)
     return app

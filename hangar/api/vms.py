@@ -88,6 +88,24 @@ async def restart_vm(
     )
 
 
+class NicAttach(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    network: str
+    ip: str | None = None
+
+
+@router.post("/{name}/nics")
+async def attach_nic(request: Request, name: str, body: NicAttach) -> VMView:
+    """Attach a NIC on a network to a stopped VM (microvm has no hotplug)."""
+    return await platform_of(request).vms.attach_nic(name, body.network, body.ip)
+
+
+@router.delete("/{name}/nics/{network}")
+async def detach_nic(request: Request, name: str, network: str) -> VMView:
+    return await platform_of(request).vms.detach_nic(name, network)
+
+
 @router.post("/{name}/pause")
 async def pause_vm(request: Request, name: str, scope: Access = OPERATE) -> VMView:
     return await platform_of(request).vms.pause(name, scope.project)

@@ -5,7 +5,17 @@ Each area's commands live in their own module and register on the root group.
 
 from __future__ import annotations
 
-from hangar.cli import host, images, monitor, operations, projects, remote, tokens, vms
+from hangar.cli import (
+    host,
+    images,
+    monitor,
+    networks,
+    operations,
+    projects,
+    remote,
+    tokens,
+    vms,
+)
 from hangar.cli.app import _fail, cli
 from hangar.errors import InvalidInput
 
@@ -15,6 +25,7 @@ __all__ = [
     "images",
     "main",
     "monitor",
+    "networks",
     "operations",
     "projects",
     "remote",

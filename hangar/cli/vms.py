@@ -10,7 +10,7 @@ from rich.table import Table
 from hangar.cli import console as console_cmd
 from hangar.cli.app import F, cli, connect, emit_json, err, format_option, handle_errors, out
 from hangar.client.client import Client
-from hangar.errors import QemuFailed
+from hangar.errors import InvalidInput, QemuFailed
 from hangar.spec.units import format_size, parse_size
 from hangar.spec.vm import PortForward
 
@@ -57,6 +57,7 @@ def print_vm(vm: dict[str, Any]) -> None:
         ("machine", f"{vm['machine']} ({vm['accelerator']})"),
         ("pid", str(vm["pid"] or "-")),
         ("mac", ", ".join(vm["macs"])),
+        ("addresses", _addresses(vm) or "-"),
         ("forwards", _forwards(vm) or "-"),
         ("serial log", vm["serial_log"]),
         ("id", vm["id"]),
@@ -80,6 +81,20 @@ def print_vm(vm: dict[str, Any]) -> None:
     metavar="HOSTPORT:GUESTPORT",
     help="forward 127.0.0.1:HOSTPORT to the guest's port (repeatable; /udp for UDP)",
 )
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="NAME",
+    help="attach a NIC to virtual network NAME (repeatable: one NIC each)",
+)
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    metavar="[NETWORK=]ADDRESS",
+    help="fixed address on a network (plain ADDRESS: the first --network)",
+)
 @click.option("--no-start", is_flag=True, help="create the VM but do not start it")
 @wait_option
 @format_option
@@ -91,6 +106,8 @@ def launch(
     memory: str | None,
     disk: str | None,
     forwards: tuple[str, ...],
+    networks: tuple[str, ...],
+    ips: tuple[str, ...],
     no_start: bool,
     wait: float | None,
     fmt: str,
@@ -103,9 +120,14 @@ def launch(
         spec["memory"] = parse_size(memory, what="--memory")
     if disk is not None:
         spec["disk"] = parse_size(disk, what="--disk")
-    if forwards:
+    nics: list[dict[str, Any]] = []
+    if forwards or not networks:
         parsed = [PortForward.parse(f).model_dump() for f in forwards]
-        spec["nics"] = [{"type": "user", "forwards": parsed}]
+        nics.append({"type": "user", "forwards": parsed})
+    fixed = _fixed_ips(networks, ips)
+    nics += [{"type": "network", "network": n, "ip": fixed.get(n)} for n in networks]
+    if forwards or networks:
+        spec["nics"] = nics
     with connect() as client:
         vm = client.launch(spec, start=not no_start)
         if wait is not None and not no_start:
@@ -122,6 +144,33 @@ def launch(
     out.print(f"  logs:    hangar logs {name} --follow", highlight=False)
 
 
+def _fixed_ips(networks: tuple[str, ...], ips: tuple[str, ...]) -> dict[str, str]:
+    fixed: dict[str, str] = {}
+    for item in ips:
+        network, sep, address = item.rpartition("=")
+        if not sep:
+            if not networks:
+                raise InvalidInput("--ip needs a --network", hint="add --network NAME")
+            network = networks[0]
+        if network not in networks:
+            raise InvalidInput(
+                f"--ip {item} names network '{network}', which has no --network",
+                hint=f"add --network {network}",
+            )
+        fixed[network] = address
+    return fixed
+
+
+def _address(a: dict[str, Any]) -> str:
+    ip = a["ip"] or "dhcp"
+    pending = " (no lease yet)" if a["ip"] and not a["leased"] else ""
+    return f"{ip}{pending} on {a['network']}"
+
+
+def _addresses(vm: dict[str, Any]) -> str:
+    return ", ".join(_address(a) for a in vm.get("addresses", []))
+
+
 @cli.command(name="list")
 @click.option("--all-projects", is_flag=True, help="VMs of every project (host administrator)")
 @format_option
@@ -134,7 +183,7 @@ def list_vms(all_projects: bool, fmt: str) -> None:
         emit_json(vms)
         return
     table = Table()
-    columns = ["NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "FORWARDS"]
+    columns = ["NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "ADDRESSES", "FORWARDS"]
     for column in (["PROJECT"] if all_projects else []) + columns:
         table.add_column(column)
     for vm in vms:
@@ -146,6 +195,7 @@ def list_vms(all_projects: bool, fmt: str) -> None:
             str(vm["cpus"]),
             format_size(vm["memory"]),
             format_size(vm["disk_size"]),
+            _addresses(vm),
             _forwards(vm),
         )
     out.print(table, highlight=False)

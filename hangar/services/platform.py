@@ -10,6 +10,7 @@ from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.events import EventBus
 from hangar.services.images import ImageService
+from hangar.services.networks import NetworkService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
 from hangar.services.storage.images import ImageStore
@@ -17,6 +18,7 @@ from hangar.services.tokens import TokenService
 from hangar.services.vms import VMService
 from hangar.state.audit import AuditEntry, AuditRepository
 from hangar.state.db import Database
+from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRepository
 from hangar.state.vms import VMRecord, VMRepository
 
@@ -28,6 +30,7 @@ class Platform:
     db: Database
     images: ImageService
     vms: VMService
+    networks: NetworkService
     projects: ProjectService
     tokens: TokenService
     audit: AuditRepository
@@ -43,12 +46,22 @@ class Platform:
         vm_repo = VMRepository(db)
         projects = ProjectService(ProjectRepository(db), vm_repo)
         events = EventBus()
+        networks = NetworkService(paths, NetworkRepository(db), vm_repo, runner)
         platform = cls(
             paths=paths,
             host=host,
             db=db,
             images=ImageService(paths, store, runner),
-            vms=VMService(paths, vm_repo, store, host, runner, quota_check=projects.check_quota),
+            vms=VMService(
+                paths,
+                vm_repo,
+                store,
+                host,
+                runner,
+                quota_check=projects.check_quota,
+                networks=networks,
+            ),
+            networks=networks,
             projects=projects,
             tokens=TokenService(db),
             audit=AuditRepository(db),
@@ -82,6 +95,8 @@ class Platform:
 
     async def start(self) -> None:
         self.events.bind(asyncio.get_running_loop())
+        # Networks first: adopted VMs keep their taps, stopped ones get them back.
+        await self.networks.restore()
         await self.vms.reconcile()
 
     async def stop(self) -> None:

@@ -74,3 +74,27 @@ MIGRATIONS.append(
         "CREATE INDEX audit_project ON audit (project, seq)",
     ]
 )
+# net: virtual networks (3 on this branch; on main it goes after storage's migration).
+# ``config`` is the resolved NetworkConfig as JSON. Forwards and firewall rules name
+# their VM by name and are removed with the VM or network by the network service.
+MIGRATIONS.append(
+    [
+        """CREATE TABLE networks (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            config TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE forwards (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+            vm TEXT NOT NULL,
+            spec TEXT NOT NULL
+        )""",
+        """CREATE TABLE firewall_rules (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            vm TEXT NOT NULL,
+            spec TEXT NOT NULL
+        )""",
+    ]
+)

@@ -130,6 +130,14 @@ class VMRepository:
     def count(self, project: str) -> int:
         return int(self.db.query("SELECT COUNT(*) FROM vms WHERE project = ?", (project,))[0][0])
 
+    def set_config(self, config: VMConfig) -> None:
+        """Replace a VM's stored config (e.g. a NIC attached while it is stopped)."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE vms SET config = ?, updated_at = ? WHERE id = ?",
+                (config.model_dump_json(), now(), config.id),
+            )
+
     def set_state(self, vm_id: str, state: str, reason: str = "") -> None:
         before = self.by_id(vm_id) if self.listeners else None
         with self.db.transaction() as conn:
