@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from hangar import errors
 from hangar.certs import fingerprint
+from hangar.client.network_api import NetworkApi
 from hangar.client.platform_api import PlatformApi
 from hangar.client.remotes import Remote, changed, fetch_certificate
 from hangar.errors import DaemonUnavailable, HangarError
@@ -60,7 +61,7 @@ def _unavailable(socket_path: Path, exc: Exception) -> DaemonUnavailable:
     )
 
 
-class Client(PlatformApi):
+class Client(PlatformApi, NetworkApi):
     """``Client()`` talks to the local hangard; ``Client(remote=...)`` to a remote one.
 
     ``project`` is sent as ``?project=`` with every request (default: the token's
@@ -232,58 +233,6 @@ class Client(PlatformApi):
 
     def delete(self, name: str, *, force: bool = False) -> None:
         self.request("DELETE", f"/1.0/vms/{name}", params={"force": force})
-
-    # --- networks, forwards, firewall ------------------------------------------------
-
-    def networks(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self.request("GET", "/1.0/networks"))
-
-    def network(self, name: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("GET", f"/1.0/networks/{name}"))
-
-    def create_network(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("POST", "/1.0/networks", json=dict(spec)))
-
-    def delete_network(self, name: str) -> None:
-        self.request("DELETE", f"/1.0/networks/{name}")
-
-    def attach_nic(self, vm: str, network: str, ip: str | None = None) -> dict[str, Any]:
-        body = {"network": network, "ip": ip}
-        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{vm}/nics", json=body))
-
-    def detach_nic(self, vm: str, network: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("DELETE", f"/1.0/vms/{vm}/nics/{network}"))
-
-    def peer_networks(self, name: str, other: str, *, peered: bool = True) -> dict[str, Any]:
-        if peered:
-            return cast(
-                dict[str, Any],
-                self.request("POST", f"/1.0/networks/{name}/peers", json={"network": other}),
-            )
-        return cast(dict[str, Any], self.request("DELETE", f"/1.0/networks/{name}/peers/{other}"))
-
-    def forwards(self, network: str | None = None) -> list[dict[str, Any]]:
-        params = {"network": network} if network else None
-        return cast(list[dict[str, Any]], self.request("GET", "/1.0/forwards", params=params))
-
-    def add_forward(self, network: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            self.request("POST", f"/1.0/networks/{network}/forwards", json=dict(spec)),
-        )
-
-    def delete_forward(self, forward_id: int) -> None:
-        self.request("DELETE", f"/1.0/forwards/{forward_id}")
-
-    def firewall_rules(self, vm: str | None = None) -> list[dict[str, Any]]:
-        params = {"vm": vm} if vm else None
-        return cast(list[dict[str, Any]], self.request("GET", "/1.0/firewall", params=params))
-
-    def add_firewall_rule(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], self.request("POST", "/1.0/firewall", json=dict(spec)))
-
-    def delete_firewall_rule(self, rule_id: int) -> None:
-        self.request("DELETE", f"/1.0/firewall/{rule_id}")
 
     def logs(self, name: str, *, lines: int = 100) -> str:
         try:

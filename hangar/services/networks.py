@@ -4,6 +4,11 @@ One lock serialises every change to networks, because the nftables ruleset is
 rendered whole from the database and applied in one transaction: two changes
 at once must not race to apply stale renderings. Host calls (netlink, nft,
 dnsmasq) run in a worker thread so the event loop keeps serving.
+
+Networks belong to a project, and every name a caller gives (network, VM) is
+looked up in the caller's project: another project's networks, forwards and rules
+answer 404 exactly as missing ones do. What the host shares stays host-wide:
+subnets never overlap and a host port is forwarded once, whichever project asks.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from hangar.spec.network import (
 )
 from hangar.spec.vm import NicConfig, VMConfig
 from hangar.state.networks import NetworkRepository
-from hangar.state.vms import VMRepository
+from hangar.state.vms import DEFAULT_PROJECT, VMRepository
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,23 +97,47 @@ class NetworkService:
     def _attached(
         self, *, without_vm: str | None = None, without_taps: frozenset[str] = frozenset()
     ) -> list[AttachedNic]:
-        return [
-            AttachedNic(vm=r.name, network=n.network, tap=n.tap, mac=n.mac, ip=n.ip)
-            for r in self.vms.list()
-            if r.id != without_vm
-            for n in r.config.nics
-            if n.type == "network" and n.network and n.tap and n.tap not in without_taps
-        ]
+        """Every network NIC of every VM, on networks that exist (looked up in the VM's
+        project: a NIC names a network of its own project)."""
+        by_key = {(n.project, n.name): n for n in self.repo.all()}
+        result = []
+        for record in self.vms.list():
+            if record.id == without_vm:
+                continue
+            for nic in record.config.nics:
+                if nic.type != "network" or not nic.network or not nic.tap:
+                    continue
+                net = by_key.get((record.project, nic.network))
+                if net is None or nic.tap in without_taps:
+                    continue
+                result.append(
+                    AttachedNic(
+                        vm=record.name,
+                        vm_id=record.id,
+                        network=net.name,
+                        network_id=net.id,
+                        tap=nic.tap,
+                        mac=nic.mac,
+                        ip=nic.ip,
+                    )
+                )
+        return result
 
     def _forwards(self, nics: list[AttachedNic]) -> list[Forward]:
+        """Every project's forwards whose VM is (still) on the forward's network."""
         by_id = {n.id: n for n in self.repo.all()}
-        ips = {(n.vm, n.network): n.ip for n in nics}
+        on = {(n.vm_id, n.network_id): n for n in nics}
         result = []
-        for fid, network_id, spec in self.repo.forwards():
-            net = by_id.get(network_id)
-            ip = ips.get((spec.vm, net.name)) if net else None
-            if net is not None and ip:
-                result.append(Forward(id=fid, network=net.name, vm_ip=ip, **spec.model_dump()))
+        for row in self.repo.forwards():
+            net = by_id.get(row.network_id)
+            nic = on.get((row.vm_id, row.network_id))
+            if net is not None and nic is not None and nic.ip:
+                fields = {**row.spec.model_dump(), "vm": nic.vm}
+                result.append(
+                    Forward(
+                        id=row.id, project=net.project, network=net.name, vm_ip=nic.ip, **fields
+                    )
+                )
         return result
 
     def _state(
@@ -117,30 +146,34 @@ class NetworkService:
         nics = self._attached(without_vm=without_vm, without_taps=without_taps)
         return NetState(self.repo.all(), nics, self._forwards(nics), self.repo.rules())
 
-    def all(self) -> list[NetworkView]:
+    def all(self, project: str | None = DEFAULT_PROJECT) -> list[NetworkView]:
+        """The networks of ``project`` (every project's when it is None)."""
         nics = self._attached()
         forwards = self._forwards(nics)
+        nets = self.repo.all() if project is None else self.repo.in_project(project)
         return [
             NetworkView(
                 config=net,
-                vms=sorted({n.vm for n in nics if n.network == net.name}),
+                vms=sorted({n.vm for n in nics if n.network_id == net.id}),
                 dnsmasq_pid=apply.dnsmasq_pid(self.files(net)) if net.managed else None,
-                forwards=[f for f in forwards if f.network == net.name],
+                forwards=[
+                    f for f in forwards if f.project == net.project and f.network == net.name
+                ],
             )
-            for net in self.repo.all()
+            for net in nets
         ]
 
-    def get(self, name: str) -> NetworkView:
-        self.repo.get(name)
-        return next(v for v in self.all() if v.config.name == name)
+    def get(self, name: str, project: str = DEFAULT_PROJECT) -> NetworkView:
+        net = self.repo.get(name, project)
+        return next(v for v in self.all(project) if v.config.id == net.id)
 
-    def addresses(self, config: VMConfig) -> list[NicAddress]:
+    def addresses(self, config: VMConfig, project: str = DEFAULT_PROJECT) -> list[NicAddress]:
         """Each network NIC's address, and whether the guest has taken its lease."""
         result = []
         for nic in config.nics:
             if nic.type != "network" or not nic.network:
                 continue
-            net = self.repo.find(nic.network)
+            net = self.repo.find(nic.network, project)
             leased = False
             if net is not None and net.managed:
                 try:
@@ -192,18 +225,19 @@ class NetworkService:
             nics = list(state.nics)
             for net in state.networks:
                 self._bring_up(net, nics)
-            bridges = {n.name: n.bridge for n in state.networks}
+            bridges = {n.id: n.bridge for n in state.networks}
             for nic in nics:
-                if nic.network in bridges:
-                    self.links.ensure_tap(nic.tap, bridges[nic.network])
+                if nic.network_id in bridges:
+                    self.links.ensure_tap(nic.tap, bridges[nic.network_id])
             self._apply_rules(state)
 
         await self._locked(work)
 
     # --- networks -----------------------------------------------------------------
 
-    async def create(self, request: NetworkCreate) -> NetworkView:
-        """Create a network: bridge, dnsmasq, rules. Nothing is left when a step fails."""
+    async def create(self, request: NetworkCreate, project: str = DEFAULT_PROJECT) -> NetworkView:
+        """Create a network in ``project``: bridge, dnsmasq, rules. Nothing is left when
+        a step fails."""
         async with self._lock:
             host = await asyncio.to_thread(self.links.interfaces)
             existing = self.repo.all()
@@ -211,6 +245,7 @@ class NetworkService:
             config = resolve_network(
                 request,
                 network_id=uuid.uuid4().hex,
+                project=project,
                 existing=existing,
                 host_subnets=links.host_subnets(host, own),
                 host_interfaces=host.names,
@@ -230,13 +265,13 @@ class NetworkService:
                     lambda: asyncio.to_thread(lambda: self._apply_rules(self._state())),
                 )
                 await asyncio.to_thread(self._apply_rules, self._state())
-        return self.get(config.name)
+        return self.get(config.name, project)
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, project: str = DEFAULT_PROJECT) -> None:
         """Delete a network with no VM on it: its bridge, dnsmasq, forwards and rules."""
         async with self._lock:
-            net = self.repo.get(name)
-            users = sorted({n.vm for n in self._attached() if n.network == name})
+            net = self.repo.get(name, project)
+            users = sorted({n.vm for n in self._attached() if n.network_id == net.id})
             if users:
                 raise Conflict(
                     f"network '{name}' is in use by VM{'s' if len(users) > 1 else ''} "
@@ -245,17 +280,20 @@ class NetworkService:
                     details={"vms": users},
                 )
             self.repo.delete(net.id)
-            for other in self.repo.all():
+            for other in self.repo.in_project(project):
                 if name in other.peers:
                     peers = tuple(p for p in other.peers if p != name)
                     self.repo.set_config(other.model_copy(update={"peers": peers}))
             await asyncio.to_thread(self._apply_rules, self._state())
             await asyncio.to_thread(self._tear_down, net)
 
-    async def peer(self, name: str, other: str, *, peered: bool = True) -> NetworkView:
-        """Let the guests of two managed networks reach each other (or stop them)."""
+    async def peer(
+        self, name: str, other: str, *, peered: bool = True, project: str = DEFAULT_PROJECT
+    ) -> NetworkView:
+        """Let the guests of two managed networks of ``project`` reach each other (or
+        stop them). Networks of two projects are never peered."""
         async with self._lock:
-            a, b = self.repo.get(name), self.repo.get(other)
+            a, b = self.repo.get(name, project), self.repo.get(other, project)
             if a.name == b.name:
                 raise InvalidInput("a network cannot be peered with itself", hint="name two")
             for net in (a, b):
@@ -268,30 +306,35 @@ class NetworkService:
                 peers = set(net.peers) | {peer.name} if peered else set(net.peers) - {peer.name}
                 self.repo.set_config(net.model_copy(update={"peers": tuple(sorted(peers))}))
             await asyncio.to_thread(self._apply_rules, self._state())
-        return self.get(name)
+        return self.get(name, project)
 
     # --- VMs ----------------------------------------------------------------------
 
-    def prepare_vm(self, config: VMConfig) -> VMConfig:
-        """Check a new VM's networks exist and give each network NIC its address.
+    def prepare_vm(self, config: VMConfig, project: str = DEFAULT_PROJECT) -> VMConfig:
+        """Check a new VM's networks exist in ``project`` and give each network NIC its
+        address. Call it under the project's lock (addresses are taken per network, and
+        a network's VMs are all of its project).
 
         Raises before anything is created: unknown network, bad or taken --ip.
         """
         used: dict[str, set[str]] = {}
-        for attached in self._attached():
+        # Not the VM's own NICs: preparing a VM again (a NIC attached) keeps its addresses.
+        for attached in self._attached(without_vm=config.id):
             if attached.ip:
-                used.setdefault(attached.network, set()).add(attached.ip)
+                used.setdefault(attached.network_id, set()).add(attached.ip)
         nics: list[NicConfig] = []
+        seen: set[str] = set()
         for nic in config.nics:
             if nic.type != "network" or nic.network is None:
                 nics.append(nic)
                 continue
-            net = self.repo.get(nic.network)
-            if any(n.network == net.name for n in nics):
+            net = self.repo.get(nic.network, project)
+            if net.id in seen:
                 raise InvalidInput(
                     f"VM '{config.name}' is attached to network '{net.name}' twice",
                     hint="give each --network once",
                 )
+            seen.add(net.id)
             if not net.managed:
                 if nic.ip:
                     raise InvalidInput(
@@ -300,27 +343,27 @@ class NetworkService:
                     )
                 nics.append(nic)
                 continue
-            ip = allocate_ip(net, used.get(net.name, set()), nic.ip)
-            used.setdefault(net.name, set()).add(ip)
+            ip = allocate_ip(net, used.get(net.id, set()), nic.ip)
+            used.setdefault(net.id, set()).add(ip)
             nics.append(nic.model_copy(update={"ip": ip}))
         return config.model_copy(update={"nics": tuple(nics)})
 
-    async def attach_vm(self, config: VMConfig) -> None:
+    async def attach_vm(self, config: VMConfig, project: str = DEFAULT_PROJECT) -> None:
         """Make the VM's taps and add it to DHCP, DNS and the rules. Idempotent."""
         if not any(n.type == "network" for n in config.nics):
             return
 
         def work() -> None:
             state = self._state()
-            bridges = {n.name: n.bridge for n in state.networks}
+            mine = {n.name: n for n in state.networks if n.project == project}
             for nic in config.nics:
                 if nic.type == "network" and nic.network and nic.tap:
-                    if nic.network not in bridges:
+                    if nic.network not in mine:
                         raise NotFound(
                             f"network '{nic.network}' of VM '{config.name}' no longer exists",
                             hint="recreate the network, or delete the VM",
                         )
-                    self.links.ensure_tap(nic.tap, bridges[nic.network])
+                    self.links.ensure_tap(nic.tap, mine[nic.network].bridge)
             for net in state.networks:
                 if net.managed:
                     self._write_dnsmasq(net, list(state.nics))
@@ -330,11 +373,11 @@ class NetworkService:
 
     async def detach_vm(self, config: VMConfig) -> None:
         """Remove the VM's taps, reservations, names, forwards and firewall rules."""
-        if not any(n.type == "network" for n in config.nics):
-            return
 
         def work() -> None:
-            self.repo.delete_for_vm(config.name)
+            self.repo.delete_for_vm(config.id)
+            if not any(n.type == "network" for n in config.nics):
+                return
             state = self._state(without_vm=config.id)
             for net in state.networks:
                 if net.managed:
@@ -346,16 +389,18 @@ class NetworkService:
 
         await self._locked(work)
 
-    async def detach_nics(self, config: VMConfig, nics: list[NicConfig]) -> None:
+    async def detach_nics(
+        self, config: VMConfig, nics: list[NicConfig], project: str = DEFAULT_PROJECT
+    ) -> None:
         """Take some NICs of a stopped VM off their networks (the VM stays)."""
         taps = frozenset(n.tap for n in nics if n.tap)
-        networks = {n.network for n in nics if n.network}
+        names = {n.network for n in nics if n.network}
 
         def work() -> None:
-            by_name = {n.name: n.id for n in self.repo.all()}
-            for fid, network_id, spec in self.repo.forwards():
-                if spec.vm == config.name and network_id in {by_name.get(n) for n in networks}:
-                    self.repo.delete_forward(fid)
+            ids = {n.id for n in self.repo.in_project(project) if n.name in names}
+            for row in self.repo.forwards():
+                if row.vm_id == config.id and row.network_id in ids:
+                    self.repo.delete_forward(row.id)
             state = self._state(without_taps=taps)
             for net in state.networks:
                 if net.managed:
@@ -368,19 +413,25 @@ class NetworkService:
 
     # --- forwards -----------------------------------------------------------------
 
-    async def add_forward(self, network: str, spec: ForwardCreate) -> Forward:
+    async def add_forward(
+        self, network: str, spec: ForwardCreate, project: str = DEFAULT_PROJECT
+    ) -> Forward:
+        """Forward a host port to ``spec.vm`` on ``network`` (both of ``project``).
+
+        Host ports are the host's: one forwarded by another project is taken too
+        (the error does not say by whom)."""
         async with self._lock:
-            net = self.repo.get(network)
+            net = self.repo.get(network, project)
             if net.type != "nat":
                 raise InvalidInput(
                     f"network '{network}' is {net.type}: only nat networks have port forwards",
                     hint="forward to a VM on a nat network",
                 )
             check_host_address(spec.host_address)
+            vm = self.vms.get(spec.vm, project)  # NotFound when there is no such VM
             nics = self._attached()
-            ip = next((n.ip for n in nics if n.vm == spec.vm and n.network == network), None)
+            ip = next((n.ip for n in nics if n.vm_id == vm.id and n.network_id == net.id), None)
             if ip is None:
-                self.vms.get(spec.vm)  # NotFound when there is no such VM at all
                 raise InvalidInput(
                     f"VM '{spec.vm}' has no NIC on network '{network}'",
                     hint=f"launch it with --network {network}",
@@ -394,36 +445,53 @@ class NetworkService:
                     and other.host_port == spec.host_port
                     and same_addr
                 ):
-                    raise Conflict(
-                        f"host port {spec.host_port}/{spec.protocol} is already forwarded "
-                        f"to {other.vm}:{other.vm_port} (forward {other.id})",
-                        hint="pick another host port, or delete that forward",
+                    whom = (
+                        f"to {other.vm}:{other.vm_port} (forward {other.id})"
+                        if other.project == project
+                        else "by another project"
                     )
-            forward = self.repo.add_forward(net, spec, ip)
+                    raise Conflict(
+                        f"host port {spec.host_port}/{spec.protocol} is already forwarded {whom}",
+                        hint="pick another host port"
+                        + (", or delete that forward" if other.project == project else ""),
+                    )
+            forward_id = self.repo.add_forward(net, vm.id, spec)
             try:
                 await asyncio.to_thread(self._apply_rules, self._state())
             except BaseException:
-                self.repo.delete_forward(forward.id)
+                self.repo.delete_forward(forward_id)
                 raise
-            return forward
+            return Forward(
+                id=forward_id, project=project, network=net.name, vm_ip=ip, **spec.model_dump()
+            )
 
-    def forwards(self, network: str | None = None) -> list[Forward]:
+    def forwards(self, network: str | None = None, project: str = DEFAULT_PROJECT) -> list[Forward]:
+        """``project``'s forwards (of one of its networks when ``network`` is given)."""
         if network is not None:
-            self.repo.get(network)
-        return [f for f in self._forwards(self._attached()) if network in (None, f.network)]
+            self.repo.get(network, project)
+        return [
+            f
+            for f in self._forwards(self._attached())
+            if f.project == project and network in (None, f.network)
+        ]
 
-    async def delete_forward(self, forward_id: int) -> None:
+    async def delete_forward(self, forward_id: int, project: str = DEFAULT_PROJECT) -> None:
         async with self._lock:
-            if not any(f[0] == forward_id for f in self.repo.forwards()):
+            mine = {n.id for n in self.repo.in_project(project)}
+            if not any(f.id == forward_id and f.network_id in mine for f in self.repo.forwards()):
                 raise NotFound(
-                    f"no forward with id {forward_id}", hint="'hangar forward list' shows them"
+                    f"no forward with id {forward_id} in project '{project}'",
+                    hint="'hangar forward list' shows them",
                 )
             self.repo.delete_forward(forward_id)
             await asyncio.to_thread(self._apply_rules, self._state())
 
     # --- firewall rules -------------------------------------------------------------
 
-    async def add_rule(self, spec: FirewallRuleCreate) -> FirewallRule:
+    async def add_rule(
+        self, spec: FirewallRuleCreate, project: str = DEFAULT_PROJECT
+    ) -> FirewallRule:
+        """Add a rule to ``spec.vm`` of ``project``."""
         async with self._lock:
             if spec.port is not None and spec.protocol not in ("tcp", "udp"):
                 raise InvalidInput(
@@ -432,28 +500,31 @@ class NetworkService:
                 )
             if spec.cidr is not None:
                 spec = spec.model_copy(update={"cidr": check_cidr(spec.cidr)})
-            record = self.vms.get(spec.vm)
+            record = self.vms.get(spec.vm, project)
             if not any(n.type == "network" and n.ip for n in record.config.nics):
                 raise InvalidInput(
                     f"VM '{spec.vm}' has no NIC on a nat or isolated network",
                     hint="firewall rules apply to VMs on hangar's managed networks",
                 )
-            rule = self.repo.add_rule(spec)
+            rule_id = self.repo.add_rule(record.id, spec)
             try:
                 await asyncio.to_thread(self._apply_rules, self._state())
             except BaseException:
-                self.repo.delete_rule(rule.id)
+                self.repo.delete_rule(rule_id)
                 raise
-            return rule
+            return FirewallRule(id=rule_id, project=project, vm_id=record.id, **spec.model_dump())
 
-    def rules(self, vm: str | None = None) -> list[FirewallRule]:
-        return [r for r in self.repo.rules() if vm in (None, r.vm)]
+    def rules(self, vm: str | None = None, project: str = DEFAULT_PROJECT) -> list[FirewallRule]:
+        """``project``'s firewall rules (of one of its VMs when ``vm`` is given)."""
+        if vm is not None:
+            self.vms.get(vm, project)
+        return [r for r in self.repo.rules(project) if vm in (None, r.vm)]
 
-    async def delete_rule(self, rule_id: int) -> None:
+    async def delete_rule(self, rule_id: int, project: str = DEFAULT_PROJECT) -> None:
         async with self._lock:
-            if not any(r.id == rule_id for r in self.repo.rules()):
+            if not any(r.id == rule_id for r in self.repo.rules(project)):
                 raise NotFound(
-                    f"no firewall rule with id {rule_id}",
+                    f"no firewall rule with id {rule_id} in project '{project}'",
                     hint="'hangar firewall list' shows them",
                 )
             self.repo.delete_rule(rule_id)

@@ -44,9 +44,10 @@ class Platform:
         db = Database(paths.database)
         store = ImageStore(paths.images)
         vm_repo = VMRepository(db)
-        projects = ProjectService(ProjectRepository(db), vm_repo)
         events = EventBus()
-        networks = NetworkService(paths, NetworkRepository(db), vm_repo, runner)
+        network_repo = NetworkRepository(db)
+        networks = NetworkService(paths, network_repo, vm_repo, runner)
+        projects = ProjectService(ProjectRepository(db), vm_repo, network_repo)
         platform = cls(
             paths=paths,
             host=host,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hangar.errors import Conflict, InvalidInput, QuotaExceeded
 from hangar.spec.units import format_size
 from hangar.spec.vm import VMConfig
+from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRecord, ProjectRepository
 from hangar.state.vms import DEFAULT_PROJECT, VMRepository
 
@@ -58,9 +59,15 @@ def check_project_name(name: str) -> None:
 
 
 class ProjectService:
-    def __init__(self, repo: ProjectRepository, vms: VMRepository):
+    def __init__(
+        self,
+        repo: ProjectRepository,
+        vms: VMRepository,
+        networks: NetworkRepository | None = None,
+    ):
         self.repo = repo
         self.vms = vms
+        self.networks = networks
 
     def usage(self, project: str) -> Usage:
         configs = [r.config for r in self.vms.list(project)]
@@ -106,6 +113,13 @@ class ProjectService:
                 f"project '{name}' still has {count} VM(s)",
                 hint=f"delete them first ('hangar list --project {name}')",
                 details={"project": name, "instances": count},
+            )
+        networks = self.networks.count(name) if self.networks is not None else 0
+        if networks:
+            raise Conflict(
+                f"project '{name}' still has {networks} network(s)",
+                hint=f"delete them first ('hangar --project {name} network list')",
+                details={"project": name, "networks": networks},
             )
         self.repo.delete(name)
 

@@ -131,7 +131,7 @@ class VMService:
             pid=runtime.pid if runtime else None,
             forwards=[f for nic in config.nics for f in nic.forwards],
             macs=[nic.mac for nic in config.nics],
-            addresses=self.networks.addresses(config) if self.networks else [],
+            addresses=self.networks.addresses(config, record.project) if self.networks else [],
             boot_marker=config.boot_marker,
             created_at=record.created_at,
             serial_log=str(self.files(config).serial_log),
@@ -185,12 +185,13 @@ class VMService:
                 initrd_path=str(image_dir / image.initrd) if image.initrd else None,
             )
             self._check_ports(config)
-            config = self._prepare_networks(config)
             files = self.files(config)
             async with revert_on_error() as undo:
                 # The project lock spans check and insert, so concurrent launches cannot
-                # both fit in the last free slot; the (slow) start runs outside it.
+                # both fit in the last free slot (or take the same address on one of
+                # the project's networks); the (slow) start runs outside it.
                 async with self._locks[f"project:{project}"]:
+                    config = self._prepare_networks(config, project)
                     if self.quota_check is not None:
                         self.quota_check(project, config)
                     files.dir.mkdir(parents=True)
@@ -209,7 +210,7 @@ class VMService:
                 if self.networks is not None:
                     networks = self.networks
                     undo.push("detach from networks", lambda: networks.detach_vm(config))
-                    await networks.attach_vm(config)
+                    await networks.attach_vm(config, project)
                 if start:
                     async with self._locks[vm_id]:
                         await self._start(record)
@@ -236,13 +237,16 @@ class VMService:
 
     # --- NICs -----------------------------------------------------------------------
 
-    async def attach_nic(self, name: str, network: str, ip: str | None = None) -> VMView:
-        """Add a NIC on ``network`` to a stopped VM; it is there from its next start.
+    async def attach_nic(
+        self, name: str, network: str, ip: str | None = None, *, project: str = DEFAULT_PROJECT
+    ) -> VMView:
+        """Add a NIC on ``network`` (of the VM's project) to a stopped VM; it is there
+        from its next start.
 
         Running VMs are refused: hangar's machine type, microvm, has only
         virtio-mmio devices, which cannot be hot-plugged.
         """
-        record = self.repo.get(name)
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             await self._check_nic_change(record, "attach a NIC to")
             config = record.config
@@ -261,23 +265,27 @@ class VMService:
                 ip=ip,
                 tap=tap_name(config.id, index),
             )
-            updated = self._prepare_networks(
-                config.model_copy(update={"nics": (*config.nics, nic)})
-            )
-            self.repo.set_config(updated)
+            # Under the project lock: addresses are allocated from the project's networks.
+            async with self._locks[f"project:{project}"]:
+                updated = self._prepare_networks(
+                    config.model_copy(update={"nics": (*config.nics, nic)}), project
+                )
+                self.repo.set_config(updated)
             try:
                 if self.networks is not None:
-                    await self.networks.attach_vm(updated)
+                    await self.networks.attach_vm(updated, project)
             except BaseException:
                 self.repo.set_config(config)
                 if self.networks is not None:
-                    await self.networks.detach_nics(config, [nic])
+                    await self.networks.detach_nics(config, [nic], project)
                 raise
-        return await self.get(name)
+        return await self.get(name, project)
 
-    async def detach_nic(self, name: str, network: str) -> VMView:
+    async def detach_nic(
+        self, name: str, network: str, *, project: str = DEFAULT_PROJECT
+    ) -> VMView:
         """Remove a stopped VM's NIC on ``network`` (its tap, lease reservation, name)."""
-        record = self.repo.get(name)
+        record = self.repo.get(name, project)
         async with self._locks[record.id]:
             await self._check_nic_change(record, "detach a NIC from")
             config = record.config
@@ -289,9 +297,9 @@ class VMService:
                 )
             kept = tuple(n for n in config.nics if n not in gone)
             if self.networks is not None:
-                await self.networks.detach_nics(config, gone)
+                await self.networks.detach_nics(config, gone, project)
             self.repo.set_config(config.model_copy(update={"nics": kept}))
-        return await self.get(name)
+        return await self.get(name, project)
 
     async def _check_nic_change(self, record: VMRecord, action: str) -> None:
         state = await self.state_of(record)
@@ -323,7 +331,7 @@ class VMService:
         if self.networks is not None:
             # Taps, reservations and rules again: idempotent, and it repairs a
             # host that lost them (e.g. after a reboot).
-            await self.networks.attach_vm(config)
+            await self.networks.attach_vm(config, record.project)
         self.repo.set_state(record.id, PowerState.STARTING)
         try:
             runtime = await self.supervisor.launch(config.id, config.name, argv, files)
@@ -426,9 +434,9 @@ class VMService:
             raise QemuFailed(f"VM '{record.name}' has no running QEMU")
         return runtime
 
-    def _prepare_networks(self, config: VMConfig) -> VMConfig:
+    def _prepare_networks(self, config: VMConfig, project: str) -> VMConfig:
         if self.networks is not None:
-            return self.networks.prepare_vm(config)
+            return self.networks.prepare_vm(config, project)
         if any(nic.type == "network" for nic in config.nics):
             raise InvalidInput("this hangard has no network service", hint="use a user-mode NIC")
         return config

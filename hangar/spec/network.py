@@ -18,6 +18,8 @@ from hangar.errors import Conflict, InvalidInput, NotFound
 from hangar.spec.vm import check_name
 
 NETWORK_FORMAT_VERSION = 1
+# The project of a network resolved without one (the default project).
+DEFAULT_PROJECT = "default"
 NetworkType = Literal["nat", "isolated", "bridged"]
 Policy = Literal["allow", "deny"]
 # Subnets hangar picks when the user names none: 10.77.0.0/24, 10.77.1.0/24, ...
@@ -47,6 +49,9 @@ class NetworkConfig(BaseModel):
 
     format_version: int = NETWORK_FORMAT_VERSION
     id: str
+    # Names are unique per project; peers, NICs and forwards name networks of their own
+    # project. Subnets and host port forwards are host-wide: they never overlap.
+    project: str = DEFAULT_PROJECT
     name: str
     type: NetworkType
     bridge: str
@@ -56,7 +61,8 @@ class NetworkConfig(BaseModel):
     uplink: str | None
     default_inbound: Policy
     host_access: bool
-    # Managed networks whose guests may reach this one's (both sides list each other).
+    # Managed networks of the same project whose guests may reach this one's (both
+    # sides list each other).
     peers: tuple[str, ...] = ()
 
     @property
@@ -85,6 +91,7 @@ class ForwardCreate(BaseModel):
 
 class Forward(ForwardCreate):
     id: int
+    project: str
     network: str
     vm_ip: str
 
@@ -105,15 +112,24 @@ class FirewallRuleCreate(BaseModel):
 
 class FirewallRule(FirewallRuleCreate):
     id: int
+    project: str
+    # Rules follow the VM by id: VM names are unique only within a project.
+    vm_id: str
 
 
 class AttachedNic(BaseModel):
-    """One VM NIC on a network, as the renderers need it."""
+    """One VM NIC on a network, as the renderers need it.
+
+    ``vm`` and ``network`` are names (unique within the network's project, so a
+    network's NICs never share a VM name); the ids identify them host-wide.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     vm: str
+    vm_id: str
     network: str
+    network_id: str
     tap: str
     mac: str
     ip: str | None
@@ -144,6 +160,7 @@ def resolve_network(
     request: NetworkCreate,
     *,
     network_id: str,
+    project: str = DEFAULT_PROJECT,
     existing: Iterable[NetworkConfig],
     host_subnets: Iterable[str],
     host_interfaces: Collection[str],
@@ -151,14 +168,16 @@ def resolve_network(
 ) -> NetworkConfig:
     """Check a request against the networks and host interfaces there are; fill defaults.
 
+    ``existing`` is every project's networks: names must be unique in ``project``,
+    subnets on the whole host. Another project's network is never named in an error.
     Raises :class:`InvalidInput` (bad subnet, missing or wrong options),
     :class:`Conflict` (name taken, subnet overlaps) or :class:`NotFound` (uplink).
     """
     check_name(request.name, what="network name")
     others = list(existing)
-    if any(n.name == request.name for n in others):
+    if any(n.project == project and n.name == request.name for n in others):
         raise Conflict(
-            f"a network named '{request.name}' already exists",
+            f"a network named '{request.name}' already exists in project '{project}'",
             hint="pick another name, or delete the existing network first",
         )
     if request.type == "bridged":
@@ -181,6 +200,7 @@ def resolve_network(
             )
         return NetworkConfig(
             id=network_id,
+            project=project,
             name=request.name,
             type="bridged",
             bridge=request.uplink,
@@ -206,9 +226,14 @@ def resolve_network(
         subnet = _subnet(request.subnet)
         for other in others:
             if other.subnet and ipaddress.IPv4Network(other.subnet).overlaps(subnet):
+                whose = (
+                    f"network '{other.name}' ({other.subnet})"
+                    if other.project == project
+                    else "a network of another project"
+                )
                 raise Conflict(
-                    f"subnet {subnet} overlaps network '{other.name}' ({other.subnet})",
-                    hint="pick a subnet no other network uses",
+                    f"subnet {subnet} overlaps {whose}",
+                    hint="pick a subnet no other network uses (subnets are unique on the host)",
                 )
         for net in taken:
             if net.overlaps(subnet):
@@ -228,6 +253,7 @@ def resolve_network(
         subnet = found
     return NetworkConfig(
         id=network_id,
+        project=project,
         name=request.name,
         type=request.type,
         bridge=bridge_name(network_id),

@@ -1,19 +1,39 @@
-"""Repositories of networks, port forwards and firewall rules."""
+"""Repositories of networks, port forwards and firewall rules.
+
+A network belongs to a project (names are unique per project). Forwards and
+firewall rules point at their VM by id, so two projects' VMs of the same name
+never share them, and the database drops them with the VM (ON DELETE CASCADE).
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 
 from hangar.errors import Conflict, NotFound
 from hangar.spec.network import (
     FirewallRule,
     FirewallRuleCreate,
-    Forward,
     ForwardCreate,
     NetworkConfig,
 )
 from hangar.state.db import Database
-from hangar.state.vms import now
+from hangar.state.vms import DEFAULT_PROJECT, now
+
+
+@dataclass(frozen=True)
+class ForwardRow:
+    id: int
+    network_id: str
+    vm_id: str
+    spec: ForwardCreate
+
+
+def _not_found(name: str, project: str) -> NotFound:
+    return NotFound(
+        f"no network named '{name}' in project '{project}'",
+        hint="'hangar network list' shows the networks",
+    )
 
 
 class NetworkRepository:
@@ -26,12 +46,14 @@ class NetworkRepository:
         try:
             with self.db.transaction() as conn:
                 conn.execute(
-                    "INSERT INTO networks (id, name, config, created_at) VALUES (?, ?, ?, ?)",
-                    (config.id, config.name, config.model_dump_json(), now()),
+                    "INSERT INTO networks (id, project, name, config, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (config.id, config.project, config.name, config.model_dump_json(), now()),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(
-                f"a network named '{config.name}' already exists", hint="pick another name"
+                f"a network named '{config.name}' already exists in project '{config.project}'",
+                hint="pick another name",
             ) from exc
 
     def set_config(self, config: NetworkConfig) -> None:
@@ -41,19 +63,30 @@ class NetworkRepository:
             )
 
     def all(self) -> list[NetworkConfig]:
-        rows = self.db.query("SELECT config FROM networks ORDER BY name")
+        """Every project's networks (the host's bridges, subnets and ruleset are shared)."""
+        rows = self.db.query("SELECT config FROM networks ORDER BY project, name")
         return [NetworkConfig.model_validate_json(r["config"]) for r in rows]
 
-    def find(self, name: str) -> NetworkConfig | None:
-        rows = self.db.query("SELECT config FROM networks WHERE name = ?", (name,))
+    def in_project(self, project: str) -> list[NetworkConfig]:
+        rows = self.db.query(
+            "SELECT config FROM networks WHERE project = ? ORDER BY name", (project,)
+        )
+        return [NetworkConfig.model_validate_json(r["config"]) for r in rows]
+
+    def count(self, project: str) -> int:
+        rows = self.db.query("SELECT COUNT(*) FROM networks WHERE project = ?", (project,))
+        return int(rows[0][0])
+
+    def find(self, name: str, project: str = DEFAULT_PROJECT) -> NetworkConfig | None:
+        rows = self.db.query(
+            "SELECT config FROM networks WHERE project = ? AND name = ?", (project, name)
+        )
         return NetworkConfig.model_validate_json(rows[0]["config"]) if rows else None
 
-    def get(self, name: str) -> NetworkConfig:
-        found = self.find(name)
+    def get(self, name: str, project: str = DEFAULT_PROJECT) -> NetworkConfig:
+        found = self.find(name, project)
         if found is None:
-            raise NotFound(
-                f"no network named '{name}'", hint="'hangar network list' shows the networks"
-            )
+            raise _not_found(name, project)
         return found
 
     def delete(self, network_id: str) -> None:
@@ -62,20 +95,24 @@ class NetworkRepository:
 
     # --- forwards -------------------------------------------------------------------
 
-    def add_forward(self, network: NetworkConfig, spec: ForwardCreate, vm_ip: str) -> Forward:
+    def add_forward(self, network: NetworkConfig, vm_id: str, spec: ForwardCreate) -> int:
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO forwards (network_id, vm, spec) VALUES (?, ?, ?)",
-                (network.id, spec.vm, spec.model_dump_json()),
+                "INSERT INTO forwards (network_id, vm_id, spec) VALUES (?, ?, ?)",
+                (network.id, vm_id, spec.model_dump_json()),
             )
-            fid = int(cur.lastrowid or 0)
-        return Forward(id=fid, network=network.name, vm_ip=vm_ip, **spec.model_dump())
+            return int(cur.lastrowid or 0)
 
-    def forwards(self) -> list[tuple[int, str, ForwardCreate]]:
-        """(id, network id, spec) of every forward."""
-        rows = self.db.query("SELECT id, network_id, spec FROM forwards ORDER BY id")
+    def forwards(self) -> list[ForwardRow]:
+        """Every forward of every project."""
+        rows = self.db.query("SELECT id, network_id, vm_id, spec FROM forwards ORDER BY id")
         return [
-            (int(r["id"]), r["network_id"], ForwardCreate.model_validate_json(r["spec"]))
+            ForwardRow(
+                int(r["id"]),
+                r["network_id"],
+                r["vm_id"],
+                ForwardCreate.model_validate_json(r["spec"]),
+            )
             for r in rows
         ]
 
@@ -85,30 +122,40 @@ class NetworkRepository:
 
     # --- firewall rules -------------------------------------------------------------
 
-    def add_rule(self, spec: FirewallRuleCreate) -> FirewallRule:
+    def add_rule(self, vm_id: str, spec: FirewallRuleCreate) -> int:
         with self.db.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO firewall_rules (vm, spec) VALUES (?, ?)",
-                (spec.vm, spec.model_dump_json()),
+                "INSERT INTO firewall_rules (vm_id, spec) VALUES (?, ?)",
+                (vm_id, spec.model_dump_json()),
             )
-            rid = int(cur.lastrowid or 0)
-        return FirewallRule(id=rid, **spec.model_dump())
+            return int(cur.lastrowid or 0)
 
-    def rules(self) -> list[FirewallRule]:
-        rows = self.db.query("SELECT id, spec FROM firewall_rules ORDER BY id")
-        return [
-            FirewallRule(
-                id=int(r["id"]), **FirewallRuleCreate.model_validate_json(r["spec"]).model_dump()
+    def rules(self, project: str | None = None) -> list[FirewallRule]:
+        """The rules of ``project``'s VMs, or of every project's when it is None."""
+        sql = (
+            "SELECT r.id, r.vm_id, r.spec, v.project, v.name FROM firewall_rules r"
+            " JOIN vms v ON v.id = r.vm_id"
+        )
+        params: tuple[object, ...] = ()
+        if project is not None:
+            sql += " WHERE v.project = ?"
+            params = (project,)
+        rows = self.db.query(sql + " ORDER BY r.id", params)
+        result = []
+        for r in rows:
+            spec = FirewallRuleCreate.model_validate_json(r["spec"])
+            fields = {**spec.model_dump(), "vm": r["name"]}
+            result.append(
+                FirewallRule(id=int(r["id"]), project=r["project"], vm_id=r["vm_id"], **fields)
             )
-            for r in rows
-        ]
+        return result
 
     def delete_rule(self, rule_id: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM firewall_rules WHERE id = ?", (rule_id,))
 
-    def delete_for_vm(self, vm: str) -> None:
-        """Forget a deleted VM's forwards and rules."""
+    def delete_for_vm(self, vm_id: str) -> None:
+        """Forget a deleted VM's forwards and rules (the VM row's delete would, too)."""
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM forwards WHERE vm = ?", (vm,))
-            conn.execute("DELETE FROM firewall_rules WHERE vm = ?", (vm,))
+            conn.execute("DELETE FROM forwards WHERE vm_id = ?", (vm_id,))
+            conn.execute("DELETE FROM firewall_rules WHERE vm_id = ?", (vm_id,))

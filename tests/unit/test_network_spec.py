@@ -18,10 +18,13 @@ from hangar.spec.network import (
 from hangar.spec.vm import NicCreate
 
 
-def _resolve(existing: tuple[NetworkConfig, ...] = (), **fields: Any) -> NetworkConfig:
+def _resolve(
+    existing: tuple[NetworkConfig, ...] = (), project: str = "default", **fields: Any
+) -> NetworkConfig:
     return resolve_network(
         NetworkCreate.model_validate({"name": "lan", "type": "nat", **fields}),
         network_id="0123456789abcdef",
+        project=project,
         existing=existing,
         host_subnets=["192.0.2.1/24", "10.77.0.5/24"],
         host_interfaces={"lo", "eth0", "br0"},
@@ -69,6 +72,22 @@ def test_overlapping_and_duplicate_networks_are_refused() -> None:
         _resolve(existing=(first,), name="lan2", subnet="10.80.5.0/24")
     with pytest.raises(Conflict, match="already exists"):
         _resolve(existing=(first,), subnet="10.81.0.0/24")
+
+
+def test_names_are_per_project_subnets_per_host() -> None:
+    ours = _resolve(subnet="10.77.7.0/24")
+    assert ours.project == "default"
+    # Another project may call its network "lan" too; it gets a subnet of its own.
+    theirs = _resolve(existing=(ours,), project="team")
+    assert (theirs.project, theirs.name) == ("team", "lan")
+    assert theirs.subnet != ours.subnet
+    with pytest.raises(Conflict) as caught:
+        _resolve(existing=(ours,), project="team", name="other", subnet="10.77.7.0/25")
+    # The overlapping network is another project's: its name is not told.
+    assert "another project" in caught.value.message and "lan" not in caught.value.message
+    with pytest.raises(Conflict) as caught:
+        _resolve(existing=(ours,), name="other", subnet="10.77.7.0/25")
+    assert "network 'lan' (10.77.7.0/24)" in caught.value.message
 
 
 def test_bridged_network_joins_the_host_bridge() -> None:

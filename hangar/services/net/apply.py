@@ -129,7 +129,7 @@ def sync_dnsmasq(
 ) -> None:
     """Write a network's dnsmasq files for ``nics`` and make a running dnsmasq use them."""
     files.dir.mkdir(parents=True, exist_ok=True)
-    mine = [n for n in nics if n.network == net.name]
+    mine = [n for n in nics if n.network_id == net.id]
     write_atomically(files.conf, render_conf(net, files))
     changed = write_atomically(files.hostsfile, render_dhcp_hosts(mine))
     changed |= write_atomically(files.addn_hosts, render_dns_hosts(net, mine))

@@ -17,6 +17,11 @@ idempotent, and nothing of an old rule can linger.
   (bridge-nf-call-iptables=1) traffic between two guests on one bridge passes
   the inet forward hook too, so the per-VM rules also apply between neighbours.
   Guests are matched by address, which anti-spoofing makes trustworthy.
+
+Networks of every project share the two tables: networks are told apart by id
+(names are unique only within a project), VMs by id, and peers are looked up in
+their network's own project. Subnets never overlap on one host, so addresses are
+unique too.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hangar.spec.network import AttachedNic, FirewallRule, Forward, NetworkConfig
+from hangar.spec.network import (
+    DEFAULT_PROJECT,
+    AttachedNic,
+    FirewallRule,
+    Forward,
+    NetworkConfig,
+)
 
 NFT_FORMAT_VERSION = 1
 TABLE = "hangar"
@@ -42,9 +53,12 @@ class NetState:
 
 def render_ruleset(state: NetState) -> str:
     """The ``nft -f`` script that makes the host's hangar tables match ``state``."""
-    networks = sorted(state.networks, key=lambda n: n.name)
-    by_name = {n.name: n for n in networks}
-    nics = sorted((n for n in state.nics if n.network in by_name), key=lambda n: (n.vm, n.tap))
+    networks = sorted(state.networks, key=lambda n: (n.project, n.name))
+    by_id = {n.id: n for n in networks}
+    nics = sorted(
+        (n for n in state.nics if n.network_id in by_id),
+        key=lambda n: (by_id[n.network_id].project, n.vm, n.tap),
+    )
     out = [
         f"# hangar nftables ruleset, format {NFT_FORMAT_VERSION}. Rendered by hangar; "
         "edits are overwritten.",
@@ -55,12 +69,24 @@ def render_ruleset(state: NetState) -> str:
     ]
     if not networks:
         return "\n".join(out) + "\n"
-    out += _bridge_table(nics, by_name)
-    out += _inet_table(networks, nics, by_name, state)
+    out += _bridge_table(nics, by_id)
+    out += _inet_table(networks, nics, by_id, state)
     return "\n".join(out) + "\n"
 
 
-def _bridge_table(nics: Sequence[AttachedNic], by_name: dict[str, NetworkConfig]) -> list[str]:
+def _label(nic: AttachedNic, net: NetworkConfig) -> str:
+    """``VM on NETWORK`` for comments, with the project when it is not the default one."""
+    where = "" if net.project == DEFAULT_PROJECT else f" (project {net.project})"
+    return f"{nic.vm} on {nic.network}{where}"
+
+
+def _peers(net: NetworkConfig, by_id: dict[str, NetworkConfig]) -> list[NetworkConfig]:
+    """The managed networks ``net`` is peered with (peers are named within its project)."""
+    by_name = {n.name: n for n in by_id.values() if n.project == net.project}
+    return [by_name[p] for p in sorted(net.peers) if p in by_name and by_name[p].managed]
+
+
+def _bridge_table(nics: Sequence[AttachedNic], by_id: dict[str, NetworkConfig]) -> list[str]:
     out = [
         "",
         f"table bridge {TABLE} {{",
@@ -70,10 +96,11 @@ def _bridge_table(nics: Sequence[AttachedNic], by_name: dict[str, NetworkConfig]
     out += [f'        iifname "{n.tap}" jump from_{n.tap}' for n in nics]
     out.append("    }")
     for nic in nics:
-        managed = by_name[nic.network].managed and nic.ip
+        net = by_id[nic.network_id]
+        managed = net.managed and nic.ip
         out += [
             "",
-            f"    # {nic.vm} on {nic.network}: may send only as {nic.mac}"
+            f"    # {_label(nic, net)}: may send only as {nic.mac}"
             + (f" / {nic.ip}" if managed else ""),
             f"    chain from_{nic.tap} {{",
             f"        ether saddr != {nic.mac} drop",
@@ -99,12 +126,12 @@ def _bridge_table(nics: Sequence[AttachedNic], by_name: dict[str, NetworkConfig]
 def _inet_table(
     networks: Sequence[NetworkConfig],
     nics: Sequence[AttachedNic],
-    by_name: dict[str, NetworkConfig],
+    by_id: dict[str, NetworkConfig],
     state: NetState,
 ) -> list[str]:
     managed = [n for n in networks if n.managed]
-    guarded = [n for n in nics if n.ip and by_name[n.network].managed]
-    ip_of_vm: dict[tuple[str, str], str] = {(n.vm, n.network): n.ip or "" for n in guarded}
+    guarded = [n for n in nics if n.ip and by_id[n.network_id].managed]
+    guarded_ips = {n.ip for n in guarded}
     out = ["", f"table inet {TABLE} {{"]
 
     # --- filter: segmentation first (drops only), then per-VM firewall ----------
@@ -116,7 +143,7 @@ def _inet_table(
     for net in managed:
         br = net.bridge
         # This network's own bridge and those of its peers.
-        peers = [by_name[p] for p in sorted(net.peers) if p in by_name and by_name[p].managed]
+        peers = _peers(net, by_id)
         own = _set([br, *(p.bridge for p in peers)])
         if net.type == "isolated":
             out += [
@@ -160,16 +187,16 @@ def _inet_table(
     out.append("    }")
 
     for nic in guarded:
-        net = by_name[nic.network]
-        out += _vm_chain(nic, "in", net.default_inbound, state.rules)
-        out += _vm_chain(nic, "out", "allow", state.rules)
+        net = by_id[nic.network_id]
+        out += _vm_chain(nic, net, "in", net.default_inbound, state.rules)
+        out += _vm_chain(nic, net, "out", "allow", state.rules)
 
     # --- nat: port forwards and masquerade --------------------------------------
     forwards = sorted(
-        (f for f in state.forwards if (f.vm, f.network) in ip_of_vm),
+        (f for f in state.forwards if f.vm_ip in guarded_ips),
         key=lambda f: (f.protocol, f.host_address, f.host_port),
     )
-    dnat = [_dnat(f, ip_of_vm[(f.vm, f.network)]) for f in forwards]
+    dnat = [_dnat(f) for f in forwards]
     out += [
         "",
         "    chain prerouting_nat {",
@@ -190,7 +217,7 @@ def _inet_table(
         if net.type != "nat":
             continue
         # Leaving the network (not to its own guests or a peer's) means masquerade.
-        peer_subnets = [by_name[p].subnet for p in net.peers if p in by_name]
+        peer_subnets = [p.subnet for p in _peers(net, by_id)]
         local = [net.subnet or "", *sorted(s for s in peer_subnets if s)]
         rule = f"        ip saddr {net.subnet} ip daddr != {_set(local, quote=False)}"
         if net.uplink:
@@ -215,16 +242,20 @@ def _vm_jumps(nics: Sequence[AttachedNic], field: str, direction: str) -> list[s
 
 
 def _vm_chain(
-    nic: AttachedNic, direction: str, default: str, rules: Sequence[FirewallRule]
+    nic: AttachedNic,
+    net: NetworkConfig,
+    direction: str,
+    default: str,
+    rules: Sequence[FirewallRule],
 ) -> list[str]:
     out = [
         "",
-        f"    # {nic.vm} on {nic.network}: {direction}bound",
+        f"    # {_label(nic, net)}: {direction}bound",
         f"    chain {direction}_{nic.tap} {{",
     ]
     peer = "saddr" if direction == "in" else "daddr"
     for rule in sorted(rules, key=lambda r: r.id):
-        if rule.vm != nic.vm or rule.direction != direction:
+        if rule.vm_id != nic.vm_id or rule.direction != direction:
             continue
         match = []
         if rule.cidr:
@@ -241,8 +272,10 @@ def _vm_chain(
     return out
 
 
-def _dnat(fwd: Forward, vm_ip: str) -> str:
+def _dnat(fwd: Forward) -> str:
     where = (
         "fib daddr type local" if fwd.host_address == "0.0.0.0" else f"ip daddr {fwd.host_address}"
     )
-    return f"        {where} {fwd.protocol} dport {fwd.host_port} dnat ip to {vm_ip}:{fwd.vm_port}"
+    return (
+        f"        {where} {fwd.protocol} dport {fwd.host_port} dnat ip to {fwd.vm_ip}:{fwd.vm_port}"
+    )
