@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from hangar.errors import Conflict, InvalidInput, NotFound
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
+from hangar.services.events import EventBus
 from hangar.services.net import apply, links
 from hangar.services.net.dnsmasq_conf import DnsmasqFiles, parse_leases
 from hangar.services.net.nft_render import NetState, render_ruleset
@@ -74,12 +75,14 @@ class NetworkService:
         repo: NetworkRepository,
         vms: VMRepository,
         runner: CommandRunner,
+        events: EventBus | None = None,
         host_links: links.LinkOps = links,
     ):
         self.paths = paths
         self.repo = repo
         self.vms = vms
         self.runner = runner
+        self.events = events
         # Bridges and taps (netlink). Component tests swap in an in-memory fake, so
         # that no test ever makes a link in the namespace it runs in.
         self.links = host_links
@@ -184,6 +187,14 @@ class NetworkService:
             result.append(NicAddress(network=nic.network, mac=nic.mac, ip=nic.ip, leased=leased))
         return result
 
+    def _publish(self, change: str, net: NetworkConfig) -> None:
+        if self.events is not None:
+            self.events.publish(
+                "network",
+                net.project,
+                {"change": change, "network": net.name, "id": net.id, "type": net.type},
+            )
+
     # --- applying -----------------------------------------------------------------
 
     def _apply_rules(self, state: NetState) -> None:
@@ -265,6 +276,7 @@ class NetworkService:
                     lambda: asyncio.to_thread(lambda: self._apply_rules(self._state())),
                 )
                 await asyncio.to_thread(self._apply_rules, self._state())
+        self._publish("created", config)
         return self.get(config.name, project)
 
     async def delete(self, name: str, project: str = DEFAULT_PROJECT) -> None:
@@ -286,6 +298,7 @@ class NetworkService:
                     self.repo.set_config(other.model_copy(update={"peers": peers}))
             await asyncio.to_thread(self._apply_rules, self._state())
             await asyncio.to_thread(self._tear_down, net)
+        self._publish("deleted", net)
 
     async def peer(
         self, name: str, other: str, *, peered: bool = True, project: str = DEFAULT_PROJECT

@@ -46,7 +46,7 @@ class Platform:
         vm_repo = VMRepository(db)
         events = EventBus()
         network_repo = NetworkRepository(db)
-        networks = NetworkService(paths, network_repo, vm_repo, runner)
+        networks = NetworkService(paths, network_repo, vm_repo, runner, events)
         projects = ProjectService(ProjectRepository(db), vm_repo, network_repo)
         platform = cls(
             paths=paths,

@@ -7,6 +7,7 @@ would collide. Links are in memory and dnsmasq is a stand-in (tests/support/fake
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,3 +224,25 @@ def test_network_changes_are_audited(world: World) -> None:
         e["actor_name"] == "alpha-admin" and e["action"] == "delete_network" and e["status"] == 404
         for e in beta_rows
     )
+
+
+def test_network_create_and_delete_are_published(world: World) -> None:
+    alpha = world.as_token("alpha", "admin")
+    with world.api.websocket_connect("/1.0/events?type=network&project=alpha") as ws:
+        assert json.loads(ws.receive_text())["type"] == "subscribed"
+        assert (
+            alpha.post("/1.0/networks", json={"name": "x", "type": "isolated"}).status_code == 201
+        )
+        # Beta's network changes are not alpha's events.
+        other = as_root(
+            world, "POST", "/1.0/networks", "beta", json={"name": "y", "type": "isolated"}
+        )
+        assert other.status_code == 201
+        assert alpha.request("DELETE", "/1.0/networks/x").status_code == 204
+        events = [json.loads(ws.receive_text()) for _ in range(2)]
+    assert [
+        (e["type"], e["project"], e["data"]["change"], e["data"]["network"]) for e in events
+    ] == [
+        ("network", "alpha", "created", "x"),
+        ("network", "alpha", "deleted", "x"),
+    ]
