@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hangar.client.client import ApiError, Client
+from hangar.spec.network import tap_name
 from tests.support.daemon import Daemon, kill_vm_processes
 from tests.support.guest_console import GuestConsole
 from tests.support.netns import HOST_ADDR, HOST_IF, UPLINK_ADDR, World, in_ns, world
@@ -393,6 +394,73 @@ def test_bridged_network_puts_taps_on_an_existing_bridge_and_leaves_it(net: Net)
         assert "lanbr0" in net.host("ip", "-br", "link")  # not hangar's to remove
     finally:
         net.host("ip", "link", "del", "lanbr0")
+
+
+def test_another_project_with_the_same_names_has_its_own_network(net: Net) -> None:
+    """Project 'team' gets a nat network 'natnet' and a VM 'a1' too: real nft takes the
+    ruleset with both, and each project's forward and rule go to its own 'a1'."""
+    team_subnet, team_a1 = "10.77.30.0/24", "10.77.30.11"
+    cli = net.daemon.cli
+    with net.client() as root:
+        root.create_project("team")
+    team = Client(net.daemon.socket, project="team")
+    try:
+        made = cli(
+            "--project", "team", "network", "create", "natnet", "--subnet", team_subnet,
+            "--uplink", HOST_IF,
+        )  # fmt: skip
+        assert made.code == 0, made
+        launched = cli(
+            "--project", "team", "launch", "tiny", "a1", "--memory", "128M", "--no-start",
+            "--network", "natnet", "--ip", team_a1,
+        )  # fmt: skip
+        assert launched.code == 0, launched
+        fwd = cli("--project", "team", "forward", "add", "natnet", "8081", "a1:80")
+        assert fwd.code == 0, fwd
+        taken = cli("--project", "team", "forward", "add", "natnet", f"{HOST_ADDR}:8080", "a1:80")
+        assert taken.code == 4 and "another project" in taken.stderr, taken
+        rule = cli("--project", "team", "firewall", "add", "a1", "deny", "in", "--format", "json")
+        assert rule.code == 0, rule
+        rule_id = json.loads(rule.stdout)["id"]
+
+        listed = cli("--project", "team", "network", "list")
+        (row,) = [line for line in listed.stdout.splitlines() if "natnet" in line]
+        assert team_subnet in row and "a1" in row, listed
+        assert [f["vm_ip"] for f in team.forwards()] == [team_a1]
+        ruleset = net.host("nft", "list", "ruleset")
+        assert f"dnat ip to {team_a1}:80" in ruleset and f"dnat ip to {A1}:80" in ruleset
+        with net.client() as client:
+            assert client.firewall_rules() == []  # the default project's a1 has none
+            default_id = client.vm("a1")["id"]
+        team_id = team.vm("a1")["id"]
+
+        def inbound(vm_id: str) -> list[str]:
+            chain = ruleset.split(f"chain in_{tap_name(vm_id, 0)} {{")[1].split("}")[0]
+            return [line.strip() for line in chain.strip().splitlines()]
+
+        assert inbound(team_id) == ["drop", "return"]  # its deny rule, then the default
+        assert inbound(default_id) == ["return"]
+        # The default project's a1 still answers its forward; the team's rule is not its.
+        got = net.world.python_in_uplink(
+            "import urllib.request\n"
+            f"print(urllib.request.urlopen('http://{HOST_ADDR}:8080/', timeout=10).read().decode())"
+        )
+        assert "Hello from a1" in got.stdout, got
+
+        refused = cli("project", "delete", "team")
+        assert refused.code == 4 and "VM" in refused.stderr, refused
+        assert cli("--project", "team", "firewall", "delete", str(rule_id)).code == 0
+        assert cli("--project", "team", "delete", "a1").code == 0
+        refused = cli("project", "delete", "team")
+        assert refused.code == 4 and "network" in refused.stderr, refused
+        assert cli("--project", "team", "network", "delete", "natnet").code == 0
+        assert cli("project", "delete", "team").code == 0
+    finally:
+        team.close()
+    with net.client() as client:
+        assert [n["config"]["name"] for n in client.networks()] == ["isonet", "natnet"]
+        assert [f["vm_ip"] for f in client.forwards()] == [A1]
+    assert team_subnet not in net.host("ip", "-br", "addr")
 
 
 def test_deleting_everything_leaves_nothing_behind(net: Net) -> None:
