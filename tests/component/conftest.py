@@ -13,6 +13,7 @@ import pytest
 from hangar.paths import Paths
 from hangar.services.platform import Platform
 from hangar.spec.image import ImageManifest
+from tests.support.daemon import kill_vm_processes
 from tests.support.factories import host_facts, tiny_manifest
 from tests.support.fake_net import fake_host_networking, stop_dnsmasqs
 from tests.support.recording_runner import RecordingRunner
@@ -79,4 +80,7 @@ async def make_platform(home: Path) -> AsyncIterator[PlatformFactory]:
         for runtime in list(platform.vms.supervisor._runtimes.values()):
             runtime.kill()
         await platform.stop()
+    # An app's lifespan stops its platform first, which lets go of its QEMUs and leaves
+    # them running (as hangard does): none of them is in _runtimes any more by now.
+    kill_vm_processes(home)
     stop_dnsmasqs(paths)

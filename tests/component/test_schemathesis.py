@@ -22,6 +22,7 @@ from hangar.paths import Paths
 from hangar.services.platform import Platform
 from tests.component.conftest import _touch_overlay, fake_qemu, install_image
 from tests.support.apps import BothListeners
+from tests.support.daemon import kill_vm_processes
 from tests.support.factories import host_facts, tiny_manifest
 from tests.support.fake_net import fake_host_networking, stop_dnsmasqs
 from tests.support.fake_recipe import FakeRecipe
@@ -48,6 +49,7 @@ def world() -> Iterator[tuple[Any, Platform]]:
     schemathesis_asgi.shutdown_lifespans()
     for runtime in list(platform.vms.supervisor._runtimes.values()):
         runtime.kill()
+    kill_vm_processes(home)  # those the lifespan let go of
     stop_dnsmasqs(paths)
     platform.db.close()
     shutil.rmtree(home, ignore_errors=True)
