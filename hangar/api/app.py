@@ -23,6 +23,7 @@ from hangar.api import (
     events,
     images,
     logs,
+    networks,
     operations,
     projects,
     storage,
@@ -79,7 +80,7 @@ def create_app(platform: Platform) -> FastAPI:
         "'Authorization: Bearer <token>'; `?project=` picks the project (default: the "
         "token's). Two websockets (not expressible in OpenAPI) take the same header and "
         "query: `/1.0/vms/{name}/console` (raw serial bytes both ways; operator or admin) "
-        "and `/1.0/events?type=lifecycle,operation,audit` (one JSON event per message, "
+        "and `/1.0/events?type=lifecycle,network,operation,audit` (one JSON event per message, "
         "the first of type `subscribed`). A refused websocket closes with code 4000 + "
         "the HTTP status (4401, 4403, 4404, 4409) and the reason.",
         lifespan=lifespan,
@@ -138,6 +139,7 @@ def create_app(platform: Platform) -> FastAPI:
         operations,
         events,
         audit,
+        networks,
     ):
         app.include_router(module.router)
     return app

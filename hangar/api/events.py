@@ -1,6 +1,6 @@
 """The event stream: a websocket sending one JSON event per message.
 
-``/1.0/events?project=P&type=lifecycle,operation,audit``. The first message has
+``/1.0/events?project=P&type=lifecycle,network,operation,audit``. The first message has
 type ``subscribed``: from then on no matching event is missed. A token sees its own
 project only; the local root sees every project unless it names one.
 """

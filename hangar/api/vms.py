@@ -91,6 +91,29 @@ async def restart_vm(
     )
 
 
+class NicAttach(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    network: str
+    ip: str | None = None
+
+
+@router.post("/{name}/nics")
+async def attach_nic(
+    request: Request, name: str, body: NicAttach, scope: Access = OPERATE
+) -> VMView:
+    """Attach a NIC on a network of the VM's project to a stopped VM (microvm has no
+    hotplug)."""
+    return await platform_of(request).vms.attach_nic(
+        name, body.network, body.ip, project=scope.project
+    )
+
+
+@router.delete("/{name}/nics/{network}")
+async def detach_nic(request: Request, name: str, network: str, scope: Access = OPERATE) -> VMView:
+    return await platform_of(request).vms.detach_nic(name, network, project=scope.project)
+
+
 @router.post("/{name}/pause")
 async def pause_vm(request: Request, name: str, scope: Access = OPERATE) -> VMView:
     return await platform_of(request).vms.pause(name, scope.project)

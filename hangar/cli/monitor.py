@@ -17,6 +17,8 @@ def describe(event: dict[str, Any]) -> str:
         before = f"{data['previous']} -> " if data.get("previous") else ""
         reason = f" ({data['reason']})" if data.get("reason") else ""
         return f"vm {data['vm']}: {before}{data['state']}{reason}"
+    if event["type"] == "network":
+        return f"network {data['network']} ({data['type']}): {data['change']}"
     if event["type"] == "operation":
         pct = data.get("progress_percent")
         return (
@@ -36,12 +38,12 @@ def describe(event: dict[str, Any]) -> str:
 @click.option(
     "--type",
     "types",
-    help="comma-separated: lifecycle, operation, audit (default: all)",
+    help="comma-separated: lifecycle, network, operation, audit (default: all)",
 )
 @click.option("--json", "as_json", is_flag=True, help="one JSON event per line")
 @handle_errors
 def monitor(types: str | None, as_json: bool) -> None:
-    """Print events live (VM state changes, operations, audit) until Ctrl-C."""
+    """Print events live (VM state changes, networks, operations, audit) until Ctrl-C."""
     try:
         with connect() as client, client.events(types) as events:
             for event in events:

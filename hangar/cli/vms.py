@@ -57,6 +57,7 @@ def print_vm(vm: dict[str, Any]) -> None:
         ("machine", f"{vm['machine']} ({vm['accelerator']})"),
         ("pid", str(vm["pid"] or "-")),
         ("mac", ", ".join(vm["macs"])),
+        ("addresses", _addresses(vm) or "-"),
         ("forwards", _forwards(vm) or "-"),
         ("serial log", vm["serial_log"]),
         ("id", vm["id"]),
@@ -79,6 +80,20 @@ def print_vm(vm: dict[str, Any]) -> None:
     multiple=True,
     metavar="HOSTPORT:GUESTPORT",
     help="forward 127.0.0.1:HOSTPORT to the guest's port (repeatable; /udp for UDP)",
+)
+@click.option(
+    "--network",
+    "networks",
+    multiple=True,
+    metavar="NAME",
+    help="attach a NIC to virtual network NAME (repeatable: one NIC each)",
+)
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    metavar="[NETWORK=]ADDRESS",
+    help="fixed address on a network (plain ADDRESS: the first --network)",
 )
 @click.option("--no-start", is_flag=True, help="create the VM but do not start it")
 @click.option(
@@ -106,6 +121,8 @@ def launch(
     memory: str | None,
     disk: str | None,
     forwards: tuple[str, ...],
+    networks: tuple[str, ...],
+    ips: tuple[str, ...],
     no_start: bool,
     count: int,
     full: bool,
@@ -123,11 +140,18 @@ def launch(
         spec["disk"] = parse_size(disk, what="--disk")
     if machine is not None:
         spec["machine"] = machine
-    if forwards:
-        if count > 1:
-            raise InvalidInput("--forward with --count", hint="a host port serves only one VM")
+    if forwards and count > 1:
+        raise InvalidInput("--forward with --count", hint="a host port serves only one VM")
+    if ips and count > 1:
+        raise InvalidInput("--ip with --count", hint="an address serves only one VM")
+    nics: list[dict[str, Any]] = []
+    if forwards or not networks:
         parsed = [PortForward.parse(f).model_dump() for f in forwards]
-        spec["nics"] = [{"type": "user", "forwards": parsed}]
+        nics.append({"type": "user", "forwards": parsed})
+    fixed = _fixed_ips(networks, ips)
+    nics += [{"type": "network", "network": n, "ip": fixed.get(n)} for n in networks]
+    if forwards or networks:
+        spec["nics"] = nics
     names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
     launched = []
     with connect() as client:
@@ -152,6 +176,33 @@ def launch(
     out.print(f"  logs:    hangar logs {name} --follow", highlight=False)
 
 
+def _fixed_ips(networks: tuple[str, ...], ips: tuple[str, ...]) -> dict[str, str]:
+    fixed: dict[str, str] = {}
+    for item in ips:
+        network, sep, address = item.rpartition("=")
+        if not sep:
+            if not networks:
+                raise InvalidInput("--ip needs a --network", hint="add --network NAME")
+            network = networks[0]
+        if network not in networks:
+            raise InvalidInput(
+                f"--ip {item} names network '{network}', which has no --network",
+                hint=f"add --network {network}",
+            )
+        fixed[network] = address
+    return fixed
+
+
+def _address(a: dict[str, Any]) -> str:
+    ip = a["ip"] or "dhcp"
+    pending = " (no lease yet)" if a["ip"] and not a["leased"] else ""
+    return f"{ip}{pending} on {a['network']}"
+
+
+def _addresses(vm: dict[str, Any]) -> str:
+    return ", ".join(_address(a) for a in vm.get("addresses", []))
+
+
 @cli.command(name="list")
 @click.option("--all-projects", is_flag=True, help="VMs of every project (host administrator)")
 @format_option
@@ -164,7 +215,7 @@ def list_vms(all_projects: bool, fmt: str) -> None:
         emit_json(vms)
         return
     table = Table()
-    columns = ["NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "FORWARDS"]
+    columns = ["NAME", "STATE", "IMAGE", "CPUS", "MEMORY", "DISK", "ADDRESSES", "FORWARDS"]
     for column in (["PROJECT"] if all_projects else []) + columns:
         table.add_column(column)
     for vm in vms:
@@ -176,6 +227,7 @@ def list_vms(all_projects: bool, fmt: str) -> None:
             str(vm["cpus"]),
             format_size(vm["memory"]),
             format_size(vm["disk_size"]),
+            _addresses(vm),
             _forwards(vm),
         )
     out.print(table, highlight=False)

@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from hangar import errors
 from hangar.certs import fingerprint
+from hangar.client.network_api import NetworkApi
 from hangar.client.platform_api import PlatformApi
 from hangar.client.remotes import Remote, changed, fetch_certificate
 from hangar.errors import DaemonUnavailable, HangarError
@@ -60,7 +61,7 @@ def _unavailable(socket_path: Path, exc: Exception) -> DaemonUnavailable:
     )
 
 
-class Client(PlatformApi):
+class Client(PlatformApi, NetworkApi):
     """``Client()`` talks to the local hangard; ``Client(remote=...)`` to a remote one.
 
     ``project`` is sent as ``?project=`` with every request (default: the token's

@@ -37,6 +37,7 @@ from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView, link_boot_files
 from hangar.spec.image import ImageDefaults, ImageManifest
+from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import VMConfig, check_name
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord
@@ -46,9 +47,17 @@ BACKUP_TIMEOUT = 3600.0
 
 
 def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
-    """The source's config under a new identity: id, name, MACs; no port forwards, no volumes."""
+    """The source's config under a new identity: id, name, MACs, taps; no port forwards,
+    no volumes, and network addresses left for the network service to give out anew."""
     nics = tuple(
-        nic.model_copy(update={"mac": mac_from_id(vm_id, i), "forwards": ()})
+        nic.model_copy(
+            update={
+                "mac": mac_from_id(vm_id, i),
+                "forwards": (),
+                "ip": None,
+                "tap": tap_name(vm_id, i) if nic.type == "network" else None,
+            }
+        )
         for i, nic in enumerate(source.nics)
     )
     return source.model_copy(update={"id": vm_id, "name": name, "nics": nics, "data_disks": ()})

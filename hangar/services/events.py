@@ -1,5 +1,6 @@
-"""The event bus: VM state changes, operation progress and audit entries, fanned out
-to every subscriber (the ``/1.0/events`` websocket) whose filter matches.
+"""The event bus: VM state changes, networks created and deleted, operation progress
+and audit entries, fanned out to every subscriber (the ``/1.0/events`` websocket)
+whose filter matches.
 
 Publishing never blocks: a subscriber that falls more than ``QUEUE_SIZE`` events
 behind loses the oldest ones and is told how many it missed.
@@ -15,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-EventType = Literal["lifecycle", "operation", "audit"]
-EVENT_TYPES: tuple[str, ...] = ("lifecycle", "operation", "audit")
+EventType = Literal["lifecycle", "network", "operation", "audit"]
+EVENT_TYPES: tuple[str, ...] = ("lifecycle", "network", "operation", "audit")
 QUEUE_SIZE = 1000
 
 

@@ -11,6 +11,7 @@ from hangar.runner import CommandRunner
 from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
 from hangar.services.images import ImageService
+from hangar.services.networks import NetworkService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
 from hangar.services.storage.images import ImageStore
@@ -20,6 +21,7 @@ from hangar.services.vms import VMService
 from hangar.services.volumes import StorageService
 from hangar.state.audit import AuditEntry, AuditRepository
 from hangar.state.db import Database
+from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRepository
 from hangar.state.vms import VMRecord, VMRepository
 from hangar.state.volumes import PoolRepository, VolumeRepository
@@ -32,6 +34,7 @@ class Platform:
     db: Database
     images: ImageService
     vms: VMService
+    networks: NetworkService
     projects: ProjectService
     tokens: TokenService
     audit: AuditRepository
@@ -49,15 +52,26 @@ class Platform:
         store = ImageStore(paths.images)
         vm_repo = VMRepository(db)
         volume_repo = VolumeRepository(db)
-        projects = ProjectService(ProjectRepository(db), vm_repo, volume_repo)
         events = EventBus()
-        vms = VMService(paths, vm_repo, store, host, runner, quota_check=projects.check_quota)
+        network_repo = NetworkRepository(db)
+        networks = NetworkService(paths, network_repo, vm_repo, runner, events)
+        projects = ProjectService(ProjectRepository(db), vm_repo, volume_repo, network_repo)
+        vms = VMService(
+            paths,
+            vm_repo,
+            store,
+            host,
+            runner,
+            quota_check=projects.check_quota,
+            networks=networks,
+        )
         platform = cls(
             paths=paths,
             host=host,
             db=db,
             images=ImageService(paths, store, runner),
             vms=vms,
+            networks=networks,
             projects=projects,
             tokens=TokenService(db),
             audit=AuditRepository(db),
@@ -101,6 +115,8 @@ class Platform:
         # Interrupted imports, builds and publishes leave hidden folders: remove them.
         self.images.store.sweep()
         self.storage.ensure_default_pool()
+        # Networks first: adopted VMs keep their taps, stopped ones get them back.
+        await self.networks.restore()
         await self.vms.reconcile()
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hangar.errors import Conflict, InvalidInput, QuotaExceeded
 from hangar.spec.units import format_size
 from hangar.spec.vm import VMConfig
+from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRecord, ProjectRepository
 from hangar.state.vms import DEFAULT_PROJECT, VMRepository
 from hangar.state.volumes import VolumeRepository
@@ -59,10 +60,17 @@ def check_project_name(name: str) -> None:
 
 
 class ProjectService:
-    def __init__(self, repo: ProjectRepository, vms: VMRepository, volumes: VolumeRepository):
+    def __init__(
+        self,
+        repo: ProjectRepository,
+        vms: VMRepository,
+        volumes: VolumeRepository,
+        networks: NetworkRepository,
+    ):
         self.repo = repo
         self.vms = vms
         self.volumes = volumes
+        self.networks = networks
 
     def usage(self, project: str) -> Usage:
         configs = [r.config for r in self.vms.list(project)]
@@ -114,8 +122,15 @@ class ProjectService:
         if volumes:
             raise Conflict(
                 f"project '{name}' still has {volumes} volume(s)",
-                hint=f"delete them first ('hangar volume list --project {name}')",
+                hint=f"delete them first ('hangar --project {name} volume list')",
                 details={"project": name, "volumes": volumes},
+            )
+        networks = self.networks.count(name)
+        if networks:
+            raise Conflict(
+                f"project '{name}' still has {networks} network(s)",
+                hint=f"delete them first ('hangar --project {name} network list')",
+                details={"project": name, "networks": networks},
             )
         self.repo.delete(name)
 

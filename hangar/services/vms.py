@@ -18,20 +18,29 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, HangarError, InvalidInput, QemuFailed, StateConflict
+from hangar.errors import (
+    Conflict,
+    HangarError,
+    InvalidInput,
+    NotFound,
+    QemuFailed,
+    StateConflict,
+)
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services import ports
 from hangar.services.lifecycle import Action, PowerState, check
+from hangar.services.networks import NetworkService, NicAddress
 from hangar.services.qemu import img, process
 from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
 from hangar.spec.image import ImageManifest
-from hangar.spec.resolve import resolve
-from hangar.spec.vm import PortForward, VMConfig, VMCreate, check_name
+from hangar.spec.network import tap_name
+from hangar.spec.resolve import mac_from_id, resolve
+from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate, check_name
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
 
 log = logging.getLogger(__name__)
@@ -57,6 +66,8 @@ class VMView(BaseModel):
     pid: int | None
     forwards: list[PortForward]
     macs: list[str]
+    # Addresses on hangar's virtual networks (user-mode NICs have none to show).
+    addresses: list[NicAddress] = []
     boot_marker: str
     created_at: str
     serial_log: str
@@ -80,9 +91,11 @@ class VMService:
         host: HostFacts,
         runner: CommandRunner,
         quota_check: QuotaCheck | None = None,
+        networks: NetworkService | None = None,
     ):
         self.paths = paths
         self.quota_check = quota_check
+        self.networks = networks
         self.repo = repo
         self.images = images
         self.host = host
@@ -120,6 +133,7 @@ class VMService:
             pid=runtime.pid if runtime else None,
             forwards=[f for nic in config.nics for f in nic.forwards],
             macs=[nic.mac for nic in config.nics],
+            addresses=self.networks.addresses(config, record.project) if self.networks else [],
             boot_marker=config.boot_marker,
             created_at=record.created_at,
             serial_log=str(self.files(config).serial_log),
@@ -195,8 +209,10 @@ class VMService:
             files = self.files(config)
             async with revert_on_error() as undo:
                 # The project lock spans check and insert, so concurrent launches cannot
-                # both fit in the last free slot; the (slow) start runs outside it.
+                # both fit in the last free slot (or take the same address on one of
+                # the project's networks); the (slow) start runs outside it.
                 async with self._locks[f"project:{project}"]:
+                    config = self._prepare_networks(config, project)
                     if self.quota_check is not None:
                         self.quota_check(project, config)
                     files.dir.mkdir(parents=True)
@@ -217,6 +233,10 @@ class VMService:
                         )
                     record = self.repo.insert(config, PowerState.STOPPED, project)
                     undo.push("delete VM row", lambda: self.repo.delete(vm_id))
+                if self.networks is not None:
+                    networks = self.networks
+                    undo.push("detach from networks", lambda: networks.detach_vm(config))
+                    await networks.attach_vm(config, project)
                 if start:
                     async with self._locks[vm_id]:
                         await self._start(record)
@@ -231,13 +251,18 @@ class VMService:
         this fails; the row is removed here.
         """
         self._check_ports(config)
-        async with self._locks[f"project:{project}"]:
-            if self.quota_check is not None:
-                self.quota_check(project, config)
-            record = self.repo.insert(config, PowerState.STOPPED, project)
-        if start:
-            async with revert_on_error() as undo:
+        async with revert_on_error() as undo:
+            async with self._locks[f"project:{project}"]:
+                if self.quota_check is not None:
+                    self.quota_check(project, config)
+                config = self._prepare_networks(config, project)
+                record = self.repo.insert(config, PowerState.STOPPED, project)
                 undo.push("delete VM row", lambda: self.repo.delete(config.id))
+            if self.networks is not None:
+                networks, prepared = self.networks, config
+                undo.push("detach from networks", lambda: networks.detach_vm(prepared))
+                await networks.attach_vm(config, project)
+            if start:
                 async with self._locks[config.id]:
                     await self._start(record)
         return await self.get(config.name, project)
@@ -253,11 +278,91 @@ class VMService:
             runtime = self.supervisor.get(record.id)
             if runtime is not None:
                 await self._force_stop(runtime, "deleted")
+            if self.networks is not None:
+                await self.networks.detach_vm(record.config)
             files = self.files(record.config)
             shutil.rmtree(files.dir, ignore_errors=True)
             shutil.rmtree(files.runtime, ignore_errors=True)
             self.repo.delete(record.id)
         self._locks.pop(record.id, None)
+
+    # --- NICs -----------------------------------------------------------------------
+
+    async def attach_nic(
+        self, name: str, network: str, ip: str | None = None, *, project: str = DEFAULT_PROJECT
+    ) -> VMView:
+        """Add a NIC on ``network`` (of the VM's project) to a stopped VM; it is there
+        from its next start.
+
+        Running VMs are refused: hangar's machine type, microvm, has only
+        virtio-mmio devices, which cannot be hot-plugged.
+        """
+        record = self.repo.get(name, project)
+        async with self._locks[record.id]:
+            await self._check_nic_change(record, "attach a NIC to")
+            config = record.config
+            # The first index whose MAC and tap no NIC has (a detach leaves gaps).
+            taken = {n.mac for n in config.nics} | {n.tap for n in config.nics}
+            index = next(
+                i
+                for i in range(len(config.nics) + 1)
+                if mac_from_id(config.id, i) not in taken and tap_name(config.id, i) not in taken
+            )
+            nic = NicConfig(
+                type="network",
+                mac=mac_from_id(config.id, index),
+                forwards=(),
+                network=network,
+                ip=ip,
+                tap=tap_name(config.id, index),
+            )
+            # Under the project lock: addresses are allocated from the project's networks.
+            async with self._locks[f"project:{project}"]:
+                updated = self._prepare_networks(
+                    config.model_copy(update={"nics": (*config.nics, nic)}), project
+                )
+                self.repo.set_config(updated)
+            try:
+                if self.networks is not None:
+                    await self.networks.attach_vm(updated, project)
+            except BaseException:
+                self.repo.set_config(config)
+                if self.networks is not None:
+                    await self.networks.detach_nics(config, [nic], project)
+                raise
+        return await self.get(name, project)
+
+    async def detach_nic(
+        self, name: str, network: str, *, project: str = DEFAULT_PROJECT
+    ) -> VMView:
+        """Remove a stopped VM's NIC on ``network`` (its tap, lease reservation, name)."""
+        record = self.repo.get(name, project)
+        async with self._locks[record.id]:
+            await self._check_nic_change(record, "detach a NIC from")
+            config = record.config
+            gone = [n for n in config.nics if n.type == "network" and n.network == network]
+            if not gone:
+                raise NotFound(
+                    f"VM '{name}' has no NIC on network '{network}'",
+                    hint=f"'hangar info {name}' shows its addresses",
+                )
+            kept = tuple(n for n in config.nics if n not in gone)
+            if self.networks is not None:
+                await self.networks.detach_nics(config, gone, project)
+            self.repo.set_config(config.model_copy(update={"nics": kept}))
+        return await self.get(name, project)
+
+    async def _check_nic_change(self, record: VMRecord, action: str) -> None:
+        state = await self.state_of(record)
+        if state in (PowerState.STOPPED, PowerState.CRASHED):
+            return
+        error = StateConflict(record.name, action, state.value, ["stopped", "crashed"])
+        error.hint = (
+            f"the {record.config.machine} machine has no NIC hotplug (virtio-mmio devices "
+            f"cannot be added to a running guest): 'hangar stop {record.name}', change the "
+            f"NICs, then 'hangar start {record.name}'"
+        )
+        raise error
 
     # --- power ----------------------------------------------------------------------
 
@@ -274,6 +379,10 @@ class VMService:
         config = record.config
         files = self.files(config)
         argv = render_argv(config, self.host, files)
+        if self.networks is not None:
+            # Taps, reservations and rules again: idempotent, and it repairs a
+            # host that lost them (e.g. after a reboot).
+            await self.networks.attach_vm(config, record.project)
         self.repo.set_state(record.id, PowerState.STARTING)
         try:
             runtime = await self.supervisor.launch(config.id, config.name, argv, files)
@@ -375,6 +484,13 @@ class VMService:
         if runtime is None:
             raise QemuFailed(f"VM '{record.name}' has no running QEMU")
         return runtime
+
+    def _prepare_networks(self, config: VMConfig, project: str) -> VMConfig:
+        if self.networks is not None:
+            return self.networks.prepare_vm(config, project)
+        if any(nic.type == "network" for nic in config.nics):
+            raise InvalidInput("this hangard has no network service", hint="use a user-mode NIC")
+        return config
 
     def _check_ports(self, config: VMConfig) -> None:
         owners: dict[tuple[str, int], str] = {

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from hangar.errors import InvalidInput, ResourceLimit
 from hangar.host.facts import HostFacts
 from hangar.spec.image import ImageManifest
+from hangar.spec.network import tap_name
 from hangar.spec.units import format_size
 from hangar.spec.vm import (
     KernelBoot,
@@ -82,7 +83,16 @@ def resolve(
         request.nics if request.nics is not None else (NicCreate(),) * image.defaults.nics
     )
     nics = tuple(
-        NicConfig(type=nic.type, mac=nic.mac or mac_from_id(vm_id, i), forwards=nic.forwards)
+        NicConfig(
+            type=nic.type,
+            mac=nic.mac or mac_from_id(vm_id, i),
+            forwards=nic.forwards,
+            network=nic.network,
+            # The address is allocated by the network service (it needs the
+            # addresses in use); here it is only carried through.
+            ip=nic.ip,
+            tap=tap_name(vm_id, i) if nic.type == "network" else None,
+        )
         for i, nic in enumerate(nic_requests)
     )
     _check_forwards(f for nic in nics for f in nic.forwards)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from hangar.errors import InvalidInput
 from hangar.spec.units import parse_size
@@ -91,10 +91,25 @@ class PortForward(BaseModel):
 class NicCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Only QEMU user-mode networking so far; virtual networks come later.
-    type: Literal["user"] = "user"
+    # "user": QEMU user-mode networking (slirp, unprivileged). "network": a tap
+    # on one of hangar's virtual networks (``network`` names it).
+    type: Literal["user", "network"] = "user"
     mac: str | None = None
     forwards: tuple[PortForward, ...] = ()
+    network: str | None = None
+    # A fixed address on a managed network; the lowest free one when unset.
+    ip: str | None = None
+
+    @model_validator(mode="after")
+    def _network_fields(self) -> NicCreate:
+        if self.type == "network":
+            if not self.network:
+                raise ValueError("a NIC of type 'network' needs 'network' (its name)")
+            if self.forwards:
+                raise ValueError("forwards on a network NIC are made with 'hangar forward add'")
+        elif self.network is not None or self.ip is not None:
+            raise ValueError("'network' and 'ip' need type 'network'")
+        return self
 
     @field_validator("mac")
     @classmethod
@@ -125,9 +140,13 @@ class VMCreate(BaseModel):
 class NicConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["user"]
+    type: Literal["user", "network"]
     mac: str
     forwards: tuple[PortForward, ...]
+    # Network NICs only (defaults keep configs stored before networks valid).
+    network: str | None = None
+    ip: str | None = None
+    tap: str | None = None
 
 
 class KernelBoot(BaseModel):

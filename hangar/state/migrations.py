@@ -98,3 +98,33 @@ MIGRATIONS.append(
         )""",
     ]
 )
+# 4: virtual networks. A network belongs to a project and its name is
+# unique there; ``config`` is the resolved NetworkConfig as JSON. Forwards and firewall
+# rules name their VM by id (VM names are unique only per project) and go with it, as
+# forwards go with their network (the network service also removes them itself, as it
+# re-renders the ruleset).
+MIGRATIONS.append(
+    [
+        """CREATE TABLE networks (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL REFERENCES projects(name),
+            name TEXT NOT NULL,
+            config TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (project, name)
+        )""",
+        """CREATE TABLE forwards (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            network_id TEXT NOT NULL REFERENCES networks(id) ON DELETE CASCADE,
+            vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+            spec TEXT NOT NULL
+        )""",
+        "CREATE INDEX forwards_vm ON forwards (vm_id)",
+        """CREATE TABLE firewall_rules (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+            spec TEXT NOT NULL
+        )""",
+        "CREATE INDEX firewall_rules_vm ON firewall_rules (vm_id)",
+    ]
+)

@@ -130,6 +130,14 @@ class VMRepository:
     def count(self, project: str) -> int:
         return int(self.db.query("SELECT COUNT(*) FROM vms WHERE project = ?", (project,))[0][0])
 
+    def set_config(self, config: VMConfig) -> None:
+        """Replace a VM's stored config (same id and name): NICs, volumes, disk size."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE vms SET config = ?, updated_at = ? WHERE id = ?",
+                (config.model_dump_json(), now(), config.id),
+            )
+
     def set_state(self, vm_id: str, state: str, reason: str = "") -> None:
         before = self.by_id(vm_id) if self.listeners else None
         with self.db.transaction() as conn:
@@ -139,14 +147,6 @@ class VMRepository:
             )
         if self.listeners:
             self._changed(before, self.by_id(vm_id))
-
-    def set_config(self, config: VMConfig) -> None:
-        """Replace a VM's stored config (same id and name): attached volumes, disk size."""
-        with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE vms SET config = ?, updated_at = ? WHERE id = ?",
-                (config.model_dump_json(), now(), config.id),
-            )
 
     def delete(self, vm_id: str) -> None:
         before = self.by_id(vm_id) if self.listeners else None

@@ -13,7 +13,9 @@ import pytest
 from hangar.paths import Paths
 from hangar.services.platform import Platform
 from hangar.spec.image import ImageManifest
+from tests.support.daemon import kill_vm_processes
 from tests.support.factories import host_facts, tiny_manifest
+from tests.support.fake_net import fake_host_networking, stop_dnsmasqs
 from tests.support.recording_runner import RecordingRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +58,9 @@ PlatformFactory = Callable[..., Platform]
 
 @pytest.fixture
 async def make_platform(home: Path) -> AsyncIterator[PlatformFactory]:
-    """Open a Platform (as hangard does) on ``home``; several can be opened in turn."""
+    """Open a Platform (as hangard does) on ``home``; several can be opened in turn.
+
+    Its network service makes no real links (a FakeLinks) and runs stand-in dnsmasqs."""
     opened: list[Platform] = []
     paths = Paths(state=home / "lib", runtime=home / "run")
     paths.ensure()
@@ -67,6 +71,7 @@ async def make_platform(home: Path) -> AsyncIterator[PlatformFactory]:
         runner.on(["qemu-img", "create"], _touch_overlay)
         host = host_facts(qemu_binary=str(fake_qemu(home, **env)))
         platform = Platform.open(paths, host, runner)
+        fake_host_networking(platform, runner)
         opened.append(platform)
         return platform
 
@@ -75,3 +80,7 @@ async def make_platform(home: Path) -> AsyncIterator[PlatformFactory]:
         for runtime in list(platform.vms.supervisor._runtimes.values()):
             runtime.kill()
         await platform.stop()
+    # An app's lifespan stops its platform first, which lets go of its QEMUs and leaves
+    # them running (as hangard does): none of them is in _runtimes any more by now.
+    kill_vm_processes(home)
+    stop_dnsmasqs(paths)

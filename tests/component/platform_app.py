@@ -12,8 +12,8 @@ from hangar.services.platform import Platform
 
 @dataclass
 class World:
-    """An app (via TestClient) with projects alpha and beta, each with a stopped VM
-    'web', a volume 'data', and a token of every role in each."""
+    """An app (via TestClient) with projects alpha and beta, each with a nat network
+    'lan', a stopped VM 'web' on it, a volume 'data', and a token of every role in each."""
 
     api: TestClient
     platform: Platform
@@ -47,10 +47,19 @@ def populate(api: TestClient, platform: Platform) -> World:
     world = World(api, platform)
     for project in ("alpha", "beta"):
         assert api.post("/1.0/projects", json={"name": project}).status_code == 201
+        net = api.post(
+            "/1.0/networks", params={"project": project}, json={"name": "lan", "type": "nat"}
+        )
+        assert net.status_code == 201, net.text
         made = api.post(
             "/1.0/vms",
             params={"project": project},
-            json={"name": "web", "image": "tiny", "start": False},
+            json={
+                "name": "web",
+                "image": "tiny",
+                "start": False,
+                "nics": [{"type": "network", "network": "lan"}],
+            },
         )
         assert made.status_code == 201, made.text
         volume = api.post(

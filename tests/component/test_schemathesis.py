@@ -22,11 +22,13 @@ from hangar.paths import Paths
 from hangar.services.platform import Platform
 from tests.component.conftest import _touch_overlay, fake_qemu, install_image
 from tests.support.apps import BothListeners
+from tests.support.daemon import kill_vm_processes
 from tests.support.factories import host_facts, tiny_manifest
+from tests.support.fake_net import fake_host_networking, stop_dnsmasqs
 from tests.support.fake_recipe import FakeRecipe
 from tests.support.recording_runner import RecordingRunner
 
-EXAMPLES = 30  # per operation and identity: 2 x 28 operations x 30 > 1,000 cases
+EXAMPLES = 30  # per operation and identity: 2 x 41 operations x 30 > 1,000 cases
 CALLS: list[int] = []
 
 
@@ -40,11 +42,15 @@ def world() -> Iterator[tuple[Any, Platform]]:
     runner.on(["qemu-img", "create"], _touch_overlay)
     platform = Platform.open(paths, host_facts(qemu_binary=str(fake_qemu(home))), runner)
     platform.images.recipes = {"tiny": FakeRecipe()}
+    # Network routes make in-memory links and stand-in dnsmasqs, never real ones.
+    fake_host_networking(platform, runner)
     application = NoLifespan(BothListeners(create_app(platform)))
     yield application, platform
     schemathesis_asgi.shutdown_lifespans()
     for runtime in list(platform.vms.supervisor._runtimes.values()):
         runtime.kill()
+    kill_vm_processes(home)  # those the lifespan let go of
+    stop_dnsmasqs(paths)
     platform.db.close()
     shutil.rmtree(home, ignore_errors=True)
 

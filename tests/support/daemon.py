@@ -22,8 +22,19 @@ PACKAGE_CACHE = Path(os.environ.get("HANGAR_TEST_CACHE", "/var/cache/hangar-test
 
 
 class Daemon:
-    def __init__(self, home: Path, *, listen_port: int | None = None, args: Sequence[str] = ()):
+    def __init__(
+        self,
+        home: Path,
+        *,
+        listen_port: int | None = None,
+        args: Sequence[str] = (),
+        netns: str | None = None,
+    ):
         self.home = home
+        # Run hangard inside this network namespace (``ip netns exec``): every
+        # bridge, tap, dnsmasq and rule it makes lives there. The API socket is
+        # a file, so clients and the CLI reach it from any namespace.
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "hangard.log"
         # HTTPS on loopback only: tests never listen on any other address.
@@ -54,7 +65,8 @@ class Daemon:
     def start(self, timeout: float = 30.0) -> None:
         PACKAGE_CACHE.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
-            argv = [str(BIN / "hangard"), *self.args]
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+            argv = [*prefix, str(BIN / "hangard"), *self.args]
             if self.listen_port is not None:
                 argv += ["--listen", f"127.0.0.1:{self.listen_port}"]
             self.proc = subprocess.Popen(

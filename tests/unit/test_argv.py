@@ -68,6 +68,15 @@ CASES = {
         ),
         host_facts(),
     ),
+    "tiny-network-nics": (
+        _config(
+            nics=[
+                {"type": "network", "network": "lan", "ip": "10.77.0.5"},
+                {"type": "network", "network": "backend"},
+            ]
+        ),
+        host_facts(),
+    ),
     "tiny-kvm-two-nics": (
         _config(nics=[{}, {"mac": "52:54:00:aa:bb:cc"}]),
         host_facts(accelerator="kvm", tsc_khz=None),

@@ -66,6 +66,16 @@ def kernel_cmdline(config: VMConfig, host: HostFacts) -> str:
 
 
 def _nic_args(index: int, nic: NicConfig, model: str) -> list[str]:
+    if nic.type == "network":
+        # hangard made the tap (and put it on the network's bridge) before QEMU
+        # starts: QEMU only opens it, it runs no scripts. No vhost: this host's
+        # kernel has no vhost-net (shared/MEASUREMENTS.md).
+        return [
+            "-netdev",
+            f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
+            "-device",
+            f"{model},netdev=net{index},mac={nic.mac}",
+        ]
     netdev = [f"user,id=net{index}"]
     for fwd in nic.forwards:
         netdev.append(
