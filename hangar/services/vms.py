@@ -24,6 +24,7 @@ from hangar.errors import (
     InvalidInput,
     NotFound,
     QemuFailed,
+    ResourceLimit,
     StateConflict,
 )
 from hangar.host.facts import HostFacts
@@ -32,8 +33,8 @@ from hangar.runner import CommandRunner
 from hangar.services import ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
-from hangar.services.qemu import img, process
-from hangar.services.qemu.argv import VMFiles, render_argv
+from hangar.services.qemu import hotplug, img, process
+from hangar.services.qemu.argv import NIC_PORTS, VMFiles, nic_slot, render_argv
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
@@ -291,15 +292,14 @@ class VMService:
     async def attach_nic(
         self, name: str, network: str, ip: str | None = None, *, project: str = DEFAULT_PROJECT
     ) -> VMView:
-        """Add a NIC on ``network`` (of the VM's project) to a stopped VM; it is there
-        from its next start.
+        """Add a NIC on ``network`` (of the VM's project): to a stopped VM (there from its
+        next start), or hotplugged into a running ``q35`` VM.
 
-        Running VMs are refused: hangar's machine type, microvm, has only
-        virtio-mmio devices, which cannot be hot-plugged.
+        Running ``microvm`` VMs are refused: virtio-mmio devices cannot be hot-plugged.
         """
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
-            await self._check_nic_change(record, "attach a NIC to")
+            runtime = await self._nic_runtime(record, "attach a NIC to")
             config = record.config
             # The first index whose MAC and tap no NIC has (a detach leaves gaps).
             taken = {n.mac for n in config.nics} | {n.tap for n in config.nics}
@@ -308,6 +308,7 @@ class VMService:
                 for i in range(len(config.nics) + 1)
                 if mac_from_id(config.id, i) not in taken and tap_name(config.id, i) not in taken
             )
+            nics, slot = self._pinned_nics(config)
             nic = NicConfig(
                 type="network",
                 mac=mac_from_id(config.id, index),
@@ -315,16 +316,22 @@ class VMService:
                 network=network,
                 ip=ip,
                 tap=tap_name(config.id, index),
+                slot=slot,
             )
             # Under the project lock: addresses are allocated from the project's networks.
             async with self._locks[f"project:{project}"]:
                 updated = self._prepare_networks(
-                    config.model_copy(update={"nics": (*config.nics, nic)}), project
+                    config.model_copy(update={"nics": (*nics, nic)}), project
                 )
                 self.repo.set_config(updated)
             try:
                 if self.networks is not None:
                     await self.networks.attach_vm(updated, project)
+                if runtime is not None:
+                    position = len(updated.nics) - 1
+                    await hotplug.plug_nic(
+                        runtime.monitor, updated, position, updated.nics[position]
+                    )
             except BaseException:
                 self.repo.set_config(config)
                 if self.networks is not None:
@@ -332,13 +339,30 @@ class VMService:
                 raise
         return await self.get(name, project)
 
+    def _pinned_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
+        """On q35: the NICs with their slots (root ports) written down, so a later
+        change of positions never moves a plugged NIC, and the first free slot."""
+        if config.machine != "q35":
+            return config.nics, None
+        nics = tuple(
+            n.model_copy(update={"slot": nic_slot(i, n)}) for i, n in enumerate(config.nics)
+        )
+        free = [s for s in range(NIC_PORTS) if s not in {n.slot for n in nics}]
+        if not free:
+            raise ResourceLimit(
+                f"VM '{config.name}' has {len(nics)} NICs, the most a q35 VM takes",
+                hint="detach one first",
+            )
+        return nics, free[0]
+
     async def detach_nic(
         self, name: str, network: str, *, project: str = DEFAULT_PROJECT
     ) -> VMView:
-        """Remove a stopped VM's NIC on ``network`` (its tap, lease reservation, name)."""
+        """Remove a VM's NIC on ``network`` (its tap, lease reservation, name): from a
+        stopped VM, or unplugged from a running ``q35`` VM (the guest lets go first)."""
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
-            await self._check_nic_change(record, "detach a NIC from")
+            runtime = await self._nic_runtime(record, "detach a NIC from")
             config = record.config
             gone = [n for n in config.nics if n.type == "network" and n.network == network]
             if not gone:
@@ -346,22 +370,38 @@ class VMService:
                     f"VM '{name}' has no NIC on network '{network}'",
                     hint=f"'hangar info {name}' shows its addresses",
                 )
-            kept = tuple(n for n in config.nics if n not in gone)
+            if runtime is not None:
+                for nic in gone:
+                    position = config.nics.index(nic)
+                    await hotplug.unplug_nic(runtime.monitor, config, position, nic)
+            pinned, _ = (
+                self._pinned_nics(config) if config.machine == "q35" else (config.nics, None)
+            )
+            kept = tuple(p for p, n in zip(pinned, config.nics, strict=True) if n not in gone)
             if self.networks is not None:
                 await self.networks.detach_nics(config, gone, project)
             self.repo.set_config(config.model_copy(update={"nics": kept}))
         return await self.get(name, project)
 
-    async def _check_nic_change(self, record: VMRecord, action: str) -> None:
+    async def _nic_runtime(self, record: VMRecord, action: str) -> Runtime | None:
+        """None for a stopped VM; the runtime of a running q35 VM; refused otherwise."""
         state = await self.state_of(record)
         if state in (PowerState.STOPPED, PowerState.CRASHED):
-            return
+            return None
+        runtime = self.supervisor.get(record.id)
+        live = state in (PowerState.RUNNING, PowerState.PAUSED) and runtime is not None
+        if live and runtime is not None and record.config.machine == "q35":
+            return runtime
         error = StateConflict(record.name, action, state.value, ["stopped", "crashed"])
-        error.hint = (
-            f"the {record.config.machine} machine has no NIC hotplug (virtio-mmio devices "
-            f"cannot be added to a running guest): 'hangar stop {record.name}', change the "
-            f"NICs, then 'hangar start {record.name}'"
-        )
+        if record.config.machine == "q35":
+            error.hint = f"wait until it is running or stopped ('hangar info {record.name}')"
+        else:
+            error.hint = (
+                f"the {record.config.machine} machine has no NIC hotplug (virtio-mmio devices "
+                f"cannot be added to a running guest): 'hangar stop {record.name}', change the "
+                f"NICs, then 'hangar start {record.name}'; VMs launched with --machine q35 "
+                "take NICs while they run"
+            )
         raise error
 
     # --- power ----------------------------------------------------------------------

@@ -147,6 +147,8 @@ class NicConfig(BaseModel):
     network: str | None = None
     ip: str | None = None
     tap: str | None = None
+    # q35: the PCIe root port of a NIC attached while the VM ran (None: its position).
+    slot: int | None = None
 
 
 class KernelBoot(BaseModel):

@@ -9,6 +9,7 @@ in file order: a1 and a2 on the nat network ``natnet``, i1 on the isolated
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,7 @@ NAT_SUBNET, NAT_GW = "10.77.10.0/24", "10.77.10.1"
 ISO_SUBNET, ISO_GW = "10.77.20.0/24", "10.77.20.1"
 A1, A2, I1 = "10.77.10.11", "10.77.10.12", "10.77.20.11"
 S1 = "10.77.20.30"
+Q1_ISO, Q1_NAT = "10.77.20.40", "10.77.10.40"
 
 
 class Net:
@@ -290,6 +292,48 @@ def test_nic_attach_refused_while_running_then_made_on_a_stopped_vm(net: Net) ->
     # The guest DHCPs on its second NIC too; guests on an isolated network reach each other.
     assert f"inet {S1}/24" in net.run("s1", "ip -4 addr show eth1")
     assert "Hello from s1" in net.fetch("i1", f"http://{S1}/")
+
+
+def test_nic_hotplug_on_a_running_q35_vm_is_seen_and_used_by_the_guest(net: Net) -> None:
+    with net.client() as client:
+        client.launch(
+            {
+                "name": "q1",
+                "image": "tiny",
+                "memory": "128M",
+                "machine": "q35",
+                "nics": [{"type": "network", "network": "isonet", "ip": Q1_ISO}],
+            }
+        )
+        try:
+            wait_for_marker(client, "q1", MARKER, timeout=180)
+            assert "eth1" not in net.run("q1", "ls /sys/class/net")
+            attached = net.daemon.cli("network", "attach", "q1", "natnet", "--ip", Q1_NAT)
+            assert attached.code == 0 and Q1_NAT in attached.stdout, attached
+            vm = client.vm("q1")
+            nic = next(a for a in vm["addresses"] if a["network"] == "natnet")
+            tap = tap_name(vm["id"], 1)
+            assert tap in net.host("ip", "-o", "link", "show")
+            # The guest sees the new NIC with the MAC hangar gave it, and leases on it.
+            deadline = time.monotonic() + 30
+            while "eth1" not in net.run("q1", "ls /sys/class/net"):
+                assert time.monotonic() < deadline, "the guest never saw the hotplugged NIC"
+                time.sleep(0.5)
+            assert nic["mac"] in net.run("q1", "cat /sys/class/net/eth1/address")
+            net.run("q1", "ip link set eth1 up")
+            net.run("q1", "udhcpc -i eth1 -s /etc/udhcpc/default.script -n -q -t 10 -T 1")
+            assert f"inet {Q1_NAT}/24" in net.run("q1", "ip -4 addr show eth1")
+            assert "Hello from q1" in net.fetch("a1", f"http://{Q1_NAT}/")
+            # And out again: the guest lets go, the tap goes.
+            detached = net.daemon.cli("network", "detach", "q1", "natnet")
+            assert detached.code == 0, detached
+            assert "eth1" not in net.run("q1", "ls /sys/class/net")
+            assert tap not in net.host("ip", "-o", "link", "show")
+            assert [a["network"] for a in client.vm("q1")["addresses"]] == ["isonet"]
+        finally:
+            net.consoles.pop("q1", None)
+            with contextlib.suppress(ApiError):
+                client.delete("q1", force=True)
 
 
 def test_hangard_restart_adopts_dnsmasq_and_keeps_guests_talking(net: Net) -> None:

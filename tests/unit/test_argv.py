@@ -68,6 +68,22 @@ CASES = {
         ),
         host_facts(),
     ),
+    "tiny-q35-nics": (
+        _config(
+            machine="q35",
+            nics=[{}, {"type": "network", "network": "lan", "ip": "10.77.0.5"}],
+        ).model_copy(
+            update={
+                "nics": (
+                    *_config(machine="q35").nics,
+                    _config(nics=[{}, {"type": "network", "network": "lan", "ip": "10.77.0.5"}])
+                    .nics[1]
+                    .model_copy(update={"slot": 5}),
+                )
+            }
+        ),
+        host_facts(),
+    ),
     "tiny-network-nics": (
         _config(
             nics=[

@@ -65,33 +65,71 @@ def kernel_cmdline(config: VMConfig, host: HostFacts) -> str:
     return " ".join(args)
 
 
-def _nic_args(index: int, nic: NicConfig, model: str) -> list[str]:
+def nic_slot(index: int, nic: NicConfig) -> int:
+    """The NIC's slot: its PCIe root port on q35, and its QEMU ids on q35.
+
+    A NIC attached while the VM runs keeps the slot it was plugged into; NICs
+    from launch use their position.
+    """
+    return nic.slot if nic.slot is not None else index
+
+
+def nic_netdev(config: VMConfig, index: int, nic: NicConfig) -> dict[str, str]:
+    """The -netdev / QMP netdev_add properties of a network (tap) NIC."""
+    ident = nic_slot(index, nic) if config.machine == "q35" else index
+    # hangard made the tap (and put it on the network's bridge) before QEMU
+    # opens it: QEMU runs no scripts. No vhost: this host's kernel has no
+    # vhost-net (shared/MEASUREMENTS.md).
+    return {
+        "type": "tap",
+        "id": f"net{ident}",
+        "ifname": str(nic.tap),
+        "script": "no",
+        "downscript": "no",
+    }
+
+
+def nic_device(config: VMConfig, index: int, nic: NicConfig) -> dict[str, str]:
+    """The -device / QMP device_add properties of a NIC."""
+    if config.machine != "q35":
+        return {"driver": virtio(config, "net"), "netdev": f"net{index}", "mac": nic.mac}
+    slot = nic_slot(index, nic)
+    return {
+        "driver": virtio(config, "net"),
+        "netdev": f"net{slot}",
+        "mac": nic.mac,
+        "id": f"nic{slot}",
+        "bus": nic_port(slot),
+    }
+
+
+def nic_port(slot: int) -> str:
+    return f"np{slot}"
+
+
+def _props(props: dict[str, str], first: str) -> str:
+    rest = {k: v for k, v in props.items() if k != first}
+    return ",".join([props[first], *(f"{k}={v}" for k, v in rest.items())])
+
+
+def _nic_args(config: VMConfig, index: int, nic: NicConfig) -> list[str]:
+    device = _props(nic_device(config, index, nic), "driver")
     if nic.type == "network":
-        # hangard made the tap (and put it on the network's bridge) before QEMU
-        # starts: QEMU only opens it, it runs no scripts. No vhost: this host's
-        # kernel has no vhost-net (shared/MEASUREMENTS.md).
-        return [
-            "-netdev",
-            f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no",
-            "-device",
-            f"{model},netdev=net{index},mac={nic.mac}",
-        ]
-    netdev = [f"user,id=net{index}"]
+        return ["-netdev", _props(nic_netdev(config, index, nic), "type"), "-device", device]
+    netdev = [f"user,id={nic_device(config, index, nic)['netdev']}"]
     for fwd in nic.forwards:
         netdev.append(
             f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}"
         )
-    return [
-        "-netdev",
-        ",".join(netdev),
-        "-device",
-        f"{model},netdev=net{index},mac={nic.mac}",
-    ]
+    return ["-netdev", ",".join(netdev), "-device", device]
 
 
 # q35 only: PCIe root ports that volumes are plugged into, cold or hot
 # (one device per port; microvm's virtio-mmio has no hotplug at all).
 HOTPLUG_PORTS = 4
+# q35 only: root ports for NICs, so any NIC can be unplugged and others plugged
+# while the VM runs. Also the most NICs a q35 VM has.
+NIC_PORTS = 8
 _MACHINES = {
     "microvm": "microvm,x-option-roms=off,rtc=on,acpi=on,isa-serial=on",
     "q35": "q35",
@@ -181,10 +219,13 @@ def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
     if config.machine == "q35":
         for slot in range(HOTPLUG_PORTS):
             argv += ["-device", f"pcie-root-port,id={hotplug_port(slot)},chassis={slot + 1}"]
+        for slot in range(NIC_PORTS):
+            chassis = HOTPLUG_PORTS + 1 + slot
+            argv += ["-device", f"pcie-root-port,id={nic_port(slot)},chassis={chassis}"]
     for disk in config.data_disks:
         argv += _data_disk_args(config, disk)
     for index, nic in enumerate(config.nics):
-        argv += _nic_args(index, nic, virtio(config, "net"))
+        argv += _nic_args(config, index, nic)
     argv += [
         "-chardev",
         f"socket,id=console,path={files.console_socket},server=on,wait=off,"

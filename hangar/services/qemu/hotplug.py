@@ -1,4 +1,5 @@
-"""Volume hotplug over QMP on q35: blockdev-add + device_add into a PCIe root port, and back.
+"""Volume and NIC hotplug over QMP on q35: blockdev-add / netdev_add + device_add into a
+PCIe root port, and back.
 
 Unplugging needs the guest's cooperation: ``device_del`` asks it to release
 the device, and the block nodes can only go once it has.
@@ -10,9 +11,9 @@ import asyncio
 import contextlib
 
 from hangar.errors import Conflict, QemuFailed
-from hangar.services.qemu.argv import data_disk_device, data_disk_node
+from hangar.services.qemu.argv import data_disk_device, data_disk_node, nic_device, nic_netdev
 from hangar.services.qmp.monitor import Monitor
-from hangar.spec.vm import DataDisk, VMConfig
+from hangar.spec.vm import DataDisk, NicConfig, VMConfig
 
 UNPLUG_TIMEOUT = 20.0
 
@@ -60,3 +61,36 @@ async def unplug(monitor: Monitor, disk: DataDisk) -> None:
                 ) from None
             await asyncio.sleep(0.1)
     await monitor.execute("blockdev-del", {"node-name": f"{node}-file"})
+
+
+async def plug_nic(monitor: Monitor, config: VMConfig, index: int, nic: NicConfig) -> None:
+    """Open the NIC's tap (netdev_add), then add its virtio-net-pci into its root port."""
+    netdev = nic_netdev(config, index, nic)
+    await monitor.execute("netdev_add", netdev)
+    try:
+        await monitor.execute("device_add", nic_device(config, index, nic))
+    except QemuFailed:
+        with contextlib.suppress(QemuFailed):
+            await monitor.execute("netdev_del", {"id": netdev["id"]})
+        raise
+
+
+async def unplug_nic(monitor: Monitor, config: VMConfig, index: int, nic: NicConfig) -> None:
+    """Ask the guest to release the NIC, wait until the device is gone, close the tap."""
+    device = nic_device(config, index, nic)
+    await monitor.execute("device_del", {"id": device["id"]})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + UNPLUG_TIMEOUT
+    path = f"/machine/peripheral/{device['id']}"
+    while True:
+        try:
+            await monitor.execute("qom-get", {"path": path, "property": "type"})
+        except QemuFailed:
+            break  # the device is gone: the guest let go
+        if loop.time() > deadline:
+            raise Conflict(
+                f"the guest did not release NIC {device['id']} in {UNPLUG_TIMEOUT:g} s",
+                hint="the NIC stays attached; stop the VM and detach it then",
+            )
+        await asyncio.sleep(0.1)
+    await monitor.execute("netdev_del", {"id": device["netdev"]})
