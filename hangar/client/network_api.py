@@ -5,21 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+from hangar.client.transport import Transport
 
-class NetworkApi:
+
+class NetworkApi(Transport):
     """Mixed into :class:`hangar.client.client.Client`, which provides the transport.
     Every call acts in the client's project (``?project=``)."""
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        raise NotImplementedError
 
     def networks(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], self.request("GET", "/1.0/networks"))

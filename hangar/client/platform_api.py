@@ -10,24 +10,14 @@ from typing import Any, cast
 
 from websockets.sync.client import ClientConnection
 
+from hangar.client.transport import Transport
 from hangar.errors import HangarError
 
 OPERATION_POLL = 1.0  # server-side wait per poll: progress shows promptly, few requests
 
 
-class PlatformApi:
+class PlatformApi(Transport):
     """Mixed into :class:`hangar.client.client.Client`, which provides the transport."""
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        raise NotImplementedError
 
     def websocket(self, path: str, params: Mapping[str, str] | None = None) -> ClientConnection:
         raise NotImplementedError
