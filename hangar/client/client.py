@@ -245,6 +245,38 @@ class Client(PlatformApi):
         """Publish a VM as a template and wait; returns the template's manifest."""
         return self._result(self.start_publish(name, template))
 
+    # --- snapshots -------------------------------------------------------------------
+
+    def snapshots(self, vm: str) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", f"/1.0/vms/{vm}/snapshots"))
+
+    def snapshot(self, vm: str, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{vm}/snapshots/{name}"))
+
+    def start_snapshot(self, vm: str, name: str, *, memory: bool = False) -> dict[str, Any]:
+        body = {"name": name, "memory": memory}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{vm}/snapshots", json=body))
+
+    def create_snapshot(self, vm: str, name: str, *, memory: bool = False) -> dict[str, Any]:
+        """Snapshot a VM and wait; returns the snapshot."""
+        return self._result(self.start_snapshot(vm, name, memory=memory))
+
+    def start_restore(self, vm: str, name: str, *, force: bool = False) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.request("POST", f"/1.0/vms/{vm}/snapshots/{name}/restore", json={"force": force}),
+        )
+
+    def restore_snapshot(self, vm: str, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Restore a VM to a snapshot and wait; returns the VM."""
+        return self._result(self.start_restore(vm, name, force=force))
+
+    def start_delete_snapshot(self, vm: str, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("DELETE", f"/1.0/vms/{vm}/snapshots/{name}"))
+
+    def delete_snapshot(self, vm: str, name: str) -> None:
+        self._result(self.start_delete_snapshot(vm, name))
+
     def _result(self, op: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
         return cast(dict[str, Any], self.wait_operation(op["id"], timeout=timeout)["result"])
 

@@ -13,6 +13,7 @@ from hangar.services.events import EventBus
 from hangar.services.images import ImageService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
+from hangar.services.snapshots.service import SnapshotService
 from hangar.services.storage.images import ImageStore
 from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
@@ -21,6 +22,7 @@ from hangar.services.volumes import StorageService
 from hangar.state.audit import AuditEntry, AuditRepository
 from hangar.state.db import Database
 from hangar.state.projects import ProjectRepository
+from hangar.state.snapshots import SnapshotRepository
 from hangar.state.vms import VMRecord, VMRepository
 from hangar.state.volumes import PoolRepository, VolumeRepository
 
@@ -40,6 +42,7 @@ class Platform:
     transfer: TransferService
     clones: CloneService
     storage: StorageService
+    snapshots: SnapshotService
     _stopped: bool = False
 
     @classmethod
@@ -70,6 +73,7 @@ class Platform:
             storage=StorageService(
                 paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
             ),
+            snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform

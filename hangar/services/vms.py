@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -24,8 +24,9 @@ from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services import ports
 from hangar.services.lifecycle import Action, PowerState, check
-from hangar.services.qemu import img, process
+from hangar.services.qemu import img, layers, process
 from hangar.services.qemu.argv import VMFiles, render_argv
+from hangar.services.qmp.migration import load_memory
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
@@ -69,6 +70,9 @@ class StopResult(BaseModel):
 
 # Raises (e.g. QuotaExceeded) when a resolved config does not fit its project.
 QuotaCheck = Callable[[str, VMConfig], None]
+# Runs once a started VM runs (e.g. a warm launch's new identity); if it raises, the
+# VM is stopped again.
+ReadyHook = Callable[["Runtime"], Awaitable[None]]
 
 
 class VMService:
@@ -94,7 +98,12 @@ class VMService:
     # --- reading -----------------------------------------------------------------
 
     def files(self, config: VMConfig) -> VMFiles:
-        return VMFiles(dir=self.paths.vm_dir(config.id), runtime=self.paths.vm_runtime(config.id))
+        folder = self.paths.vm_dir(config.id)
+        return VMFiles(
+            dir=folder,
+            runtime=self.paths.vm_runtime(config.id),
+            active_disk=layers.active_disk(folder),
+        )
 
     async def state_of(self, record: VMRecord) -> PowerState:
         runtime = self.supervisor.get(record.id)
@@ -223,12 +232,19 @@ class VMService:
             return await self.get(config.name, project)
 
     async def adopt_copy(
-        self, config: VMConfig, *, start: bool, project: str = DEFAULT_PROJECT
+        self,
+        config: VMConfig,
+        *,
+        start: bool,
+        project: str = DEFAULT_PROJECT,
+        memory: Path | None = None,
+        ready: ReadyHook | None = None,
     ) -> VMView:
         """Register a VM whose folder (disk and boot files) a copy has just filled.
 
         The project's quotas apply as to a launch. The caller removes the folder if
-        this fails; the row is removed here.
+        this fails; the row is removed here. ``memory`` (a saved migration stream)
+        and ``ready`` are passed on to the start.
         """
         self._check_ports(config)
         async with self._locks[f"project:{project}"]:
@@ -239,7 +255,7 @@ class VMService:
             async with revert_on_error() as undo:
                 undo.push("delete VM row", lambda: self.repo.delete(config.id))
                 async with self._locks[config.id]:
-                    await self._start(record)
+                    await self._start(record, memory=memory, ready=ready)
         return await self.get(config.name, project)
 
     async def delete(
@@ -269,11 +285,17 @@ class VMService:
             await self._start(record)
         return await self.get(name, project)
 
-    async def _start(self, record: VMRecord) -> Runtime:
-        """Start QEMU paused, wire it up over QMP, then continue it."""
+    async def _start(
+        self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None
+    ) -> Runtime:
+        """Start QEMU paused, wire it up over QMP, then continue it.
+
+        With ``memory`` (a saved migration stream of this config's machine) QEMU
+        resumes the saved guest instead of booting. ``ready`` runs once it runs.
+        """
         config = record.config
         files = self.files(config)
-        argv = render_argv(config, self.host, files)
+        argv = render_argv(config, self.host, files, incoming=memory is not None)
         self.repo.set_state(record.id, PowerState.STARTING)
         try:
             runtime = await self.supervisor.launch(config.id, config.name, argv, files)
@@ -282,8 +304,14 @@ class VMService:
             raise
         runtime.transition = PowerState.STARTING
         try:
+            if memory is not None:
+                await load_memory(
+                    runtime.monitor, memory, alive=lambda: not files.exit_status.exists()
+                )
             await runtime.monitor.cont()
-        except QemuFailed:
+            if ready is not None:
+                await ready(runtime)
+        except BaseException:
             await self._force_stop(runtime, "failed to start")
             self.repo.set_state(record.id, record.state, record.state_reason)
             raise
@@ -326,6 +354,16 @@ class VMService:
                 runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
             )
             return "forced-after-timeout"
+
+    async def start_locked(
+        self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None
+    ) -> Runtime:
+        """Start a VM for another service that holds its lock (see :meth:`_start`)."""
+        return await self._start(record, memory=memory, ready=ready)
+
+    async def force_stop_locked(self, runtime: Runtime, reason: str) -> None:
+        """Stop a VM now for another service that holds its lock."""
+        await self._force_stop(runtime, reason)
 
     async def _force_stop(self, runtime: Runtime, reason: str) -> None:
         """QMP quit (QEMU flushes disks), SIGKILL if that does not end it."""
@@ -375,6 +413,10 @@ class VMService:
         if runtime is None:
             raise QemuFailed(f"VM '{record.name}' has no running QEMU")
         return runtime
+
+    def check_ports(self, config: VMConfig) -> None:
+        """Raise :class:`Conflict` if a host port ``config`` forwards is taken."""
+        self._check_ports(config)
 
     def _check_ports(self, config: VMConfig) -> None:
         owners: dict[tuple[str, int], str] = {

@@ -75,6 +75,12 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("POST", "/1.0/volumes/data/attach", {"vm": "web"}, OPERATE),
     ("POST", "/1.0/volumes/data/detach", {"vm": "web"}, OPERATE),  # 409: not attached
     ("DELETE", "/1.0/volumes/data", None, OPERATE),
+    # snapshots belong to the VM's project
+    ("GET", "/1.0/vms/web/snapshots", None, READ),
+    ("POST", "/1.0/vms/web/snapshots", {"name": "snap2"}, OPERATE),
+    ("GET", "/1.0/vms/web/snapshots/snap", None, READ),
+    ("POST", "/1.0/vms/web/snapshots/snap/restore", {"force": True}, OPERATE),
+    ("DELETE", "/1.0/vms/web/snapshots/snap", None, OPERATE),
 ]
 
 
@@ -183,7 +189,7 @@ def test_no_token_or_a_wrong_one_is_refused_over_tcp(
 
 def test_the_matrix_covers_every_route(world: World) -> None:
     """A new route must be added to ENDPOINTS (with its level), or this fails."""
-    covered = {(m, re.sub(r"/(web|tiny|data|default|\{p\}|\{op\}|\{tok\})(?=/|$)", "/*", p))
+    covered = {(m, re.sub(r"/(web|tiny|data|snap|default|\{p\}|\{op\}|\{tok\})(?=/|$)", "/*", p))
                for m, p, *_ in ENDPOINTS}  # fmt: skip
     spec = world.api.get("/openapi.json").json()["paths"]
     missing = []

@@ -20,10 +20,12 @@ class VMFiles:
 
     dir: Path
     runtime: Path
+    # The disk file now, once snapshots have put overlays on root.qcow2 (layers.py).
+    active_disk: Path | None = None
 
     @property
     def disk(self) -> Path:
-        return self.dir / "root.qcow2"
+        return self.active_disk or self.dir / "root.qcow2"
 
     @property
     def serial_log(self) -> Path:
@@ -38,6 +40,11 @@ class VMFiles:
     def exit_status(self) -> Path:
         """Written by the supervising shell when QEMU exits: its exit status."""
         return self.dir / "exit-status"
+
+    @property
+    def snapshots(self) -> Path:
+        """One folder per snapshot: its frozen disk layer, saved memory, kept files."""
+        return self.dir / "snapshots"
 
     @property
     def pidfile(self) -> Path:
@@ -129,8 +136,15 @@ def _data_disk_args(config: VMConfig, disk: DataDisk) -> list[str]:
     ]
 
 
-def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
-    """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP."""
+def render_argv(
+    config: VMConfig, host: HostFacts, files: VMFiles, *, incoming: bool = False
+) -> list[str]:
+    """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP.
+
+    ``incoming``: QEMU waits for a saved migration stream (``migrate-incoming`` over
+    QMP) instead of booting; the stream only loads into the same machine and devices,
+    so everything else must be rendered from the config it was saved with.
+    """
     argv = [
         host.qemu_binary,
         "-name",
@@ -186,4 +200,6 @@ def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
         "-pidfile",
         str(files.pidfile),
     ]
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv
