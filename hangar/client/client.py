@@ -235,15 +235,21 @@ class Client(PlatformApi):
         """Copy a VM and wait; returns the new VM."""
         return self._result(self.start_copy(name, new_name, full=full, start=start))
 
-    def start_publish(self, name: str, template: str) -> dict[str, Any]:
-        return cast(
-            dict[str, Any],
-            self.request("POST", f"/1.0/vms/{name}/publish", json={"template": template}),
-        )
+    def start_publish(self, name: str, template: str, *, warm: bool = False) -> dict[str, Any]:
+        body = {"template": template, "warm": warm}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/publish", json=body))
 
-    def publish(self, name: str, template: str) -> dict[str, Any]:
+    def publish(self, name: str, template: str, *, warm: bool = False) -> dict[str, Any]:
         """Publish a VM as a template and wait; returns the template's manifest."""
-        return self._result(self.start_publish(name, template))
+        return self._result(self.start_publish(name, template, warm=warm))
+
+    def start_fork(self, name: str, count: int, *, prefix: str | None = None) -> dict[str, Any]:
+        body = {"count": count, "prefix": prefix}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/fork", json=body))
+
+    def fork(self, name: str, count: int, *, prefix: str | None = None) -> dict[str, Any]:
+        """Fork a running VM N times and wait; returns the template and the new VMs."""
+        return self._result(self.start_fork(name, count, prefix=prefix))
 
     # --- snapshots -------------------------------------------------------------------
 
@@ -335,9 +341,14 @@ class Client(PlatformApi):
         return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{name}"))
 
     def launch(
-        self, spec: Mapping[str, Any], *, start: bool = True, full: bool = False
+        self,
+        spec: Mapping[str, Any],
+        *,
+        start: bool = True,
+        full: bool = False,
+        cold: bool = False,
     ) -> dict[str, Any]:
-        body = {**spec, "start": start, "full": full}
+        body = {**spec, "start": start, "full": full, "cold": cold}
         return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body, timeout=3600))
 
     def start(self, name: str) -> dict[str, Any]:

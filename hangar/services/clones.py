@@ -49,7 +49,15 @@ BACKUP_TIMEOUT = 3600.0
 def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
     """The source's config under a new identity: id, name, MACs; no port forwards, no volumes."""
     nics = tuple(
-        nic.model_copy(update={"mac": mac_from_id(vm_id, i), "forwards": ()})
+        # A copy boots afresh: slirp's first address, as for a new VM.
+        nic.model_copy(
+            update={
+                "mac": mac_from_id(vm_id, i),
+                "forwards": (),
+                "address": None,
+                "dhcp_start": None,
+            }
+        )
         for i, nic in enumerate(source.nics)
     )
     return source.model_copy(update={"id": vm_id, "name": name, "nics": nics, "data_disks": ()})

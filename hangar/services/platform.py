@@ -14,6 +14,7 @@ from hangar.services.images import ImageService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
 from hangar.services.snapshots.service import SnapshotService
+from hangar.services.snapshots.warm import WarmService
 from hangar.services.storage.images import ImageStore
 from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
@@ -43,6 +44,7 @@ class Platform:
     clones: CloneService
     storage: StorageService
     snapshots: SnapshotService
+    warm: WarmService
     _stopped: bool = False
 
     @classmethod
@@ -74,6 +76,7 @@ class Platform:
                 paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
             ),
             snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
+            warm=WarmService(vms, store, runner),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform

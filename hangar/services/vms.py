@@ -8,6 +8,7 @@ a time; actions on different VMs run concurrently.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -293,6 +294,8 @@ class VMService:
         With ``memory`` (a saved migration stream of this config's machine) QEMU
         resumes the saved guest instead of booting. ``ready`` runs once it runs.
         """
+        if memory is None and any(nic.dhcp_start for nic in record.config.nics):
+            record = self._fresh_lease_table(record)
         config = record.config
         files = self.files(config)
         argv = render_argv(config, self.host, files, incoming=memory is not None)
@@ -354,6 +357,14 @@ class VMService:
                 runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
             )
             return "forced-after-timeout"
+
+    def _fresh_lease_table(self, record: VMRecord) -> VMRecord:
+        """A booting VM's user-mode network starts with an empty DHCP lease table, whose
+        base is the guest's own address again (NicConfig.dhcp_start)."""
+        nics = tuple(nic.model_copy(update={"dhcp_start": None}) for nic in record.config.nics)
+        config = record.config.model_copy(update={"nics": nics})
+        self.repo.set_config(config)
+        return dataclasses.replace(record, config=config)
 
     async def start_locked(
         self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None

@@ -128,6 +128,12 @@ class NicConfig(BaseModel):
     type: Literal["user"]
     mac: str
     forwards: tuple[PortForward, ...]
+    # User-mode networking. ``address``: the IPv4 address the guest leases and port
+    # forwards go to (None: slirp's first, 10.0.2.15). ``dhcp_start``: for a VM resumed
+    # from a saved guest (warm launch), the base of the saved DHCP lease table, chosen
+    # so that the guest's new MAC leases ``address`` (services/snapshots/warm.py).
+    address: str | None = None
+    dhcp_start: str | None = None
 
 
 class KernelBoot(BaseModel):

@@ -72,11 +72,17 @@ def kernel_cmdline(config: VMConfig, host: HostFacts) -> str:
     return " ".join(args)
 
 
-def _nic_args(index: int, nic: NicConfig, model: str) -> list[str]:
+def _nic_args(index: int, nic: NicConfig, model: str, incoming: bool) -> list[str]:
     netdev = [f"user,id=net{index}"]
+    # A fresh lease table gives the guest its first address (dhcpstart); a resumed
+    # one already holds leases, counted from the saved table's own base.
+    start = (nic.dhcp_start or nic.address) if incoming else nic.address
+    if start:
+        netdev.append(f"dhcpstart={start}")
     for fwd in nic.forwards:
         netdev.append(
-            f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}"
+            f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}"
+            f"-{nic.address or ''}:{fwd.guest_port}"
         )
     return [
         "-netdev",
@@ -188,7 +194,7 @@ def render_argv(
     for disk in config.data_disks:
         argv += _data_disk_args(config, disk)
     for index, nic in enumerate(config.nics):
-        argv += _nic_args(index, nic, virtio(config, "net"))
+        argv += _nic_args(index, nic, virtio(config, "net"), incoming)
     argv += [
         "-chardev",
         f"socket,id=console,path={files.console_socket},server=on,wait=off,"
