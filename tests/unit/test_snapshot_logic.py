@@ -12,6 +12,7 @@ from hangar.errors import InvalidInput
 from hangar.services.qemu import layers
 from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.snapshots import tree
+from hangar.services.snapshots.service import kept_files, restore_kept, save_kept
 from hangar.services.snapshots.warm import plan_address
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
@@ -167,3 +168,17 @@ def test_a_resumed_vm_differs_from_a_booted_one_only_where_it_must() -> None:
     # Only the lease table's base: the forward goes to the guest's address either way.
     assert len(changed) == 1 and "dhcpstart=10.0.2.21" in changed[0][0]
     assert "dhcpstart=10.0.2.20" in changed[0][1] and "-10.0.2.21:80" in changed[0][1]
+
+
+def test_kept_files_go_into_the_snapshot_and_back(tmp_path: Path) -> None:
+    """The mechanism a UEFI variable store will use (service.kept_files names it)."""
+    vars_file = tmp_path / "vm" / "OVMF_VARS.fd"
+    vars_file.parent.mkdir()
+    vars_file.write_bytes(b"boot order A")
+    saved = tmp_path / "snap" / "kept"
+    saved.parent.mkdir()
+    save_kept([vars_file], saved)
+    vars_file.write_bytes(b"boot order B")
+    restore_kept(saved, [vars_file])
+    assert vars_file.read_bytes() == b"boot order A"
+    assert kept_files(_config(), FILES) == []  # no VM has such a file yet

@@ -167,7 +167,7 @@ class SnapshotService:
             async with revert_on_error() as undo:
                 folder.mkdir(parents=True)
                 undo.push("remove snapshot folder", lambda: shutil.rmtree(folder, True))
-                _keep(kept_files(record.config, files), folder / KEPT)
+                save_kept(kept_files(record.config, files), folder / KEPT)
                 frozen = files.disk
                 saved, failure = await self._freeze(
                     record, files, folder, runtime if live else None, memory, undo, progress
@@ -305,7 +305,7 @@ class SnapshotService:
                 undo.push("remove new overlay", lambda: overlay.unlink(missing_ok=True))
                 layers.point_to(files.dir, overlay)
                 undo.push("point back to the disk", lambda: layers.point_to(files.dir, previous))
-                _restore_kept(_folder(files, snap.id) / KEPT, kept_files(config, files))
+                restore_kept(_folder(files, snap.id) / KEPT, kept_files(config, files))
                 self.vms.repo.set_config(config)
                 undo.push("restore config", lambda: self.vms.repo.set_config(record.config))
                 if snap.memory is not None:
@@ -390,14 +390,14 @@ def _snapshot_size(files: VMFiles, snapshot_id: str, disk: Path) -> int:
     return _size(_folder(files, snapshot_id)) + disk.stat().st_size
 
 
-def _keep(paths: list[Path], into: Path) -> None:
+def save_kept(paths: list[Path], into: Path) -> None:
     """Copy each kept file into ``into`` under its own name."""
     for path in paths:
         into.mkdir(exist_ok=True)
         shutil.copy2(path, into / path.name)
 
 
-def _restore_kept(source: Path, paths: list[Path]) -> None:
+def restore_kept(source: Path, paths: list[Path]) -> None:
     """Put kept files back where the config wants them."""
     for path in paths:
         saved = source / path.name
