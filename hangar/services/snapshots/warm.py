@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,8 @@ from hangar.spec.image import ImageDefaults, ImageManifest, WarmState
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import NicConfig, VMConfig, VMCreate, check_name
 from hangar.state.vms import DEFAULT_PROJECT
+
+log = logging.getLogger(__name__)
 
 MEMORY = "memory.bin"
 DISK = "disk.qcow2"
@@ -268,7 +272,14 @@ class WarmService:
                 )  # fmt: skip
 
                 async def ready(runtime: Runtime) -> None:
+                    t0 = time.monotonic()
                     await new_identity(files, config.name, config.nics[0].mac, vm_id)
+                    log.info(
+                        "VM %s: resumed %.3f s after QEMU started; new identity in %.3f s",
+                        config.name,
+                        t0 - runtime.started,
+                        time.monotonic() - t0,
+                    )
 
                 view = await self.vms.adopt_copy(
                     config,
