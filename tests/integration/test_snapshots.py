@@ -7,29 +7,41 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from websockets.exceptions import ConnectionClosedError
 
 from hangar.client.client import ApiError, Client
 from tests.support.daemon import Daemon
 from tests.support.guest_console import GuestConsole
-from tests.support.waiting import wait_for_marker
+from tests.support.waiting import free_port, wait_for_marker
 
 pytestmark = pytest.mark.qemu
 MARKER = "HANGAR-BOOT-COMPLETE"
 MEMORY = 128 * 1024 * 1024
 VM = "sn-a"
+PORT = free_port()
 
 
 def guest(client: Client, name: str, command: str, timeout: float = 30.0) -> str:
-    c = GuestConsole(client.console(name))
-    try:
-        c.send("\n")
-        return c.run(command, timeout=timeout)
-    finally:
-        c.close()
+    """Run ``command`` on the guest's console. The server lets go of the previous
+    console session asynchronously, so a 'console in use' refusal is retried."""
+    for _ in range(50):
+        c = GuestConsole(client.console(name))
+        try:
+            c.send("\n")
+            return c.run(command, timeout=timeout)
+        except ConnectionClosedError as exc:
+            if "in use" not in str(exc):
+                raise
+        finally:
+            c.close()
+        time.sleep(0.1)
+    raise AssertionError(f"the console of {name} stayed in use")
 
 
 def drop_snapshots(client: Client, name: str) -> None:
@@ -47,7 +59,11 @@ def boot(client: Client, name: str) -> None:
 @pytest.fixture(scope="module")
 def vm(daemon: Daemon) -> Iterator[str]:
     with daemon.client() as client:
-        client.launch({"name": VM, "image": "tiny", "memory": MEMORY})
+        # A forwarded port: restoring must not find it "taken" by the VM's own QEMU.
+        forward = {"host_port": PORT, "guest_port": 80}
+        client.launch(
+            {"name": VM, "image": "tiny", "memory": MEMORY, "nics": [{"forwards": [forward]}]}
+        )
         try:
             wait_for_marker(client, VM, MARKER)
             yield VM
@@ -97,6 +113,7 @@ def test_memory_snapshot_brings_back_a_file_and_a_killed_process(
     seen = guest(client, vm, f"cat /root/state; kill -0 {pid} && echo alive-$((1+1))")
     assert "kept-12" in seen and "changed" not in seen
     assert "alive-2" in seen  # the process carries on
+    assert httpx.get(f"http://127.0.0.1:{PORT}/", timeout=30).status_code == 200
     # The snapshot stays reusable: a second restore works the same.
     guest(client, vm, "echo again > /root/state && sync")
     client.restore_snapshot(vm, "mem", force=True)

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from hangar.errors import Conflict, QemuFailed, StateConflict
 from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
+from hangar.services.operations import OperationCancelled
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img, layers
 from hangar.services.qemu.argv import VMFiles
@@ -239,9 +240,9 @@ class SnapshotService:
             await migration.save_memory(
                 monitor, target, span(progress, "saving memory and device state", 5, 98)
             )
-        except (QemuFailed, OSError) as exc:
+        except (QemuFailed, OSError, OperationCancelled) as exc:
             await _resume(monitor, was_running)
-            return None, str(exc)
+            return None, "cancelled on request" if isinstance(exc, OperationCancelled) else str(exc)
         # cont takes the disks back from the finished migration; a VM paused before
         # runs for a moment then, as QEMU 7.2 has no other way to re-activate them.
         try:
@@ -291,11 +292,12 @@ class SnapshotService:
                     "data_disks": record.config.data_disks,
                 }
             )
-            if snap.memory is not None:
-                self.vms.check_ports(config)
             if runtime is not None and state in LIVE:
                 progress("stopping the VM", percent=2)
                 await self.vms.force_stop_locked(runtime, f"stopped: restoring snapshot '{name}'")
+            if snap.memory is not None:
+                # Only now: the VM's own QEMU held its forwarded ports until it stopped.
+                self.vms.check_ports(config)
             previous = files.disk
             overlay = layers.new_layer(files.dir)
             async with revert_on_error() as undo:
