@@ -12,7 +12,7 @@ Copies stay in the caller's project.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, OPERATE, Access
 from hangar.api.deps import platform_of
@@ -53,6 +53,16 @@ class PublishBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     template: str
+    # Save the running VM's guest (RAM and devices) too: launches resume it.
+    warm: bool = False
+
+
+class ForkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=100)
+    # The forks are named PREFIX-1 ... PREFIX-N (default: VM-fork).
+    prefix: str | None = None
 
 
 @router.post("/1.0/images/import", status_code=202)
@@ -125,8 +135,32 @@ async def publish_vm(
     platform.vms.repo.get(name, scope.project)
 
     async def work(op: Operation) -> BaseModel:
+        if body.warm:
+            return await platform.warm.publish(
+                name, body.template, project=scope.project, progress=op.progress
+            )
         op.progress(f"generalizing and capturing VM '{name}'")
         return await platform.clones.publish(name, body.template, project=scope.project)
 
-    description = f"publish VM '{name}' as template '{body.template}'"
+    kind = "warm template" if body.warm else "template"
+    description = f"publish VM '{name}' as {kind} '{body.template}'"
     return platform.operations.start(scope.project, "publish", description, work).view
+
+
+@router.post("/1.0/vms/{name}/fork", status_code=202)
+async def fork_vm(
+    request: Request, name: str, body: ForkBody, scope: Access = OPERATE
+) -> OperationView:
+    """N running copies of a running VM, each resumed from one saved moment of it and
+    given its own identity (name, MAC, DHCP lease, machine-id). The result names the
+    warm template they are linked clones of, and the VMs."""
+    platform = platform_of(request)
+    platform.vms.repo.get(name, scope.project)
+
+    async def work(op: Operation) -> BaseModel:
+        return await platform.warm.fork(
+            name, body.count, prefix=body.prefix, project=scope.project, progress=op.progress
+        )
+
+    description = f"fork VM '{name}' {body.count} time(s)"
+    return platform.operations.start(scope.project, "fork", description, work).view

@@ -14,10 +14,12 @@ router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
 
 class Launch(VMCreate):
-    """A VMCreate plus whether to start it at once and whether its disk is a full copy."""
+    """A VMCreate plus whether to start it at once, whether its disk is a full copy, and
+    whether to boot a warm template instead of resuming its saved guest."""
 
     start: bool = True
     full: bool = False
+    cold: bool = False
 
 
 class StopRequest(BaseModel):
@@ -47,10 +49,12 @@ async def list_vms(
 
 @router.post("", status_code=201)
 async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
-    spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full"}))
-    return await platform_of(request).vms.create(
-        spec, start=body.start, full=body.full, project=scope.project
-    )
+    spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full", "cold"}))
+    platform = platform_of(request)
+    if body.start and not body.full and not body.cold and platform.warm.warm_state(spec.image):
+        # A warm template resumes its saved guest under a new identity.
+        return await platform.warm.launch(spec, project=scope.project)
+    return await platform.vms.create(spec, start=body.start, full=body.full, project=scope.project)
 
 
 @router.get("/{name}")

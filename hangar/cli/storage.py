@@ -135,13 +135,19 @@ def copy(source: str, name: str, full: bool, start: bool, no_wait: bool, fmt: st
 @cli.command()
 @click.argument("vm")
 @click.argument("template")
+@click.option(
+    "--warm",
+    is_flag=True,
+    help="save the running VM's guest too: launches resume it (under a new identity)",
+)
 @NO_WAIT
 @format_option
 @handle_errors
-def publish(vm: str, template: str, no_wait: bool, fmt: str) -> None:
-    """Capture stopped VM as TEMPLATE (generalized); launch VMs from it with 'hangar launch'."""
+def publish(vm: str, template: str, warm: bool, no_wait: bool, fmt: str) -> None:
+    """Capture stopped VM as TEMPLATE (generalized), or with --warm a running VM as it
+    runs; launch VMs from it with 'hangar launch'."""
     with connect() as client:
-        op = client.start_publish(vm, template)
+        op = client.start_publish(vm, template, warm=warm)
         manifest = _finish(client, op, no_wait=no_wait, as_json=fmt == "json")
     if manifest is None:
         return
@@ -149,3 +155,26 @@ def publish(vm: str, template: str, no_wait: bool, fmt: str) -> None:
         emit_json(manifest)
         return
     out.print(f"template [bold]{template}[/]: {manifest['description']}", highlight=False)
+
+
+@cli.command()
+@click.argument("vm")
+@click.option("--count", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--prefix", help="name the forks PREFIX-1 … PREFIX-N (default: VM-fork)")
+@NO_WAIT
+@format_option
+@handle_errors
+def fork(vm: str, count: int, prefix: str | None, no_wait: bool, fmt: str) -> None:
+    """Fork running VM into COUNT running VMs, each resumed from this moment of it with its
+    own identity (name, MAC, DHCP lease, machine-id)."""
+    with connect() as client:
+        op = client.start_fork(vm, count, prefix=prefix)
+        result = _finish(client, op, no_wait=no_wait, as_json=fmt == "json")
+    if result is None:
+        return
+    if fmt == "json":
+        emit_json(result)
+        return
+    for forked in result["vms"]:
+        out.print(f"VM [bold]{forked['name']}[/] is {forked['state']}", highlight=False)
+    out.print(f"  (linked clones of warm template {result['template']})", highlight=False)

@@ -111,6 +111,7 @@ def print_vm(vm: dict[str, Any]) -> None:
     type=click.Choice(["microvm", "q35"]),
     help="microvm (default, fastest boot) or q35 (PCIe: volumes attach while it runs)",
 )
+@click.option("--cold", is_flag=True, help="boot a warm template instead of resuming its guest")
 @wait_option
 @format_option
 @handle_errors
@@ -127,6 +128,7 @@ def launch(
     count: int,
     full: bool,
     machine: str | None,
+    cold: bool,
     wait: float | None,
     fmt: str,
 ) -> None:
@@ -156,7 +158,9 @@ def launch(
     launched = []
     with connect() as client:
         for vm_name in names:
-            launched.append(client.launch({**spec, "name": vm_name}, start=not no_start, full=full))
+            launched.append(
+                client.launch({**spec, "name": vm_name}, start=not no_start, full=full, cold=cold)
+            )
         if wait is not None and not no_start:
             for vm in launched:
                 _wait_for_boot(client, vm, seen=0, timeout=wait)

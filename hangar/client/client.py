@@ -236,15 +236,53 @@ class Client(PlatformApi, NetworkApi):
         """Copy a VM and wait; returns the new VM."""
         return self._result(self.start_copy(name, new_name, full=full, start=start))
 
-    def start_publish(self, name: str, template: str) -> dict[str, Any]:
+    def start_publish(self, name: str, template: str, *, warm: bool = False) -> dict[str, Any]:
+        body = {"template": template, "warm": warm}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/publish", json=body))
+
+    def publish(self, name: str, template: str, *, warm: bool = False) -> dict[str, Any]:
+        """Publish a VM as a template and wait; returns the template's manifest."""
+        return self._result(self.start_publish(name, template, warm=warm))
+
+    def start_fork(self, name: str, count: int, *, prefix: str | None = None) -> dict[str, Any]:
+        body = {"count": count, "prefix": prefix}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/fork", json=body))
+
+    def fork(self, name: str, count: int, *, prefix: str | None = None) -> dict[str, Any]:
+        """Fork a running VM N times and wait; returns the template and the new VMs."""
+        return self._result(self.start_fork(name, count, prefix=prefix))
+
+    # --- snapshots -------------------------------------------------------------------
+
+    def snapshots(self, vm: str) -> list[dict[str, Any]]:
+        return cast(list[dict[str, Any]], self.request("GET", f"/1.0/vms/{vm}/snapshots"))
+
+    def snapshot(self, vm: str, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{vm}/snapshots/{name}"))
+
+    def start_snapshot(self, vm: str, name: str, *, memory: bool = False) -> dict[str, Any]:
+        body = {"name": name, "memory": memory}
+        return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{vm}/snapshots", json=body))
+
+    def create_snapshot(self, vm: str, name: str, *, memory: bool = False) -> dict[str, Any]:
+        """Snapshot a VM and wait; returns the snapshot."""
+        return self._result(self.start_snapshot(vm, name, memory=memory))
+
+    def start_restore(self, vm: str, name: str, *, force: bool = False) -> dict[str, Any]:
         return cast(
             dict[str, Any],
-            self.request("POST", f"/1.0/vms/{name}/publish", json={"template": template}),
+            self.request("POST", f"/1.0/vms/{vm}/snapshots/{name}/restore", json={"force": force}),
         )
 
-    def publish(self, name: str, template: str) -> dict[str, Any]:
-        """Publish a VM as a template and wait; returns the template's manifest."""
-        return self._result(self.start_publish(name, template))
+    def restore_snapshot(self, vm: str, name: str, *, force: bool = False) -> dict[str, Any]:
+        """Restore a VM to a snapshot and wait; returns the VM."""
+        return self._result(self.start_restore(vm, name, force=force))
+
+    def start_delete_snapshot(self, vm: str, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.request("DELETE", f"/1.0/vms/{vm}/snapshots/{name}"))
+
+    def delete_snapshot(self, vm: str, name: str) -> None:
+        self._result(self.start_delete_snapshot(vm, name))
 
     def _result(self, op: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
         return cast(dict[str, Any], self.wait_operation(op["id"], timeout=timeout)["result"])
@@ -304,9 +342,14 @@ class Client(PlatformApi, NetworkApi):
         return cast(dict[str, Any], self.request("GET", f"/1.0/vms/{name}"))
 
     def launch(
-        self, spec: Mapping[str, Any], *, start: bool = True, full: bool = False
+        self,
+        spec: Mapping[str, Any],
+        *,
+        start: bool = True,
+        full: bool = False,
+        cold: bool = False,
     ) -> dict[str, Any]:
-        body = {**spec, "start": start, "full": full}
+        body = {**spec, "start": start, "full": full, "cold": cold}
         return cast(dict[str, Any], self.request("POST", "/1.0/vms", json=body, timeout=3600))
 
     def start(self, name: str) -> dict[str, Any]:

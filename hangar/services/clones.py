@@ -30,6 +30,7 @@ from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
+from hangar.services.qmp.migration import root_node
 from hangar.services.qmp.monitor import Monitor
 from hangar.services.storage.generalize import generalize
 from hangar.services.storage.images import MANIFEST, ImageStore
@@ -50,12 +51,15 @@ def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
     """The source's config under a new identity: id, name, MACs, taps; no port forwards,
     no volumes, and network addresses left for the network service to give out anew."""
     nics = tuple(
+        # A copy boots afresh: slirp's first address, as for a new VM.
         nic.model_copy(
             update={
                 "mac": mac_from_id(vm_id, i),
                 "forwards": (),
                 "ip": None,
                 "tap": tap_name(vm_id, i) if nic.type == "network" else None,
+                "address": None,
+                "dhcp_start": None,
             }
         )
         for i, nic in enumerate(source.nics)
@@ -118,6 +122,16 @@ class CloneService:
         info = await asyncio.to_thread(img.info, self.runner, source, "qcow2")
         backing_name = info.get("full-backing-filename")
         backing = Path(str(backing_name)) if backing_name and not full else None
+        folder = self.vms.files(record.config).dir
+        if backing is not None and backing.is_relative_to(folder):
+            # Snapshot layers stay with the source. A stopped source's copy hangs from
+            # the disk under them; a running one's holds everything (QEMU's backup job
+            # copies either the top layer alone or the whole disk).
+            backing = (
+                await asyncio.to_thread(_below_folder, self.runner, backing, folder)
+                if stopped
+                else None
+            )
         if stopped:
             # -B: only what differs from the image's disk goes into the copy.
             await asyncio.to_thread(
@@ -210,6 +224,14 @@ class CloneService:
         return manifest
 
 
+def _below_folder(runner: CommandRunner, layer: Path, folder: Path) -> Path | None:
+    """The first file of ``layer``'s backing chain outside ``folder`` (the image's disk)."""
+    current: Path | None = layer
+    while current is not None and current.is_relative_to(folder):
+        current = img.backing_file(runner, current)
+    return current
+
+
 async def backup(
     monitor: Monitor,
     target: Path,
@@ -241,7 +263,7 @@ async def backup(
             "blockdev-backup",
             {
                 "job-id": job,
-                "device": "root",
+                "device": await root_node(monitor),  # 'root' until a live snapshot
                 "target": node,
                 "sync": sync,
                 "auto-finalize": True,

@@ -14,6 +14,8 @@ from hangar.services.images import ImageService
 from hangar.services.networks import NetworkService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
+from hangar.services.snapshots.service import SnapshotService
+from hangar.services.snapshots.warm import WarmService
 from hangar.services.storage.images import ImageStore
 from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
@@ -23,6 +25,7 @@ from hangar.state.audit import AuditEntry, AuditRepository
 from hangar.state.db import Database
 from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRepository
+from hangar.state.snapshots import SnapshotRepository
 from hangar.state.vms import VMRecord, VMRepository
 from hangar.state.volumes import PoolRepository, VolumeRepository
 
@@ -43,6 +46,8 @@ class Platform:
     transfer: TransferService
     clones: CloneService
     storage: StorageService
+    snapshots: SnapshotService
+    warm: WarmService
     _stopped: bool = False
 
     @classmethod
@@ -84,6 +89,8 @@ class Platform:
             storage=StorageService(
                 paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
             ),
+            snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
+            warm=WarmService(vms, store, runner),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform

@@ -232,11 +232,14 @@ class TransferService:
             if folder in kernel.parents:
                 users.append(config.name)
                 continue
-            disk = self.vms.files(config).disk
-            if not disk.exists():
+            files = self.vms.files(config)
+            if not files.disk.exists():
                 continue
-            backing = img.info(self.runner, disk, "qcow2").get("full-backing-filename") or ""
-            if backing and folder in Path(str(backing)).absolute().parents:
+            # Below the VM's snapshot layers (in its own folder) lies the image's disk.
+            backing = img.backing_file(self.runner, files.disk)
+            while backing is not None and backing.is_relative_to(files.dir):
+                backing = img.backing_file(self.runner, backing)
+            if backing and folder in backing.absolute().parents:
                 users.append(config.name)
         return users
 

@@ -8,12 +8,13 @@ a time; actions on different VMs run concurrently.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -33,8 +34,9 @@ from hangar.runner import CommandRunner
 from hangar.services import ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
-from hangar.services.qemu import hotplug, img, process
+from hangar.services.qemu import hotplug, img, layers, process
 from hangar.services.qemu.argv import NIC_PORTS, VMFiles, nic_slot, render_argv
+from hangar.services.qmp.migration import load_memory
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
@@ -81,6 +83,9 @@ class StopResult(BaseModel):
 
 # Raises (e.g. QuotaExceeded) when a resolved config does not fit its project.
 QuotaCheck = Callable[[str, VMConfig], None]
+# Runs once a started VM runs (e.g. a warm launch's new identity); if it raises, the
+# VM is stopped again.
+ReadyHook = Callable[["Runtime"], Awaitable[None]]
 
 
 class VMService:
@@ -108,7 +113,12 @@ class VMService:
     # --- reading -----------------------------------------------------------------
 
     def files(self, config: VMConfig) -> VMFiles:
-        return VMFiles(dir=self.paths.vm_dir(config.id), runtime=self.paths.vm_runtime(config.id))
+        folder = self.paths.vm_dir(config.id)
+        return VMFiles(
+            dir=folder,
+            runtime=self.paths.vm_runtime(config.id),
+            active_disk=layers.active_disk(folder),
+        )
 
     async def state_of(self, record: VMRecord) -> PowerState:
         runtime = self.supervisor.get(record.id)
@@ -244,12 +254,19 @@ class VMService:
             return await self.get(config.name, project)
 
     async def adopt_copy(
-        self, config: VMConfig, *, start: bool, project: str = DEFAULT_PROJECT
+        self,
+        config: VMConfig,
+        *,
+        start: bool,
+        project: str = DEFAULT_PROJECT,
+        memory: Path | None = None,
+        ready: ReadyHook | None = None,
     ) -> VMView:
         """Register a VM whose folder (disk and boot files) a copy has just filled.
 
         The project's quotas apply as to a launch. The caller removes the folder if
-        this fails; the row is removed here.
+        this fails; the row is removed here. ``memory`` (a saved migration stream)
+        and ``ready`` are passed on to the start.
         """
         self._check_ports(config)
         async with revert_on_error() as undo:
@@ -265,7 +282,7 @@ class VMService:
                 await networks.attach_vm(config, project)
             if start:
                 async with self._locks[config.id]:
-                    await self._start(record)
+                    await self._start(record, memory=memory, ready=ready)
         return await self.get(config.name, project)
 
     async def delete(
@@ -414,11 +431,19 @@ class VMService:
             await self._start(record)
         return await self.get(name, project)
 
-    async def _start(self, record: VMRecord) -> Runtime:
-        """Start QEMU paused, wire it up over QMP, then continue it."""
+    async def _start(
+        self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None
+    ) -> Runtime:
+        """Start QEMU paused, wire it up over QMP, then continue it.
+
+        With ``memory`` (a saved migration stream of this config's machine) QEMU
+        resumes the saved guest instead of booting. ``ready`` runs once it runs.
+        """
+        if memory is None and any(nic.dhcp_start for nic in record.config.nics):
+            record = self._fresh_lease_table(record)
         config = record.config
         files = self.files(config)
-        argv = render_argv(config, self.host, files)
+        argv = render_argv(config, self.host, files, incoming=memory is not None)
         if self.networks is not None:
             # Taps, reservations and rules again: idempotent, and it repairs a
             # host that lost them (e.g. after a reboot).
@@ -431,8 +456,14 @@ class VMService:
             raise
         runtime.transition = PowerState.STARTING
         try:
+            if memory is not None:
+                await load_memory(
+                    runtime.monitor, memory, alive=lambda: not files.exit_status.exists()
+                )
             await runtime.monitor.cont()
-        except QemuFailed:
+            if ready is not None:
+                await ready(runtime)
+        except BaseException:
             await self._force_stop(runtime, "failed to start")
             self.repo.set_state(record.id, record.state, record.state_reason)
             raise
@@ -475,6 +506,24 @@ class VMService:
                 runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
             )
             return "forced-after-timeout"
+
+    def _fresh_lease_table(self, record: VMRecord) -> VMRecord:
+        """A booting VM's user-mode network starts with an empty DHCP lease table, whose
+        base is the guest's own address again (NicConfig.dhcp_start)."""
+        nics = tuple(nic.model_copy(update={"dhcp_start": None}) for nic in record.config.nics)
+        config = record.config.model_copy(update={"nics": nics})
+        self.repo.set_config(config)
+        return dataclasses.replace(record, config=config)
+
+    async def start_locked(
+        self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None
+    ) -> Runtime:
+        """Start a VM for another service that holds its lock (see :meth:`_start`)."""
+        return await self._start(record, memory=memory, ready=ready)
+
+    async def force_stop_locked(self, runtime: Runtime, reason: str) -> None:
+        """Stop a VM now for another service that holds its lock."""
+        await self._force_stop(runtime, reason)
 
     async def _force_stop(self, runtime: Runtime, reason: str) -> None:
         """QMP quit (QEMU flushes disks), SIGKILL if that does not end it."""
@@ -531,6 +580,10 @@ class VMService:
         if any(nic.type == "network" for nic in config.nics):
             raise InvalidInput("this hangard has no network service", hint="use a user-mode NIC")
         return config
+
+    def check_ports(self, config: VMConfig) -> None:
+        """Raise :class:`Conflict` if a host port ``config`` forwards is taken."""
+        self._check_ports(config)
 
     def _check_ports(self, config: VMConfig) -> None:
         owners: dict[tuple[str, int], str] = {

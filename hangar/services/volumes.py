@@ -28,6 +28,7 @@ from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu import hotplug, img
 from hangar.services.qemu.argv import HOTPLUG_PORTS, data_disk_node
+from hangar.services.qmp.migration import root_node
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
@@ -341,7 +342,8 @@ class StorageService:
             state = await self.vms.state_of(record)
             runtime = self.vms.supervisor.get(record.id)
             if state in LIVE and runtime is not None:
-                await runtime.monitor.execute("block_resize", {"node-name": "root", "size": size})
+                node = await root_node(runtime.monitor)  # 'root' until a live snapshot
+                await runtime.monitor.execute("block_resize", {"node-name": node, "size": size})
             elif state in STOPPED:
                 disk = self.vms.files(config).disk
                 await asyncio.to_thread(img.resize, self.runner, disk, "qcow2", size)

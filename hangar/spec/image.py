@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hangar.spec.vm import VMConfig
+
 IMAGE_FORMAT_VERSION = 1
 
 
@@ -19,6 +21,18 @@ class ImageDefaults(BaseModel):
     nics: int = 1
     # A template published from a q35 VM launches q35 VMs (volume hotplug).
     machine: Literal["microvm", "q35"] = "microvm"
+
+
+class WarmState(BaseModel):
+    """A running guest saved with a template (``publish --warm``): a launch resumes it
+    instead of booting, then gives it a new identity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory: str  # the migration stream's file name in the image folder
+    # The config of the VM it was saved from: a stream only loads into the same
+    # machine and devices, so launches render their QEMU command line from it.
+    config: VMConfig
 
 
 class ImageManifest(BaseModel):
@@ -44,3 +58,4 @@ class ImageManifest(BaseModel):
     description: str = ""
     # Where the image came from: "recipe", "import", "publish".
     origin: Literal["recipe", "import", "publish"] = "recipe"
+    warm: WarmState | None = None

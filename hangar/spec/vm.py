@@ -149,6 +149,12 @@ class NicConfig(BaseModel):
     tap: str | None = None
     # q35: the PCIe root port of a NIC attached while the VM ran (None: its position).
     slot: int | None = None
+    # User-mode networking. ``address``: the IPv4 address the guest leases and port
+    # forwards go to (None: slirp's first, 10.0.2.15). ``dhcp_start``: for a VM resumed
+    # from a saved guest (warm launch), the base of the saved DHCP lease table, chosen
+    # so that the guest's new MAC leases ``address`` (services/snapshots/warm.py).
+    address: str | None = None
+    dhcp_start: str | None = None
 
 
 class KernelBoot(BaseModel):

@@ -128,3 +128,28 @@ MIGRATIONS.append(
         "CREATE INDEX firewall_rules_vm ON firewall_rules (vm_id)",
     ]
 )
+MIGRATIONS.append(
+    # 5: snapshots. A VM's snapshots form a tree (``parent``); each is one frozen qcow2
+    # layer (``disk``), optionally a saved migration stream (``memory``) and the
+    # VMConfig of the moment (``config``, JSON). ``snapshot_heads`` says which
+    # snapshot a VM's running disk is built on (its next snapshot's parent).
+    # Deleting a VM deletes its rows (its folder, which holds the files, goes too).
+    [
+        """CREATE TABLE snapshots (
+            id TEXT PRIMARY KEY,
+            vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            parent TEXT REFERENCES snapshots(id),
+            disk TEXT NOT NULL,
+            memory TEXT,
+            config TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (vm_id, name)
+        )""",
+        """CREATE TABLE snapshot_heads (
+            vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+            snapshot_id TEXT NOT NULL REFERENCES snapshots(id)
+        )""",
+    ]
+)

@@ -13,7 +13,8 @@ from hangar.services.platform import Platform
 @dataclass
 class World:
     """An app (via TestClient) with projects alpha and beta, each with a nat network
-    'lan', a stopped VM 'web' on it, a volume 'data', and a token of every role in each."""
+    'lan', a stopped VM 'web' on it with a disk snapshot 'snap', a volume 'data', and a
+    token of every role in each."""
 
     api: TestClient
     platform: Platform
@@ -62,6 +63,12 @@ def populate(api: TestClient, platform: Platform) -> World:
             },
         )
         assert made.status_code == 201, made.text
+        snap = api.post(
+            "/1.0/vms/web/snapshots", params={"project": project}, json={"name": "snap"}
+        )
+        assert snap.status_code == 202, snap.text
+        done = api.get(f"/1.0/operations/{snap.json()['id']}", params={"wait": 10}).json()
+        assert done["status"] == "success", done
         volume = api.post(
             "/1.0/volumes", params={"project": project}, json={"name": "data", "size": "1M"}
         )

@@ -66,6 +66,7 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("POST", "/1.0/exports", {"source": "web", "format": "qcow2", "path": "/nonexistent/x"}, HOST),
     ("POST", "/1.0/vms/web/copy", {"name": "web-copy"}, OPERATE),
     ("POST", "/1.0/vms/web/publish", {"template": "tpl"}, HOST),
+    ("POST", "/1.0/vms/web/fork", {"count": 1}, OPERATE),
     ("POST", "/1.0/vms/web/resize", {"size": "2G"}, OPERATE),
     ("GET", "/1.0/storage/pools", None, READ),
     ("POST", "/1.0/storage/pools", {"name": "p2", "path": "relative"}, HOST),  # 400 locally
@@ -96,6 +97,12 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("GET", "/1.0/firewall", None, READ),
     ("POST", "/1.0/firewall", {"vm": "web", "direction": "in", "action": "deny"}, OPERATE),
     ("DELETE", "/1.0/firewall/{rule}", None, OPERATE),
+    # snapshots belong to the VM's project
+    ("GET", "/1.0/vms/web/snapshots", None, READ),
+    ("POST", "/1.0/vms/web/snapshots", {"name": "snap2"}, OPERATE),
+    ("GET", "/1.0/vms/web/snapshots/snap", None, READ),
+    ("POST", "/1.0/vms/web/snapshots/snap/restore", {"force": True}, OPERATE),
+    ("DELETE", "/1.0/vms/web/snapshots/snap", None, OPERATE),
 ]
 
 

@@ -20,10 +20,12 @@ class VMFiles:
 
     dir: Path
     runtime: Path
+    # The disk file now, once snapshots have put overlays on root.qcow2 (layers.py).
+    active_disk: Path | None = None
 
     @property
     def disk(self) -> Path:
-        return self.dir / "root.qcow2"
+        return self.active_disk or self.dir / "root.qcow2"
 
     @property
     def serial_log(self) -> Path:
@@ -38,6 +40,11 @@ class VMFiles:
     def exit_status(self) -> Path:
         """Written by the supervising shell when QEMU exits: its exit status."""
         return self.dir / "exit-status"
+
+    @property
+    def snapshots(self) -> Path:
+        """One folder per snapshot: its frozen disk layer, saved memory, kept files."""
+        return self.dir / "snapshots"
 
     @property
     def pidfile(self) -> Path:
@@ -112,14 +119,20 @@ def _props(props: dict[str, str], first: str) -> str:
     return ",".join([props[first], *(f"{k}={v}" for k, v in rest.items())])
 
 
-def _nic_args(config: VMConfig, index: int, nic: NicConfig) -> list[str]:
+def _nic_args(config: VMConfig, index: int, nic: NicConfig, incoming: bool) -> list[str]:
     device = _props(nic_device(config, index, nic), "driver")
     if nic.type == "network":
         return ["-netdev", _props(nic_netdev(config, index, nic), "type"), "-device", device]
     netdev = [f"user,id={nic_device(config, index, nic)['netdev']}"]
+    # A fresh lease table gives the guest its first address (dhcpstart); a resumed
+    # one already holds leases, counted from the saved table's own base.
+    start = (nic.dhcp_start or nic.address) if incoming else nic.address
+    if start:
+        netdev.append(f"dhcpstart={start}")
     for fwd in nic.forwards:
         netdev.append(
-            f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}-:{fwd.guest_port}"
+            f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}"
+            f"-{nic.address or ''}:{fwd.guest_port}"
         )
     return ["-netdev", ",".join(netdev), "-device", device]
 
@@ -177,8 +190,15 @@ def _data_disk_args(config: VMConfig, disk: DataDisk) -> list[str]:
     ]
 
 
-def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
-    """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP."""
+def render_argv(
+    config: VMConfig, host: HostFacts, files: VMFiles, *, incoming: bool = False
+) -> list[str]:
+    """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP.
+
+    ``incoming``: QEMU waits for a saved migration stream (``migrate-incoming`` over
+    QMP) instead of booting; the stream only loads into the same machine and devices,
+    so everything else must be rendered from the config it was saved with.
+    """
     argv = [
         host.qemu_binary,
         "-name",
@@ -225,7 +245,7 @@ def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
     for disk in config.data_disks:
         argv += _data_disk_args(config, disk)
     for index, nic in enumerate(config.nics):
-        argv += _nic_args(config, index, nic)
+        argv += _nic_args(config, index, nic, incoming)
     argv += [
         "-chardev",
         f"socket,id=console,path={files.console_socket},server=on,wait=off,"
@@ -237,4 +257,6 @@ def render_argv(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
         "-pidfile",
         str(files.pidfile),
     ]
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv

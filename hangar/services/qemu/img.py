@@ -141,3 +141,46 @@ def resize(runner: CommandRunner, image: Path, fmt: str, size: int) -> None:
 def create(runner: CommandRunner, image: Path, fmt: str, size: int) -> None:
     """Create an empty ``fmt`` image of ``size`` bytes."""
     runner.run(["qemu-img", "create", "-q", "-f", fmt, str(image), str(size)], timeout=120)
+
+
+def create_overlay_unsafe(runner: CommandRunner, base: Path, overlay: Path, size: int) -> None:
+    """Like :func:`create_overlay`, without opening ``base`` (``-u``): a running QEMU
+    holds a write lock on it, and the size is given, so nothing needs reading."""
+    runner.run(
+        [
+            "qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", "qcow2",
+            "-b", str(base.absolute()), str(overlay), str(size),
+        ]
+    )  # fmt: skip
+
+
+def backing_file(runner: CommandRunner, image: Path) -> Path | None:
+    """The backing file the qcow2 ``image`` names, as an absolute path; None if it has none."""
+    data = info(runner, image, "qcow2")
+    name = data.get("full-backing-filename") or data.get("backing-filename")
+    return Path(str(name)) if name else None
+
+
+def rebase(
+    runner: CommandRunner,
+    image: Path,
+    base: Path | None,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> None:
+    """Make the qcow2 ``image`` hang from ``base`` (or from nothing) with the same content:
+    qemu-img's safe mode copies into it whatever differs between the old and the new
+    backing chain (merging a layer away)."""
+    argv = ["qemu-img", "rebase", "-p" if progress else "-q", "-f", "qcow2"]
+    argv += ["-F", "qcow2", "-b", str(base.absolute())] if base else ["-b", ""]
+    on_output = None if progress is None else ProgressParser(progress).feed
+    runner.run([*argv, str(image)], timeout=3600, on_output=on_output)
+
+
+def has_own_data(runner: CommandRunner, image: Path) -> bool:
+    """True if the qcow2 ``image`` itself (not its backing chain) holds any written data."""
+    result = runner.run(
+        ["qemu-img", "map", "-U", "--output=json", "-f", "qcow2", str(image)], timeout=120
+    )
+    extents: list[dict[str, Any]] = json.loads(result.stdout)
+    return any(e.get("depth") == 0 and (e.get("data") or e.get("zero")) for e in extents)

@@ -82,6 +82,15 @@ class Monitor:
         except (QMPError, OSError, EOFError) as exc:
             raise QemuFailed(f"QMP {command} failed: QEMU is not answering ({exc})") from exc
 
+    async def send_fd(self, name: str, fd: int) -> None:
+        """Pass ``fd`` to QEMU over the QMP socket (SCM_RIGHTS) and name it ``name``
+        (``getfd``): QEMU then reads or writes a file hangard opened, with no shell."""
+        try:
+            self._client.send_fd_scm(fd)
+        except (QMPError, OSError) as exc:
+            raise QemuFailed(f"passing a file to QEMU failed: {exc}") from exc
+        await self.execute("getfd", {"fdname": name})
+
     async def status(self) -> str:
         """QEMU's run state: 'running', 'paused', 'prelaunch', 'shutdown', ..."""
         reply = cast(dict[str, Any], await self.execute("query-status"))

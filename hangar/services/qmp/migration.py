@@ -1,0 +1,148 @@
+"""Saving and loading a VM's RAM and device state (a migration stream in a file), and
+external disk snapshots of a running VM's root disk, over QMP.
+
+QEMU 7.2 has no ``file:`` migration URI and ``exec:`` runs a shell, so the stream
+goes through a file descriptor hangard opens and passes with ``getfd``
+(shared/MEASUREMENTS.md). Internal snapshots (``snapshot-save``) are not used:
+QEMU refuses them when any disk (UEFI's pflash variable store) is not qcow2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hangar.errors import QemuFailed
+from hangar.services.qmp.monitor import Monitor
+
+POLL = 0.005
+# QEMU's default limit is 128 MiB/s, for a network; a local file takes all it can.
+UNLIMITED_BANDWIDTH = 1 << 40
+SAVE_TIMEOUT = 1800.0
+LOAD_TIMEOUT = 600.0
+VOLUME_PREFIX = "vol-"  # argv.data_disk_node: nodes of attached volumes
+
+
+async def root_node(monitor: Monitor) -> str:
+    """The node the root disk's device writes to now.
+
+    It is ``root`` until the first live snapshot, then the newest overlay's node.
+    """
+    devices: list[dict[str, Any]] = await monitor.execute("query-block")
+    tops = [
+        str(d["inserted"]["node-name"])
+        for d in devices
+        if d.get("inserted") and not str(d["inserted"]["node-name"]).startswith(VOLUME_PREFIX)
+    ]
+    if len(tops) != 1:
+        raise QemuFailed(f"cannot tell the root disk among QEMU's block devices: {tops}")
+    return tops[0]
+
+
+async def add_overlay(monitor: Monitor, overlay: Path) -> str:
+    """Open the new qcow2 ``overlay`` in QEMU (without its backing: it is attached next)
+    and return its node name."""
+    node = f"root-{uuid.uuid4().hex[:8]}"
+    await monitor.execute(
+        "blockdev-add",
+        {
+            "driver": "qcow2",
+            "node-name": node,
+            "discard": "unmap",
+            "backing": None,
+            "file": {"driver": "file", "filename": str(overlay), "discard": "unmap"},
+        },
+    )
+    return node
+
+
+async def switch_to_overlay(monitor: Monitor, top: str, overlay_node: str) -> None:
+    """Make the root device write into ``overlay_node``, whose backing becomes ``top``
+    (QEMU drains and flushes ``top`` first: it is frozen from here on)."""
+    await monitor.execute("blockdev-snapshot", {"node": top, "overlay": overlay_node})
+
+
+async def save_memory(
+    monitor: Monitor, target: Path, progress: Callable[[float], None] | None = None
+) -> None:
+    """Write the paused VM's RAM and device state to the new file ``target``.
+
+    After it, QEMU has handed its disks over ("postmigrate"): ``cont`` takes them back.
+    On failure or cancel (``progress`` raising) the migration is cancelled and
+    ``target`` removed.
+    """
+    await monitor.execute("migrate-set-parameters", {"max-bandwidth": UNLIMITED_BANDWIDTH})
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    name = f"snap-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            await monitor.send_fd(name, fd)
+        finally:
+            os.close(fd)  # QEMU holds its own copy
+        await monitor.execute("migrate", {"uri": f"fd:{name}"})
+        await _wait_saved(monitor, progress)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+async def _wait_saved(monitor: Monitor, progress: Callable[[float], None] | None) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SAVE_TIMEOUT
+    while True:
+        info: dict[str, Any] = await monitor.execute("query-migrate")
+        status = info.get("status")
+        if status == "completed":
+            return
+        if status in ("failed", "cancelled"):
+            raise QemuFailed(
+                f"saving the VM's memory failed: {info.get('error-desc', status)}",
+                hint="see QEMU's log in the VM's folder",
+            )
+        try:
+            if progress is not None:
+                ram = info.get("ram") or {}
+                total = int(ram.get("total") or 0)
+                if total:
+                    progress(100.0 * (total - int(ram.get("remaining") or 0)) / total)
+            if loop.time() > deadline:
+                raise QemuFailed(f"saving the VM's memory took over {SAVE_TIMEOUT:g} s")
+        except BaseException:
+            await monitor.execute("migrate_cancel")
+            raise
+        await asyncio.sleep(POLL)
+
+
+async def load_memory(monitor: Monitor, source: Path, *, alive: Callable[[], bool]) -> None:
+    """Load a saved stream into a QEMU started with ``-incoming defer`` (and ``-S``):
+    it ends paused, with the saved RAM and devices. ``alive`` says whether QEMU still
+    runs (a stream that does not fit the command line makes QEMU exit)."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    name = f"snap-{uuid.uuid4().hex[:8]}"
+    try:
+        await monitor.send_fd(name, fd)
+    finally:
+        os.close(fd)
+    await monitor.execute("migrate-incoming", {"uri": f"fd:{name}"})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOAD_TIMEOUT
+    while True:
+        if not alive():
+            raise QemuFailed("QEMU exited while loading the saved memory")
+        try:
+            status = await monitor.status()
+        except QemuFailed:
+            if not alive():
+                raise QemuFailed("QEMU exited while loading the saved memory") from None
+            raise
+        if status != "inmigrate":
+            if status != "paused":
+                raise QemuFailed(f"QEMU is '{status}' after loading the saved memory")
+            return
+        if loop.time() > deadline:
+            raise QemuFailed(f"loading the saved memory took over {LOAD_TIMEOUT:g} s")
+        await asyncio.sleep(POLL)

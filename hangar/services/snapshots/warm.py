@@ -1,0 +1,380 @@
+"""Warm templates and forks: VMs that resume a saved running guest instead of booting.
+
+``publish --warm`` saves a running VM's disk (a point-in-time copy by QEMU's backup
+job) and its RAM and devices (a migration stream) as a template, paused only for
+that moment. A launch from it starts QEMU from the saved config with ``-incoming``
+on a new overlay of the template's disk, then makes the guest a distinct machine:
+hangard types ``hangar-identity NAME MAC MACHINE-ID TOKEN`` on the serial console
+(the tiny image's hook: hostname, machine-id, the NIC's MAC, a fresh DHCP lease)
+and waits for its answer. ``fork`` is a warm publish followed by N warm launches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from hangar.errors import Conflict, HangarError, InvalidInput, QemuFailed, StateConflict
+from hangar.runner import CommandRunner
+from hangar.services.clones import backup
+from hangar.services.lifecycle import PowerState
+from hangar.services.progress import Reporter, quiet, span
+from hangar.services.qemu import img
+from hangar.services.qemu.argv import VMFiles
+from hangar.services.qmp import migration
+from hangar.services.storage.images import MANIFEST, ImageStore
+from hangar.services.supervisor import Runtime
+from hangar.services.undo import revert_on_error
+from hangar.services.vms import VMService, VMView, link_boot_files
+from hangar.spec.image import ImageDefaults, ImageManifest, WarmState
+from hangar.spec.resolve import mac_from_id
+from hangar.spec.vm import NicConfig, VMConfig, VMCreate, check_name
+from hangar.state.vms import DEFAULT_PROJECT
+
+log = logging.getLogger(__name__)
+
+MEMORY = "memory.bin"
+DISK = "disk.qcow2"
+IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
+DONE = "HANGAR-IDENTITY-DONE"
+MAX_FORKS = 100
+
+
+# QEMU user-mode networking: each VM has its own 10.0.2.0/24; slirp leases from
+# dhcpstart (default .15) up, 16 leases (libslirp NB_BOOTP_CLIENTS), and its lease
+# table travels in the saved guest. Warm VMs get distinct addresses from this range.
+SUBNET = "10.0.2."
+SLIRP_FIRST = 15
+LEASES = 16
+WARM_FIRST, WARM_LAST = 20, 239
+
+
+def plan_address(saved: NicConfig, taken: set[str]) -> tuple[str, str]:
+    """(address, dhcp_start) for a new MAC resumed on the lease table saved with ``saved``.
+
+    The saved table starts at its base and holds one lease per MAC the saved guest
+    had, up to its own address; the new MAC gets the first free slot. So the new
+    VM's dhcpstart is its chosen address minus those leases. Pure.
+    """
+    own = _octet(saved.address, SLIRP_FIRST)
+    base = _octet(saved.dhcp_start or saved.address, SLIRP_FIRST)
+    held = own - base + 1
+    if not 1 <= held < LEASES:
+        raise InvalidInput(
+            f"the saved guest's lease table is full ({held} leases)",
+            hint="publish the template again from a VM that booted",
+        )
+    for octet in range(max(WARM_FIRST, held + 4), WARM_LAST + 1):
+        address = f"{SUBNET}{octet}"
+        if address not in taken:
+            return address, f"{SUBNET}{octet - held}"
+    raise InvalidInput("no free guest address left for warm VMs", hint="delete some warm VMs")
+
+
+def _octet(address: str | None, default: int) -> int:
+    if address is None:
+        return default
+    if not address.startswith(SUBNET):
+        raise InvalidInput(f"guest address {address} is outside {SUBNET}0/24")
+    return int(address.removeprefix(SUBNET))
+
+
+class ForkResult(BaseModel):
+    template: str  # the warm template the forks are linked clones of
+    vms: list[VMView]
+
+
+async def new_identity(files: VMFiles, name: str, mac: str, machine_id: str) -> None:
+    """Have the resumed guest take its new identity; raise :class:`QemuFailed` if it
+    does not confirm within :data:`IDENTITY_TIMEOUT` seconds."""
+    token = uuid.uuid4().hex[:12]
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(files.console_socket))
+    except OSError as exc:
+        raise QemuFailed(f"cannot reach the guest's serial console: {exc}") from exc
+    try:
+        # Ctrl-U first: whatever was half-typed at the saved prompt is dropped.
+        writer.write(f"\x15hangar-identity {name} {mac} {machine_id} {token}\n".encode())
+        await writer.drain()
+        seen = b""
+        want = f"{DONE} {token}".encode()
+        async with asyncio.timeout(IDENTITY_TIMEOUT):
+            while want not in seen:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    raise QemuFailed("the serial console closed before the guest answered")
+                seen = seen[-4096:] + chunk
+    except TimeoutError as exc:
+        raise QemuFailed(
+            f"the guest did not confirm its new identity in {IDENTITY_TIMEOUT:g} s",
+            hint="a warm template needs an image with the hangar-identity hook (tiny)",
+        ) from exc
+    finally:
+        writer.close()
+
+
+class WarmService:
+    def __init__(self, vms: VMService, store: ImageStore, runner: CommandRunner):
+        self.vms = vms
+        self.store = store
+        self.runner = runner
+        # Guest addresses of warm launches in progress (not in the database yet).
+        self._reserved: set[str] = set()
+
+    def warm_state(self, image: str) -> WarmState | None:
+        return self.store.get(image).warm
+
+    # --- publish ------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        vm_name: str,
+        template: str,
+        *,
+        project: str = DEFAULT_PROJECT,
+        progress: Reporter = quiet,
+    ) -> ImageManifest:
+        """Save running VM ``vm_name`` (disk, RAM, devices) as warm template ``template``.
+        The VM keeps running; it is paused while its state is saved."""
+        check_name(template, what="template name")
+        record = self.vms.repo.get(vm_name, project)
+        if self.store.path(template).exists():
+            raise Conflict(
+                f"an image or template named '{template}' already exists",
+                hint="pick another name, or delete it first with 'hangar image delete'",
+            )
+        async with self.vms.locks[record.id]:
+            record = self.vms.repo.get(vm_name, project)
+            state = await self.vms.state_of(record)
+            runtime = self.vms.supervisor.get(record.id)
+            if state is not PowerState.RUNNING or runtime is None:
+                raise StateConflict(vm_name, "publish warm", state.value, ["running"])
+            if record.config.data_disks:
+                raise Conflict(
+                    f"VM '{vm_name}' has volumes attached; a warm template holds the root "
+                    "disk only",
+                    hint="detach the volumes first",
+                )
+            return await self._publish(record.config, runtime, template, progress)
+
+    async def _publish(
+        self, config: VMConfig, runtime: Runtime, template: str, progress: Reporter
+    ) -> ImageManifest:
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.root / f".publish-{template}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        monitor = runtime.monitor
+        try:
+            progress("pausing the VM", percent=1)
+            await monitor.stop()
+            try:
+                await asyncio.to_thread(
+                    img.create, self.runner, tmp / DISK, "qcow2", config.disk_size
+                )
+                await backup(
+                    monitor, tmp / DISK, sync="full", progress=span(progress, "disk", 2, 50)
+                )
+                await migration.save_memory(
+                    monitor, tmp / MEMORY, span(progress, "memory and devices", 50, 97)
+                )
+            finally:
+                await monitor.cont()  # also takes the disks back after the migration
+            boot = link_boot_files(config, tmp).boot
+            manifest = ImageManifest(
+                name=template,
+                recipe_hash=uuid.uuid4().hex,
+                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                kernel=Path(boot.kernel).name,
+                initrd=Path(boot.initrd).name if boot.initrd else None,
+                cmdline=config.boot.cmdline,
+                disk=DISK,
+                disk_virtual_size=config.disk_size,
+                boot_marker=config.boot_marker,
+                defaults=ImageDefaults(
+                    cpus=config.cpus,
+                    memory=config.memory,
+                    disk=config.disk_size,
+                    nics=max(1, len(config.nics)),
+                    machine=config.machine,
+                ),
+                description=f"warm template from running VM {config.name} "
+                f"(image {config.image}): launches resume it",
+                origin="publish",
+                warm=WarmState(memory=MEMORY, config=config),
+            )
+            (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+            tmp.rename(self.store.path(template))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return manifest
+
+    # --- launch -------------------------------------------------------------------------
+
+    def check_request(self, request: VMCreate, warm: WarmState) -> None:
+        """A saved guest resumes with the hardware it was saved with: refuse other asks."""
+        saved = warm.config
+        asked = {
+            "cpus": (request.cpus, saved.cpus),
+            "memory": (request.memory, saved.memory),
+            "machine": (request.machine, saved.machine),
+            "nics": (len(request.nics) if request.nics is not None else None, len(saved.nics)),
+        }
+        for what, (want, have) in asked.items():
+            if want is not None and want != have:
+                raise InvalidInput(
+                    f"template '{request.image}' is warm: it resumes a guest saved with "
+                    f"{what}={have}, not {want}",
+                    hint="leave it out, or launch with --cold to boot instead",
+                )
+        if request.disk is not None and request.disk < saved.disk_size:
+            raise InvalidInput(
+                f"the disk of template '{request.image}' is {saved.disk_size} bytes",
+                hint="ask for that size or more",
+            )
+
+    async def launch(self, request: VMCreate, *, project: str = DEFAULT_PROJECT) -> VMView:
+        """Create VM ``request.name`` from a warm template: resume its saved guest, then
+        give it a new identity. Nothing is left behind if any step fails."""
+        check_name(request.name)
+        image = self.store.get(request.image)
+        warm = image.warm
+        if warm is None:
+            raise InvalidInput(f"template '{image.name}' is not warm")
+        self.check_request(request, warm)
+        async with self.vms.locks[f"name:{project}/{request.name}"]:
+            if self.vms.repo.find(request.name, project) is not None:
+                raise Conflict(
+                    f"a VM named '{request.name}' already exists in project '{project}'",
+                    hint="pick another name, or delete the existing VM first",
+                )
+            vm_id = uuid.uuid4().hex
+            folder = self.store.path(image.name)
+            config = self._config(request, warm, image, folder, vm_id, self._addresses())
+            files = self.vms.files(config)
+            reserved = {nic.address for nic in config.nics if nic.address}
+            self._reserved |= reserved
+            async with revert_on_error() as undo:
+                undo.push("release addresses", lambda: self._reserved.difference_update(reserved))
+                files.dir.mkdir(parents=True)
+                undo.push("remove VM folder", lambda: shutil.rmtree(files.dir, True))
+                await asyncio.to_thread(
+                    img.create_overlay, self.runner, folder / image.disk, files.disk,
+                    config.disk_size,
+                )  # fmt: skip
+
+                async def ready(runtime: Runtime) -> None:
+                    t0 = time.monotonic()
+                    await new_identity(files, config.name, config.nics[0].mac, vm_id)
+                    log.info(
+                        "VM %s: resumed %.3f s after QEMU started; new identity in %.3f s",
+                        config.name,
+                        t0 - runtime.started,
+                        time.monotonic() - t0,
+                    )
+
+                view = await self.vms.adopt_copy(
+                    config,
+                    start=True,
+                    project=project,
+                    memory=folder / warm.memory,
+                    ready=ready if config.nics else None,
+                )
+            self._reserved -= reserved  # in the database now
+            return view
+
+    def _addresses(self) -> set[str]:
+        taken = set(self._reserved)
+        for record in self.vms.repo.list():
+            taken |= {nic.address for nic in record.config.nics if nic.address}
+        return taken
+
+    @staticmethod
+    def _config(
+        request: VMCreate,
+        warm: WarmState,
+        image: ImageManifest,
+        folder: Path,
+        vm_id: str,
+        taken: set[str],
+    ) -> VMConfig:
+        saved = warm.config
+        nics = []
+        for i, nic in enumerate(saved.nics):
+            address, dhcp_start = plan_address(nic, taken)
+            taken = taken | {address}
+            nics.append(
+                NicConfig(
+                    type=nic.type,
+                    mac=mac_from_id(vm_id, i),
+                    forwards=request.nics[i].forwards if request.nics else (),
+                    address=address,
+                    dhcp_start=dhcp_start,
+                )
+            )
+        boot = saved.boot.model_copy(
+            update={
+                "kernel": str(folder / (image.kernel or "")),
+                "initrd": str(folder / image.initrd) if image.initrd else None,
+            }
+        )
+        return saved.model_copy(
+            update={
+                "id": vm_id,
+                "name": request.name,
+                "image": image.name,
+                "nics": tuple(nics),
+                "boot": boot,
+                "data_disks": (),
+                "disk_size": request.disk or saved.disk_size,
+            }
+        )
+
+    # --- fork ---------------------------------------------------------------------------
+
+    async def fork(
+        self,
+        vm_name: str,
+        count: int,
+        *,
+        prefix: str | None = None,
+        project: str = DEFAULT_PROJECT,
+        progress: Reporter = quiet,
+    ) -> ForkResult:
+        """N running copies of running VM ``vm_name``, each a distinct machine: a warm
+        template of it (kept: the forks are linked clones of its disk), then N warm
+        launches named PREFIX-1 … PREFIX-N (PREFIX: VM-fork)."""
+        if not 1 <= count <= MAX_FORKS:
+            raise InvalidInput(f"--count {count}", hint=f"fork 1 to {MAX_FORKS} VMs at a time")
+        record = self.vms.repo.get(vm_name, project)
+        base = prefix or f"{vm_name}-fork"
+        names = [f"{base}-{i}" for i in range(1, count + 1)]
+        for name in names:
+            check_name(name)
+            if self.vms.repo.find(name, project) is not None:
+                raise Conflict(
+                    f"a VM named '{name}' already exists in project '{project}'",
+                    hint="pick another --prefix, or delete that VM first",
+                )
+        template = f"fork-{vm_name[:40]}-{uuid.uuid4().hex[:8]}"
+        await self.publish(record.name, template, project=project, progress=progress)
+        made: list[VMView] = []
+        try:
+            for i, name in enumerate(names):
+                progress(f"launching {name}", percent=97 + 3 * i / count)
+                made.append(await self.launch(VMCreate(name=name, image=template), project=project))
+        except BaseException:
+            for vm in made:
+                with contextlib.suppress(HangarError):
+                    await self.vms.delete(vm.name, force=True, project=project)
+            shutil.rmtree(self.store.path(template), ignore_errors=True)
+            raise
+        return ForkResult(template=template, vms=made)

@@ -1,0 +1,169 @@
+"""Real QEMU on the tiny image: warm templates and forks make distinct, running machines.
+
+One source VM and one warm template of it are shared by the module's tests.
+What each guest *sees* is read inside it (MAC, address, hostname, machine-id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosedError
+
+from hangar.client.client import ApiError, Client
+from tests.support.daemon import Daemon
+from tests.support.guest_console import GuestConsole
+from tests.support.waiting import free_port, wait_for_marker
+
+pytestmark = pytest.mark.qemu
+MARKER = "HANGAR-BOOT-COMPLETE"
+MEMORY = 128 * 1024 * 1024
+SOURCE = "wm-src"
+TEMPLATE = "wm-warm"
+
+
+def guest(client: Client, name: str, command: str, timeout: float = 30.0) -> str:
+    """Run ``command`` on the guest's console. The server lets go of the previous
+    console session asynchronously, so a 'console in use' refusal is retried."""
+    for _ in range(50):
+        c = GuestConsole(client.console(name))
+        try:
+            c.send("\n")
+            return c.run(command, timeout=timeout)
+        except ConnectionClosedError as exc:
+            if "in use" not in str(exc):
+                raise
+        finally:
+            c.close()
+        time.sleep(0.1)
+    raise AssertionError(f"the console of {name} stayed in use")
+
+
+def identity(client: Client, name: str) -> dict[str, str]:
+    """What the guest itself reports: MAC, IPv4 address, hostname, machine-id."""
+    out = guest(
+        client,
+        name,
+        "echo M=$(cat /sys/class/net/eth0/address) A=$(ip -4 -o addr show eth0 | awk '{print $4}')"
+        " H=$(hostname) I=$(cat /etc/machine-id) Z=$((1+1))",
+    )
+    found = re.search(r"M=(\S+) A=(\S+) H=(\S+) I=(\S+) Z=2", out)
+    assert found, out
+    return dict(zip(["mac", "address", "hostname", "machine_id"], found.groups(), strict=True))
+
+
+def delete_quietly(client: Client, *names: str) -> None:
+    for name in names:
+        with contextlib.suppress(ApiError):
+            client.delete(name, force=True)
+
+
+@pytest.fixture(scope="module")
+def template(daemon: Daemon) -> Iterator[str]:
+    with daemon.client() as client:
+        client.launch({"name": SOURCE, "image": "tiny", "memory": MEMORY})
+        try:
+            wait_for_marker(client, SOURCE, MARKER)
+            guest(client, SOURCE, "echo warm-$((6*7)) > /root/mark && sync")
+            manifest = client.publish(SOURCE, TEMPLATE, warm=True)
+            assert manifest["warm"]["memory"] and client.vm(SOURCE)["state"] == "running"
+            yield TEMPLATE
+        finally:
+            delete_quietly(client, SOURCE)
+            with contextlib.suppress(ApiError):
+                client.delete_image(TEMPLATE)
+
+
+def test_two_vms_from_one_warm_template_are_distinct_machines(
+    client: Client, template: str
+) -> None:
+    source = identity(client, SOURCE)
+    ports = {"wm-a": free_port(), "wm-b": free_port()}
+    try:
+        views = {}
+        for name, port in ports.items():
+            forward = {"host_port": port, "guest_port": 80}
+            views[name] = client.launch(
+                {"name": name, "image": template, "nics": [{"forwards": [forward]}]}
+            )
+            assert views[name]["state"] == "running"
+        seen = {name: identity(client, name) for name in ports}
+        for name, view in views.items():
+            assert seen[name]["mac"] == view["macs"][0]  # the guest uses the new MAC
+            assert seen[name]["hostname"] == name
+            # Resumed, not booted: the file written before publishing is there, and
+            # the guest's own serial log shows the lease it took after the launch.
+            assert "warm-42" in guest(client, name, "cat /root/mark")
+            log = client.logs(name, lines=200)
+            assert "Linux version" not in log and "has address" in log
+            page = httpx.get(f"http://127.0.0.1:{ports[name]}/", timeout=30)
+            assert page.status_code == 200 and f"Hello from {name}" in page.text
+        for key in ("mac", "address", "hostname", "machine_id"):
+            values = {seen["wm-a"][key], seen["wm-b"][key], source[key]}
+            assert len(values) == 3, (key, values)
+    finally:
+        delete_quietly(client, *ports)
+
+
+def test_a_fork_of_three_from_a_running_vm(client: Client, template: str) -> None:
+    result = client.fork(SOURCE, 3, prefix="wm-f")
+    names = [vm["name"] for vm in result["vms"]]
+    try:
+        assert names == ["wm-f-1", "wm-f-2", "wm-f-3"]
+        assert client.vm(SOURCE)["state"] == "running"
+        seen = [identity(client, name) for name in names]
+        assert [s["hostname"] for s in seen] == names
+        for key in ("mac", "address", "machine_id"):
+            assert len({s[key] for s in seen}) == 3, (key, seen)
+        assert [s["mac"] for s in seen] == [vm["macs"][0] for vm in result["vms"]]
+    finally:
+        delete_quietly(client, *names)
+        with contextlib.suppress(ApiError):
+            client.delete_image(result["template"])
+
+
+def test_a_warm_launch_that_cannot_be_leaves_nothing(
+    client: Client, template: str, daemon: Daemon
+) -> None:
+    vms = daemon.home / "lib" / "vms"
+    before = sorted(p.name for p in vms.iterdir())
+    with pytest.raises(ApiError) as other_memory:
+        client.launch({"name": "wm-bad", "image": template, "memory": 2 * MEMORY})
+    assert other_memory.value.status == 400 and "warm" in other_memory.value.message
+    taken = free_port()
+    with held_port(taken), pytest.raises(ApiError) as busy:
+        client.launch(
+            {
+                "name": "wm-bad",
+                "image": template,
+                "nics": [{"forwards": [{"host_port": taken, "guest_port": 80}]}],
+            }
+        )
+    assert busy.value.status == 409 and "not available" in busy.value.message
+    assert "wm-bad" not in [vm["name"] for vm in client.vms()]
+    assert sorted(p.name for p in vms.iterdir()) == before
+    with pytest.raises(ApiError) as not_running:
+        client.fork("wm-nope", 2)
+    assert not_running.value.status == 404
+
+
+@contextlib.contextmanager
+def held_port(port: int) -> Iterator[None]:
+    """Hold ``port`` on loopback so a forward to it cannot be set up."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield
+
+
+def test_the_template_folder_holds_the_saved_guest(daemon: Daemon, template: str) -> None:
+    folder: Path = daemon.home / "lib" / "images" / template
+    names = {p.name for p in folder.iterdir()}
+    assert {"memory.bin", "disk.qcow2", "image.json"} <= names
