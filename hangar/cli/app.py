@@ -10,14 +10,16 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from hangar.client.client import ApiError, Client
 from hangar.client.remotes import LOCAL, RemoteStore
 from hangar.errors import HangarError
 
 F = TypeVar("F", bound=Callable[..., Any])
-out = Console()
-err = Console(stderr=True)
+# emoji=False: Rich would otherwise turn ':AB:' inside a fingerprint into an emoji.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def handle_errors(fn: F) -> F:
@@ -37,9 +39,10 @@ def handle_errors(fn: F) -> F:
 
 def _fail(message: str, hint: str, code: int) -> None:
     # soft_wrap: no newlines inserted, so fingerprints and paths stay whole (and greppable).
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # Messages carry user text (names, paths): escaped, so '[...]' in them is not markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -189,3 +189,15 @@ def test_rebuilding_the_vms_table_keeps_rows_that_reference_it(tmp_path: Path) -
     db = Database(path)
     assert db.query("SELECT vm_id FROM attached")[0][0] == config.id
     assert db.query("PRAGMA foreign_keys")[0][0] == 1
+
+
+def test_cli_errors_print_user_text_verbatim(capsys: pytest.CaptureFixture[str]) -> None:
+    """Fingerprints hold ':AB:' and ':CD:' (Rich emoji codes) and names may hold '[x]'."""
+    from hangar.cli.app import _fail
+
+    message = "pinned 80:E6:AB:8E:D6:0F:CD:25, VM 'web[1]'"
+    with pytest.raises(SystemExit) as exited:
+        _fail(message, "run 'hangar remote remove [far]'", 8)
+    assert exited.value.code == 8
+    printed = capsys.readouterr().err
+    assert message in printed and "hangar remote remove [far]" in printed
