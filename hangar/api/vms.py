@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
+from hangar.errors import Forbidden
 from hangar.services.vms import DEFAULT_STOP_TIMEOUT, StopResult, VMView
 from hangar.spec.vm import VMCreate
 
@@ -48,6 +49,12 @@ async def list_vms(
 @router.post("", status_code=201)
 async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
     spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full"}))
+    if spec.iso is not None and not scope.caller.local:
+        # A host path handed to QEMU would let a token read any file on the host.
+        raise Forbidden(
+            "only the host administrator may attach a host file as an ISO",
+            hint="launch ISO installs on the host, through the local socket",
+        )
     return await platform_of(request).vms.create(
         spec, start=body.start, full=body.full, project=scope.project
     )

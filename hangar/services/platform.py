@@ -10,6 +10,7 @@ from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
+from hangar.services.guests import GuestService
 from hangar.services.images import ImageService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
@@ -40,6 +41,7 @@ class Platform:
     transfer: TransferService
     clones: CloneService
     storage: StorageService
+    guests: GuestService
     _stopped: bool = False
 
     @classmethod
@@ -70,6 +72,7 @@ class Platform:
             storage=StorageService(
                 paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
             ),
+            guests=GuestService(vms),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform

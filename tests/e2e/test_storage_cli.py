@@ -83,7 +83,8 @@ def test_pools_volumes_and_resize_through_the_cli(daemon: Daemon, tmp_path: Path
         created = daemon.cli(
             "volume", "create", "cli-vol", "--size", "64M", "--pool", "cli-pool", "--format", "raw"
         )
-        assert created.code == 0 and (pool_dir / "default" / "cli-vol.raw").stat().st_size == 64 * 1024**2
+        vol_file = pool_dir / "default" / "cli-vol.raw"
+        assert created.code == 0 and vol_file.stat().st_size == 64 * 1024**2
         assert daemon.cli("launch", "tiny", "cli-vols", "--memory", "128M", "--no-start").code == 0
         assert daemon.cli("volume", "attach", "cli-vol", "cli-vols").code == 0
         listed = json.loads(daemon.cli("volume", "list", "--format", "json").stdout)
@@ -91,7 +92,7 @@ def test_pools_volumes_and_resize_through_the_cli(daemon: Daemon, tmp_path: Path
         refused = daemon.cli("volume", "delete", "cli-vol")
         assert refused.code == 4 and "in use by VM 'cli-vols'" in refused.stderr
         grown = daemon.cli("volume", "resize", "cli-vol", "--size", "128M")
-        assert grown.code == 0 and (pool_dir / "default" / "cli-vol.raw").stat().st_size == 128 * 1024**2
+        assert grown.code == 0 and vol_file.stat().st_size == 128 * 1024**2
         shrink = daemon.cli("resize", "cli-vols", "--disk", "64M")
         assert shrink.code == 2 and "only grow" in shrink.stderr
         assert "2G disk" in daemon.cli("resize", "cli-vols", "--disk", "2G").stdout
