@@ -13,7 +13,7 @@ import base64
 import contextlib
 
 from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hangar.api.auth import OPERATE, READ, Access, Level, authorize_ws
 from hangar.api.console import CLOSE_BASE
@@ -33,6 +33,16 @@ class ExecRequest(BaseModel):
     # Standard input for the command, base64 (binary-safe).
     input: str | None = Field(default=None, max_length=16 * 1024 * 1024)
     timeout: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("input")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                base64.b64decode(value.encode("ascii"), validate=True)
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise ValueError("input must be base64") from exc
+        return value
 
 
 @router.post("/{name}/exec")

@@ -75,6 +75,12 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("POST", "/1.0/volumes/data/attach", {"vm": "web"}, OPERATE),
     ("POST", "/1.0/volumes/data/detach", {"vm": "web"}, OPERATE),  # 409: not attached
     ("DELETE", "/1.0/volumes/data", None, OPERATE),
+    # guests: the fake 'web' has no agent or display, so allowed calls answer 409
+    ("POST", "/1.0/vms/web/exec", {"command": ["true"]}, OPERATE),
+    ("GET", "/1.0/vms/web/guest", None, READ),
+    ("GET", "/1.0/vms/web/screenshot", None, OPERATE),
+    ("POST", "/1.0/vms/web/iso/detach", None, OPERATE),
+    ("WS", "/1.0/vms/web/vnc", None, OPERATE),
 ]
 
 
