@@ -323,6 +323,7 @@ _power_command("resume", "Resume a paused VM.")
 
 _METHODS = {
     "acpi": "the guest shut down after the ACPI power button",
+    "agent": "the guest ignored the ACPI power button and shut down when its agent asked",
     "forced": "forced off",
     "forced-after-timeout": "forced off: the guest ignored the ACPI power button",
 }

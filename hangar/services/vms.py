@@ -347,24 +347,30 @@ class VMService:
         await runtime.monitor.powerdown()
         record = self.repo.by_id(runtime.vm_id)
         agent = self.agent(record.config) if record and record.config.agent else None
-        # With an agent, half the time for ACPI, then ask the agent to power off.
-        acpi_wait = timeout / 2 if agent is not None else timeout
+        # With an agent: a third of the time for ACPI, then the agent is asked too.
+        acpi_wait = timeout / 3 if agent is not None else timeout
         try:
             await asyncio.wait_for(runtime.exited.wait(), acpi_wait)
             return "acpi"
         except TimeoutError:
             pass
+        asked = False
         if agent is not None:
             try:
                 await agent.call("guest-shutdown", {"mode": "powerdown"})
+                asked = True
                 runtime.stop_reason = (
                     "stopped: the guest ignored the ACPI power button and powered off "
                     "when its agent asked"
                 )
+            except HangarError as exc:
+                # Perhaps it is shutting down after all (agent already gone): wait on.
+                log.info("VM %s: agent shutdown not possible: %s", runtime.name, exc)
+            try:
                 await asyncio.wait_for(runtime.exited.wait(), timeout - acpi_wait)
-                return "agent"
-            except (HangarError, TimeoutError) as exc:
-                log.info("VM %s: agent shutdown did not work: %s", runtime.name, exc)
+                return "agent" if asked else "acpi"
+            except TimeoutError:
+                pass
         await self._force_stop(
             runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
         )
