@@ -66,7 +66,9 @@ def shell(name: str, command: tuple[str, ...], identity: str | None, force_agent
         if argv is not None:
             out.file.flush()
             os.execvp(argv[0], argv)
-        err.print(f"[yellow]no SSH: {reason}; using the guest agent[/]", highlight=False)
+        err.print(
+            f"[yellow]no SSH: {reason}; using the guest agent[/]", highlight=False, soft_wrap=True
+        )
         if command:
             result = client.exec(name, ["sh", "-c", " ".join(command)], timeout=3600)
             sys.stdout.write(result["stdout"])
@@ -125,7 +127,7 @@ def matching_key(public_keys: list[str]) -> str | None:
 
 def _agent_shell(client: Client, name: str) -> None:
     """One command per line through the agent: no TTY, no job control."""
-    err.print("one command per line (sh -c), Ctrl-D ends", highlight=False)
+    err.print("one command per line (sh -c), Ctrl-D ends", highlight=False, soft_wrap=True)
     while True:
         try:
             line = input(f"{name}$ ")
@@ -137,7 +139,7 @@ def _agent_shell(client: Client, name: str) -> None:
         sys.stdout.write(result["stdout"])
         sys.stderr.write(result["stderr"])
         if result["exit_code"]:
-            err.print(f"[dim](exit {result['exit_code']})[/]", highlight=False)
+            err.print(f"[dim](exit {result['exit_code']})[/]", highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -151,7 +153,7 @@ def screenshot(name: str, file: str) -> None:
     if not png.startswith(b"\x89PNG"):
         raise InvalidInput("hangard sent something that is not a PNG")
     Path(file).write_bytes(png)
-    out.print(f"saved {len(png)} bytes to {file}", highlight=False)
+    out.print(f"saved {len(png)} bytes to {file}", highlight=False, soft_wrap=True)
 
 
 @cli.group()
@@ -173,4 +175,6 @@ def iso_detach(name: str, fmt: str) -> None:
     if fmt == "json":
         emit_json(vm)
     else:
-        out.print(f"ISO detached from {name}; it boots from its disk", highlight=False)
+        out.print(
+            f"ISO detached from {name}; it boots from its disk", highlight=False, soft_wrap=True
+        )
