@@ -27,6 +27,7 @@ from typing import Any
 
 from hangar.errors import Conflict, QemuFailed
 from hangar.runner import CommandRunner
+from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
@@ -51,7 +52,12 @@ def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
         nic.model_copy(update={"mac": mac_from_id(vm_id, i), "forwards": ()})
         for i, nic in enumerate(source.nics)
     )
-    return source.model_copy(update={"id": vm_id, "name": name, "nics": nics, "data_disks": ()})
+    update: dict[str, object] = {"id": vm_id, "name": name, "nics": nics, "data_disks": ()}
+    # No install media; a cloud-init seed of its own (a new instance, named anew).
+    update["iso"] = None
+    if source.cloud_init is not None:
+        update["cloud_init"] = source.cloud_init.model_copy(update={"hostname": name})
+    return source.model_copy(update=update)
 
 
 class CloneService:
@@ -86,6 +92,11 @@ class CloneService:
                 folder.mkdir(parents=True)
                 undo.push("remove copy's folder", lambda: shutil.rmtree(folder, ignore_errors=True))
                 config = link_boot_files(copy_config(record.config, vm_id, name), folder)
+                if config.cloud_init is not None:
+                    config = guest_files.with_ssh_forward(config, self.vms.port_owners(config))
+                await asyncio.to_thread(
+                    guest_files.prepare, config, self.vms.files(config), self.vms.host, None
+                )
                 target = self.vms.files(config).disk
                 async with self.vms.locks[record.id]:
                     await self._copy_disk(record, target, full=full, progress=progress)

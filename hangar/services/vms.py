@@ -205,7 +205,7 @@ class VMService:
                 initrd_path=str(boot_dir / image.initrd) if image and image.initrd else None,
             )
             if config.cloud_init is not None:
-                config = guest_files.with_ssh_forward(config, self._port_owners(config))
+                config = guest_files.with_ssh_forward(config, self.port_owners(config))
             self._check_ports(config)
             files = self.files(config)
             async with revert_on_error() as undo:
@@ -450,7 +450,7 @@ class VMService:
             raise QemuFailed(f"VM '{record.name}' has no running QEMU")
         return runtime
 
-    def _port_owners(self, config: VMConfig) -> dict[tuple[str, int], str]:
+    def port_owners(self, config: VMConfig) -> dict[tuple[str, int], str]:
         return {
             (fwd.protocol, fwd.host_port): other.name
             for other in self.repo.list()
@@ -460,7 +460,7 @@ class VMService:
         }
 
     def _check_ports(self, config: VMConfig) -> None:
-        owners = self._port_owners(config)
+        owners = self.port_owners(config)
         ports.check_free((f for nic in config.nics for f in nic.forwards), owners=owners)
 
     # --- supervision ----------------------------------------------------------------

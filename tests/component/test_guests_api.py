@@ -169,3 +169,4 @@ def test_iso_must_be_an_iso_and_only_the_host_admin_may_attach_one(
         headers={"Authorization": f"Bearer {token}"},
     )
     assert forbidden.status_code == 403 and "host administrator" in forbidden.json()["message"]
+

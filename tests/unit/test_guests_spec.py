@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from hangar.errors import InvalidInput
+from hangar.services.clones import copy_config
 from hangar.services.guests import parse_addresses
 from hangar.services.storage.debian import disk
 from hangar.services.storage.debian.recipe import find_mirror
@@ -170,3 +171,11 @@ def test_agent_addresses_leave_out_loopback() -> None:
     ]
     [address] = parse_addresses(nics)
     assert (address.interface, address.address, address.prefix) == ("eth0", "10.0.2.15", 24)
+
+
+def test_a_copy_is_a_new_cloud_init_instance_without_install_media() -> None:
+    source = _resolve(VMCreate(name="web", image="debian-12", ssh_keys=[KEY]))
+    source = source.model_copy(update={"iso": "installer.iso"})  # type: ignore[union-attr]
+    copy = copy_config(source, "cd" * 16, "web2")
+    assert copy.cloud_init is not None and copy.cloud_init.hostname == "web2"
+    assert copy.cloud_init.ssh_keys == (KEY,) and copy.iso is None and copy.id == "cd" * 16
