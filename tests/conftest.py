@@ -4,6 +4,7 @@ and end-to-end tests (the image is built once per run)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,3 +36,25 @@ def daemon() -> Iterator[Daemon]:
 def client(daemon: Daemon) -> Iterator[Client]:
     with daemon.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def debian_image(daemon: Daemon) -> str:
+    """debian-12, built once per run (reused from HANGAR_CACHE when its recipe is unchanged)."""
+    with daemon.client() as client:
+        client.build_image("debian-12")
+    return "debian-12"
+
+
+@pytest.fixture(scope="session")
+def ssh_home() -> Iterator[Path]:
+    """A HOME whose ~/.ssh holds a fresh key pair, as a user's would."""
+    home = Path(tempfile.mkdtemp(prefix="hgssh-", dir="/tmp"))
+    (home / ".ssh").mkdir(mode=0o700)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tester@hangar",
+         "-f", str(home / ".ssh" / "id_ed25519")],
+        check=True,
+    )  # fmt: skip
+    yield home
+    shutil.rmtree(home, ignore_errors=True)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
+from hangar.errors import Forbidden
 from hangar.services.vms import DEFAULT_STOP_TIMEOUT, StopResult, VMView
 from hangar.spec.vm import VMCreate
 
@@ -50,8 +51,15 @@ async def list_vms(
 @router.post("", status_code=201)
 async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
     spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full", "cold"}))
+    if spec.iso is not None and not scope.caller.local:
+        # A host path handed to QEMU would let a token read any file on the host.
+        raise Forbidden(
+            "only the host administrator may attach a host file as an ISO",
+            hint="launch ISO installs on the host, through the local socket",
+        )
     platform = platform_of(request)
-    if body.start and not body.full and not body.cold and platform.warm.warm_state(spec.image):
+    warm = spec.image is not None and platform.warm.warm_state(spec.image)
+    if body.start and not body.full and not body.cold and warm:
         # A warm template resumes its saved guest under a new identity.
         return await platform.warm.launch(spec, project=scope.project)
     return await platform.vms.create(spec, start=body.start, full=body.full, project=scope.project)

@@ -6,6 +6,7 @@ Each area's commands live in their own module and register on the root group.
 from __future__ import annotations
 
 from hangar.cli import (
+    guests,
     host,
     images,
     monitor,
@@ -24,6 +25,7 @@ from hangar.errors import InvalidInput
 
 __all__ = [
     "cli",
+    "guests",
     "host",
     "images",
     "main",

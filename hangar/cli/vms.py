@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
 from rich.table import Table
@@ -35,6 +36,39 @@ def _wait_for_boot(client: Client, vm: dict[str, Any], *, seen: int, timeout: fl
             raise QemuFailed(str(exc), hint=f"see 'hangar logs {vm['name']}'") from exc
 
 
+def _launch_words(words: tuple[str, ...], iso: str | None) -> tuple[str | None, str]:
+    if len(words) == 2:
+        return words[0], words[1]
+    if len(words) == 1 and iso is not None:
+        return None, words[0]
+    raise InvalidInput(
+        "launch takes IMAGE NAME (or just NAME with --iso)",
+        hint="e.g. hangar launch debian-12 web, or hangar launch --iso FILE --disk 8G web",
+    )
+
+
+DEFAULT_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
+
+
+def read_ssh_keys(paths: tuple[str, ...]) -> list[str]:
+    """The public keys of --ssh-key files, else the caller's first ~/.ssh/id_*.pub (if any).
+
+    Only public halves are read; the server never sees a private key.
+    """
+    if not paths:
+        found = [Path.home() / ".ssh" / n for n in DEFAULT_KEYS]
+        paths = tuple(str(p) for p in found if p.is_file())[:1]
+    keys = []
+    for path in paths:
+        text = Path(path).read_text().strip()
+        if "PRIVATE KEY" in text:
+            raise InvalidInput(
+                f"{path} is a private key", hint="pass the public key (the .pub file)"
+            )
+        keys += [line for line in text.splitlines() if line.strip()]
+    return keys
+
+
 def _forwards(vm: dict[str, Any]) -> str:
     return ", ".join(
         f"{f['host_address']}:{f['host_port']}->{f['guest_port']}/{f['protocol']}"
@@ -55,6 +89,9 @@ def print_vm(vm: dict[str, Any]) -> None:
         ("memory", format_size(vm["memory"])),
         ("disk", format_size(vm["disk_size"])),
         ("machine", f"{vm['machine']} ({vm['accelerator']})"),
+        ("boot", f"disk, {vm['firmware']}" if vm.get("firmware") else "direct kernel"),
+        ("iso", vm.get("iso") or "-"),
+        ("user", vm.get("user") or "-"),
         ("pid", str(vm["pid"] or "-")),
         ("mac", ", ".join(vm["macs"])),
         ("addresses", _addresses(vm) or "-"),
@@ -69,8 +106,7 @@ def print_vm(vm: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.argument("image")
-@click.argument("name")
+@click.argument("words", nargs=-1, required=True, metavar="[IMAGE] NAME")
 @click.option("--cpus", type=int, help="virtual CPUs (default: the image's)")
 @click.option("--memory", help="memory, e.g. 256M or 1G (default: the image's)")
 @click.option("--disk", help="root disk size, e.g. 2G (default: the image's)")
@@ -112,12 +148,35 @@ def print_vm(vm: dict[str, Any]) -> None:
     help="microvm (default, fastest boot) or q35 (PCIe: volumes attach while it runs)",
 )
 @click.option("--cold", is_flag=True, help="boot a warm template instead of resuming its guest")
+@click.option(
+    "--firmware",
+    type=click.Choice(["bios", "uefi"]),
+    help="boot from the disk through SeaBIOS or OVMF (q35) instead of the image's kernel",
+)
+@click.option(
+    "--iso",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    help="attach an installer ISO (a file on hangard's host) as a CD-ROM; no IMAGE: blank disk",
+)
+@click.option("--graphics/--no-graphics", default=None, help="a VGA display (default: with --iso)")
+@click.option(
+    "--ssh-key",
+    "ssh_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="public key for the image's default user (default: ~/.ssh/id_*.pub); repeatable",
+)
+@click.option(
+    "--cloud-init",
+    "user_data",
+    type=click.File("r"),
+    help="cloud-init user-data file, passed to the guest unchanged",
+)
 @wait_option
 @format_option
 @handle_errors
 def launch(
-    image: str,
-    name: str,
+    words: tuple[str, ...],
     cpus: int | None,
     memory: str | None,
     disk: str | None,
@@ -129,11 +188,30 @@ def launch(
     full: bool,
     machine: str | None,
     cold: bool,
+    firmware: str | None,
+    iso: str | None,
+    graphics: bool | None,
+    ssh_keys: tuple[str, ...],
+    user_data: TextIO | None,
     wait: float | None,
     fmt: str,
 ) -> None:
-    """Create VM NAME from IMAGE or template and start it."""
-    spec: dict[str, Any] = {"name": name, "image": image}
+    """Create VM NAME from IMAGE or template and start it.
+
+    With --iso and no IMAGE, NAME gets a blank disk (--disk) to install onto.
+    """
+    image, name = _launch_words(words, iso)
+    spec: dict[str, Any] = {"name": name}
+    if image is not None:
+        spec["image"] = image
+    for key, value in (("firmware", firmware), ("iso", iso), ("graphics", graphics)):
+        if value is not None:
+            spec[key] = value
+    keys = read_ssh_keys(ssh_keys)
+    if keys:
+        spec["ssh_keys"] = keys
+    if user_data is not None:
+        spec["user_data"] = user_data.read()
     if cpus is not None:
         spec["cpus"] = cpus
     if memory is not None:
@@ -176,6 +254,10 @@ def launch(
     for f in vm["forwards"]:
         if f["guest_port"] == 80 and f["protocol"] == "tcp":
             out.print(f"  web:     http://{f['host_address']}:{f['host_port']}/", highlight=False)
+    if vm.get("user"):
+        out.print(f"  shell:   hangar shell {name}   (SSH as {vm['user']})", highlight=False)
+    if vm.get("graphics"):
+        out.print(f"  screen:  hangar screenshot {name} screen.png", highlight=False)
     out.print(f"  console: hangar console {name}   (detach with Ctrl-])", highlight=False)
     out.print(f"  logs:    hangar logs {name} --follow", highlight=False)
 
@@ -245,10 +327,20 @@ def info(name: str, fmt: str) -> None:
     """Show one VM in detail."""
     with connect() as client:
         vm = client.vm(name)
+        guest = client.guest_info(name) if vm.get("agent") and vm["state"] == "running" else None
     if fmt == "json":
-        emit_json(vm)
-    else:
-        print_vm(vm)
+        emit_json({**vm, "guest": guest})
+        return
+    print_vm(vm)
+    if guest is not None and guest.get("agent"):
+        addresses = ", ".join(f"{a['address']}/{a['prefix']}" for a in guest["addresses"])
+        out.print(
+            f"[bold]guest[/]  {guest['os']} ({guest['kernel']}), hostname "
+            f"{guest['hostname']}, addresses {addresses or '-'}",
+            highlight=False,
+        )
+    elif guest is not None:
+        out.print(f"[bold]guest[/]  agent not answering: {guest['reason']}", highlight=False)
 
 
 def _power_command(action: str, doc: str) -> None:
@@ -290,6 +382,7 @@ _power_command("resume", "Resume a paused VM.")
 
 _METHODS = {
     "acpi": "the guest shut down after the ACPI power button",
+    "agent": "the guest ignored the ACPI power button and shut down when its agent asked",
     "forced": "forced off",
     "forced-after-timeout": "forced off: the guest ignored the ACPI power button",
 }

@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect, unix_connect
 
 from hangar import errors
 from hangar.certs import fingerprint
+from hangar.client.guests_api import GuestsApi
 from hangar.client.network_api import NetworkApi
 from hangar.client.platform_api import PlatformApi
 from hangar.client.remotes import Remote, changed, fetch_certificate
@@ -61,7 +62,7 @@ def _unavailable(socket_path: Path, exc: Exception) -> DaemonUnavailable:
     )
 
 
-class Client(PlatformApi, NetworkApi):
+class Client(PlatformApi, NetworkApi, GuestsApi):
     """``Client()`` talks to the local hangard; ``Client(remote=...)`` to a remote one.
 
     ``project`` is sent as ``?project=`` with every request (default: the token's
@@ -441,6 +442,16 @@ class Client(PlatformApi, NetworkApi):
         except httpx.ReadTimeout:
             pass
         raise TimeoutError(f"'{name}' printed no boot marker in {timeout:g} s")
+
+    def screenshot(self, name: str) -> bytes:
+        """The guest's screen as PNG bytes."""
+        try:
+            response = self._http.get(f"/1.0/vms/{name}/screenshot", timeout=60)
+        except (httpx.ConnectError, FileNotFoundError, PermissionError) as exc:
+            raise self._unavailable(exc) from exc
+        self._check_peer(response)
+        self._decode_error(response)
+        return response.content
 
     def _decode_error(self, response: httpx.Response) -> None:
         if response.status_code >= 400:

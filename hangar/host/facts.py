@@ -21,3 +21,7 @@ class HostFacts:
     # guest's own calibration can fail and hang the boot (shared/MEASUREMENTS.md).
     tsc_khz: int | None
     kvm_device_present: bool
+    # OVMF (UEFI) firmware: read-only code and the template each VM's variable store
+    # is copied from. None when the ovmf package is missing.
+    ovmf_code: str | None = None
+    ovmf_vars: str | None = None

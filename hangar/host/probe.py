@@ -177,7 +177,23 @@ def probe_host(
         accelerator_reason=decision.reason,
         tsc_khz=parse_tsc_khz(Path("/proc/cpuinfo").read_text()),
         kvm_device_present=kvm_present,
+        **find_ovmf(),
     )
+
+
+# Debian's ovmf package: the 4 MiB build (2 MiB is the older layout).
+OVMF_PAIRS = [
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+]
+
+
+def find_ovmf() -> dict[str, str | None]:
+    """The first OVMF code/vars pair present on this host (without Secure Boot keys)."""
+    for code, vars_ in OVMF_PAIRS:
+        if Path(code).is_file() and Path(vars_).is_file():
+            return {"ovmf_code": code, "ovmf_vars": vars_}
+    return {"ovmf_code": None, "ovmf_vars": None}
 
 
 def _cached_or_probed(

@@ -27,6 +27,7 @@ from typing import Any
 
 from hangar.errors import Conflict, QemuFailed
 from hangar.runner import CommandRunner
+from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
@@ -64,7 +65,12 @@ def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
         )
         for i, nic in enumerate(source.nics)
     )
-    return source.model_copy(update={"id": vm_id, "name": name, "nics": nics, "data_disks": ()})
+    update: dict[str, object] = {"id": vm_id, "name": name, "nics": nics, "data_disks": ()}
+    # No install media; a cloud-init seed of its own (a new instance, named anew).
+    update["iso"] = None
+    if source.cloud_init is not None:
+        update["cloud_init"] = source.cloud_init.model_copy(update={"hostname": name})
+    return source.model_copy(update=update)
 
 
 class CloneService:
@@ -99,6 +105,11 @@ class CloneService:
                 folder.mkdir(parents=True)
                 undo.push("remove copy's folder", lambda: shutil.rmtree(folder, ignore_errors=True))
                 config = link_boot_files(copy_config(record.config, vm_id, name), folder)
+                if config.cloud_init is not None:
+                    config = guest_files.with_ssh_forward(config, self.vms.port_owners(config))
+                await asyncio.to_thread(
+                    guest_files.prepare, config, self.vms.files(config), self.vms.host, None
+                )
                 target = self.vms.files(config).disk
                 async with self.vms.locks[record.id]:
                     await self._copy_disk(record, target, full=full, progress=progress)
@@ -199,9 +210,9 @@ class CloneService:
                 name=template,
                 recipe_hash=uuid.uuid4().hex,
                 created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                kernel=Path(boot.kernel).name,
-                initrd=Path(boot.initrd).name if boot.initrd else None,
-                cmdline=config.boot.cmdline,
+                kernel=Path(boot.kernel).name if boot else None,
+                initrd=Path(boot.initrd).name if boot and boot.initrd else None,
+                cmdline=boot.cmdline if boot else "",
                 disk="disk.qcow2",
                 disk_virtual_size=config.disk_size,
                 boot_marker=config.boot_marker,

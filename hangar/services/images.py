@@ -15,9 +15,10 @@ from hangar.services.storage.images import ImageManifest, ImageStore, Recipe
 
 
 def known_recipes() -> dict[str, Recipe]:
+    from hangar.services.storage.debian import DebianRecipe
     from hangar.services.storage.tiny import TinyRecipe
 
-    return {"tiny": TinyRecipe()}
+    return {"tiny": TinyRecipe(), "debian-12": DebianRecipe()}
 
 
 class BuildResult(BaseModel):

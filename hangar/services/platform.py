@@ -10,6 +10,7 @@ from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
+from hangar.services.guests import GuestService
 from hangar.services.images import ImageService
 from hangar.services.networks import NetworkService
 from hangar.services.operations import OperationManager
@@ -48,6 +49,7 @@ class Platform:
     storage: StorageService
     snapshots: SnapshotService
     warm: WarmService
+    guests: GuestService
     _stopped: bool = False
 
     @classmethod
@@ -91,6 +93,7 @@ class Platform:
             ),
             snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
             warm=WarmService(vms, store, runner),
+            guests=GuestService(vms),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform

@@ -39,6 +39,8 @@ class Outcome:
     state: PowerState
     reason: str
     reboot: bool = False
+    # The guest powered itself off (not asked by hangard): an installer has finished.
+    guest_poweroff: bool = False
 
 
 def exit_outcome(
@@ -58,7 +60,7 @@ def exit_outcome(
     why = str(shutdown.get("reason", "")) if shutdown else ""
     if status is not None and status.clean:
         if why == "guest-shutdown":
-            return Outcome(PowerState.STOPPED, "the guest powered off")
+            return Outcome(PowerState.STOPPED, "the guest powered off", guest_poweroff=True)
         if why == "guest-reset":
             if uptime < MIN_UPTIME_FOR_REBOOT:
                 return Outcome(

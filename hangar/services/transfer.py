@@ -228,8 +228,8 @@ class TransferService:
         users = []
         for record in self.vms.repo.list():
             config = record.config
-            kernel = Path(config.boot.kernel).absolute()
-            if folder in kernel.parents:
+            kernel = Path(config.boot.kernel).absolute() if config.boot else None
+            if kernel is not None and folder in kernel.parents:
                 users.append(config.name)
                 continue
             files = self.vms.files(config)

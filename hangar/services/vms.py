@@ -8,6 +8,7 @@ a time; actions on different VMs run concurrently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -31,11 +32,12 @@ from hangar.errors import (
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
-from hangar.services import ports
+from hangar.services import guest_files, ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
 from hangar.services.qemu import hotplug, img, layers, process
 from hangar.services.qemu.argv import NIC_PORTS, VMFiles, nic_slot, render_argv
+from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp.migration import load_memory
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
@@ -74,6 +76,15 @@ class VMView(BaseModel):
     boot_marker: str
     created_at: str
     serial_log: str
+    # None: direct kernel boot; else the firmware that boots the disk.
+    firmware: str | None = None
+    # The installer ISO's file name while one is attached.
+    iso: str | None = None
+    graphics: bool = False
+    agent: bool = False
+    # cloud images: the default user and the SSH keys it was given (public halves).
+    user: str | None = None
+    ssh_keys: list[str] = []
 
 
 class StopResult(BaseModel):
@@ -109,6 +120,7 @@ class VMService:
         self.supervisor = Supervisor(self._on_exit)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._background: set[asyncio.Task[None]] = set()
+        self._agents: dict[str, GuestAgent] = {}
 
     # --- reading -----------------------------------------------------------------
 
@@ -148,6 +160,12 @@ class VMService:
             boot_marker=config.boot_marker,
             created_at=record.created_at,
             serial_log=str(self.files(config).serial_log),
+            firmware=config.firmware,
+            iso=config.iso,
+            graphics=config.graphics,
+            agent=config.agent,
+            user=config.cloud_init.user if config.cloud_init else None,
+            ssh_keys=list(config.cloud_init.ssh_keys) if config.cloud_init else [],
         )
 
     async def get(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
@@ -198,24 +216,21 @@ class VMService:
                     f"a VM named '{request.name}' already exists in project '{project}'",
                     hint="pick another name, or delete the existing VM first",
                 )
-            image = self.images.get(request.image)
-            if image.kernel is None:
-                raise InvalidInput(
-                    f"image '{image.name}' has no kernel: it is a disk for BIOS boot, "
-                    "which hangar cannot run yet",
-                    hint="import a disk that holds an ext4 root filesystem, or use another image",
-                )
-            image_dir = self.images.path(image.name)
+            image = self.images.get(request.image) if request.image else None
+            iso_source = guest_files.check_iso(request.iso) if request.iso else None
+            image_dir = self.images.path(image.name) if image else None
             vm_id = uuid.uuid4().hex
-            boot_dir = self.paths.vm_dir(vm_id) if full else image_dir
+            boot_dir = self.paths.vm_dir(vm_id) if full or image_dir is None else image_dir
             config = resolve(
                 request,
                 image,
                 self.host,
                 vm_id=vm_id,
-                kernel_path=str(boot_dir / image.kernel),
-                initrd_path=str(boot_dir / image.initrd) if image.initrd else None,
+                kernel_path=str(boot_dir / image.kernel) if image and image.kernel else None,
+                initrd_path=str(boot_dir / image.initrd) if image and image.initrd else None,
             )
+            if config.cloud_init is not None:
+                config = guest_files.with_ssh_forward(config, self.port_owners(config))
             self._check_ports(config)
             files = self.files(config)
             async with revert_on_error() as undo:
@@ -230,7 +245,11 @@ class VMService:
                     undo.push(
                         "remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True)
                     )
-                    if full:
+                    if image is None or image_dir is None:
+                        await asyncio.to_thread(
+                            img.create, self.runner, files.disk, "qcow2", config.disk_size
+                        )
+                    elif full:
                         await asyncio.to_thread(
                             _full_copy, self.runner, image_dir, image, files.disk, config.disk_size
                         )
@@ -242,6 +261,9 @@ class VMService:
                             files.disk,
                             config.disk_size,
                         )
+                    await asyncio.to_thread(
+                        guest_files.prepare, config, files, self.host, iso_source
+                    )
                     record = self.repo.insert(config, PowerState.STOPPED, project)
                     undo.push("delete VM row", lambda: self.repo.delete(vm_id))
                 if self.networks is not None:
@@ -303,6 +325,7 @@ class VMService:
             shutil.rmtree(files.runtime, ignore_errors=True)
             self.repo.delete(record.id)
         self._locks.pop(record.id, None)
+        self._agents.pop(record.id, None)
 
     # --- NICs -----------------------------------------------------------------------
 
@@ -455,6 +478,10 @@ class VMService:
             self.repo.set_state(record.id, record.state, record.state_reason)
             raise
         runtime.transition = PowerState.STARTING
+        if config.graphics:
+            # QEMU made it with its umask; the screen is for hangard's proxy alone.
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(files.vnc_socket, 0o600)
         try:
             if memory is not None:
                 await load_memory(
@@ -498,14 +525,36 @@ class VMService:
         runtime.transition = PowerState.STOPPING
         runtime.stop_reason = "stopped: the guest powered off after the ACPI power button"
         await runtime.monitor.powerdown()
+        record = self.repo.by_id(runtime.vm_id)
+        agent = self.agent(record.config) if record and record.config.agent else None
+        # With an agent: a third of the time for ACPI, then the agent is asked too.
+        acpi_wait = timeout / 3 if agent is not None else timeout
         try:
-            await asyncio.wait_for(runtime.exited.wait(), timeout)
+            await asyncio.wait_for(runtime.exited.wait(), acpi_wait)
             return "acpi"
         except TimeoutError:
-            await self._force_stop(
-                runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
-            )
-            return "forced-after-timeout"
+            pass
+        asked = False
+        if agent is not None:
+            try:
+                await agent.call("guest-shutdown", {"mode": "powerdown"})
+                asked = True
+                runtime.stop_reason = (
+                    "stopped: the guest ignored the ACPI power button and powered off "
+                    "when its agent asked"
+                )
+            except HangarError as exc:
+                # Perhaps it is shutting down after all (agent already gone): wait on.
+                log.info("VM %s: agent shutdown not possible: %s", runtime.name, exc)
+            try:
+                await asyncio.wait_for(runtime.exited.wait(), timeout - acpi_wait)
+                return "agent" if asked else "acpi"
+            except TimeoutError:
+                pass
+        await self._force_stop(
+            runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
+        )
+        return "forced-after-timeout"
 
     def _fresh_lease_table(self, record: VMRecord) -> VMRecord:
         """A booting VM's user-mode network starts with an empty DHCP lease table, whose
@@ -568,6 +617,31 @@ class VMService:
             await self._start(self.repo.get(name, project))
         return StopResult(vm=await self.get(name, project), method=method)
 
+    async def detach_iso(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
+        """Detach the installer ISO of a stopped VM (it then boots from its disk alone)."""
+        record = self.repo.get(name, project)
+        async with self._locks[record.id]:
+            state = await self.state_of(record)
+            if record.config.iso is None:
+                raise Conflict(f"VM '{name}' has no ISO attached", hint="nothing to detach")
+            if state not in (PowerState.STOPPED, PowerState.CRASHED):
+                raise StateConflict(name, "detach the ISO of", state.value, ["stopped", "crashed"])
+            self._detach_iso(record.config)
+        return await self.get(name, project)
+
+    def _detach_iso(self, config: VMConfig) -> None:
+        self.repo.set_config(config.model_copy(update={"iso": None}))
+        self.files(config).iso.unlink(missing_ok=True)
+
+    def agent(self, config: VMConfig) -> GuestAgent:
+        """The guest agent client of a VM (one per VM: its channel serves one client)."""
+        agent = self._agents.get(config.id)
+        if agent is None:
+            agent = self._agents[config.id] = GuestAgent(
+                self.files(config).agent_socket, config.name
+            )
+        return agent
+
     def _runtime(self, record: VMRecord) -> Runtime:
         runtime = self.supervisor.get(record.id)
         if runtime is None:
@@ -585,21 +659,31 @@ class VMService:
         """Raise :class:`Conflict` if a host port ``config`` forwards is taken."""
         self._check_ports(config)
 
-    def _check_ports(self, config: VMConfig) -> None:
-        owners: dict[tuple[str, int], str] = {
+    def port_owners(self, config: VMConfig) -> dict[tuple[str, int], str]:
+        return {
             (fwd.protocol, fwd.host_port): other.name
             for other in self.repo.list()
             if other.id != config.id
             for nic in other.config.nics
             for fwd in nic.forwards
         }
+
+    def _check_ports(self, config: VMConfig) -> None:
+        owners = self.port_owners(config)
         ports.check_free((f for nic in config.nics for f in nic.forwards), owners=owners)
 
     # --- supervision ----------------------------------------------------------------
 
     async def _on_exit(self, runtime: Runtime, outcome: Outcome) -> None:
         log.info("VM %s: %s (%s)", runtime.name, outcome.state, outcome.reason)
-        self.repo.set_state(runtime.vm_id, outcome.state, outcome.reason)
+        reason = outcome.reason
+        record = self.repo.by_id(runtime.vm_id)
+        if outcome.guest_poweroff and record is not None and record.config.iso is not None:
+            # An installer that powers the guest off has finished: the next boot is
+            # from the disk alone (see README, "ISO installs").
+            self._detach_iso(record.config)
+            reason += f"; installer ISO '{record.config.iso}' detached"
+        self.repo.set_state(runtime.vm_id, outcome.state, reason)
         record = self.repo.by_id(runtime.vm_id)
         if outcome.reboot and record is not None:
             task = asyncio.create_task(self._reboot(runtime.name, record.project))
@@ -648,6 +732,8 @@ def link_boot_files(config: VMConfig, folder: Path) -> VMConfig:
 
     A VM that owns its boot files does not depend on the image it came from.
     """
+    if config.boot is None:
+        return config
     updates: dict[str, str | None] = {}
     for key in ("kernel", "initrd"):
         current = getattr(config.boot, key)

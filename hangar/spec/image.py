@@ -59,3 +59,10 @@ class ImageManifest(BaseModel):
     # Where the image came from: "recipe", "import", "publish".
     origin: Literal["recipe", "import", "publish"] = "recipe"
     warm: WarmState | None = None
+    # Firmware the disk boots with on its own (it holds a bootloader); empty: kernel boot only.
+    firmware: tuple[Literal["bios", "uefi"], ...] = ()
+    # A cloud image: each VM gets a NoCloud seed (hostname, default_user with the keys).
+    cloud_init: bool = False
+    default_user: str = ""
+    # The guest runs qemu-guest-agent: VMs get its virtio-serial channel.
+    agent: bool = False

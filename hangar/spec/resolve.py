@@ -11,10 +11,12 @@ from collections.abc import Iterable
 
 from hangar.errors import InvalidInput, ResourceLimit
 from hangar.host.facts import HostFacts
-from hangar.spec.image import ImageManifest
+from hangar.spec.image import ImageDefaults, ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.units import format_size
 from hangar.spec.vm import (
+    CloudInit,
+    Firmware,
     KernelBoot,
     NicConfig,
     NicCreate,
@@ -27,6 +29,8 @@ from hangar.spec.vm import (
 # The Debian kernel with a small initramfs needs 96 MB; below that QEMU spins
 # silently (shared/MEASUREMENTS.md), so refuse instead.
 MIN_MEMORY = 96 * 1024 * 1024
+# A VM made to install from an ISO onto a blank disk: enough memory for common installers.
+BLANK_DEFAULTS = ImageDefaults(cpus=1, memory=1024 * 1024 * 1024, disk=8 * 1024**3, machine="q35")
 
 
 def mac_from_id(vm_id: str, index: int) -> str:
@@ -38,22 +42,30 @@ def mac_from_id(vm_id: str, index: int) -> str:
 
 def resolve(
     request: VMCreate,
-    image: ImageManifest,
+    image: ImageManifest | None,
     host: HostFacts,
     *,
     vm_id: str,
-    kernel_path: str,
+    kernel_path: str | None,
     initrd_path: str | None,
 ) -> VMConfig:
-    """Fill defaults from the image and check the request against the host.
+    """Fill defaults from the image (None: a blank disk for an ISO install) and check the
+    request against the host.
 
     Raises :class:`InvalidInput` for bad values and :class:`ResourceLimit` when
     the VM asks for more CPUs or memory than the host has.
     """
     check_name(request.name)
-    cpus = request.cpus or image.defaults.cpus
-    memory = request.memory or image.defaults.memory
-    disk = request.disk or max(image.defaults.disk, image.disk_virtual_size)
+    if image is None and request.iso is None:
+        raise InvalidInput(
+            "a VM needs an image or an installer ISO",
+            hint="name an image ('hangar image list'), or pass --iso FILE --disk SIZE",
+        )
+    defaults = image.defaults if image is not None else BLANK_DEFAULTS
+    cpus = request.cpus or defaults.cpus
+    memory = request.memory or defaults.memory
+    image_size = image.disk_virtual_size if image is not None else 0
+    disk = request.disk or max(defaults.disk, image_size)
 
     if cpus > host.cpus:
         raise ResourceLimit(
@@ -71,17 +83,28 @@ def resolve(
             f"{format_size(memory)} of memory is too little to boot",
             hint=f"use at least {format_size(MIN_MEMORY)}",
         )
-    if disk < image.disk_virtual_size:
+    if image is not None and disk < image.disk_virtual_size:
         raise InvalidInput(
             f"disk of {format_size(disk)} is smaller than image '{image.name}' "
             f"({format_size(image.disk_virtual_size)})",
             hint=f"use --disk {format_size(image.disk_virtual_size)} or more",
         )
 
+    firmware = _firmware(request, image, kernel_path)
+    graphics = request.graphics if request.graphics is not None else request.iso is not None
+    # Firmware, CD-ROMs and VGA need a PC: microvm has no BIOS disk boot, IDE or VGA.
+    machine = request.machine or ("q35" if firmware or graphics else defaults.machine)
+    if machine == "microvm":
+        for wanted, what in ((firmware, "--firmware"), (request.iso, "--iso"),
+                             (graphics, "--graphics")):  # fmt: skip
+            if wanted:
+                raise InvalidInput(
+                    f"{what} needs a PC machine, and microvm is not one",
+                    hint="use --machine q35 (or leave --machine out)",
+                )
+
     # An imported OVF's network adapters set the image's default NIC count.
-    nic_requests = (
-        request.nics if request.nics is not None else (NicCreate(),) * image.defaults.nics
-    )
+    nic_requests = request.nics if request.nics is not None else (NicCreate(),) * defaults.nics
     nics = tuple(
         NicConfig(
             type=nic.type,
@@ -97,18 +120,65 @@ def resolve(
     )
     _check_forwards(f for nic in nics for f in nic.forwards)
 
+    cloud_init = None
+    if image is not None and image.cloud_init:
+        cloud_init = CloudInit(
+            hostname=request.name,
+            user=image.default_user,
+            ssh_keys=request.ssh_keys,
+            user_data=request.user_data,
+        )
+    elif request.ssh_keys or request.user_data is not None:
+        raise InvalidInput(
+            "--ssh-key and --cloud-init need a cloud image"
+            + (f"; image '{image.name}' does not use cloud-init" if image else ""),
+            hint="launch a cloud image such as debian-12 ('hangar image build debian-12')",
+        )
+
+    boot = None
+    if firmware is None and image is not None and kernel_path is not None:
+        boot = KernelBoot(kernel=kernel_path, initrd=initrd_path, cmdline=image.cmdline)
     return VMConfig(
         id=vm_id,
         name=request.name,
-        image=image.name,
-        machine=request.machine or image.defaults.machine,
+        image=image.name if image is not None else "",
+        machine=machine,
         cpus=cpus,
         memory=memory,
         disk_size=disk,
-        boot=KernelBoot(kernel=kernel_path, initrd=initrd_path, cmdline=image.cmdline),
+        boot=boot,
         nics=nics,
-        boot_marker=image.boot_marker,
+        boot_marker=image.boot_marker if image is not None else "",
+        firmware=firmware,
+        iso=request.iso.rsplit("/", 1)[-1] if request.iso else None,
+        graphics=graphics,
+        # Blank disks too: whatever gets installed may run an agent; none answering is harmless.
+        agent=image.agent if image is not None else True,
+        cloud_init=cloud_init,
     )
+
+
+def _firmware(
+    request: VMCreate, image: ImageManifest | None, kernel_path: str | None
+) -> Firmware | None:
+    """The firmware to boot through, or None for direct kernel boot."""
+    if request.firmware is None:
+        if image is not None and kernel_path is not None and request.iso is None:
+            return None
+        # No kernel to boot directly: a blank disk, an installer, an imported BIOS disk.
+        return "bios"
+    if (
+        image is not None
+        and image.kernel is not None
+        and request.iso is None
+        and request.firmware not in image.firmware
+    ):
+        can = " or ".join(image.firmware) or "only direct kernel boot"
+        raise InvalidInput(
+            f"image '{image.name}' has no bootloader for {request.firmware} on its disk",
+            hint=f"it boots with: {can}; leave --firmware out for direct kernel boot",
+        )
+    return request.firmware
 
 
 def _check_forwards(forwards: Iterable[PortForward]) -> None:

@@ -20,6 +20,13 @@ CONFIG_FORMAT_VERSION = 1
 MAX_NAME = 63
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+# One OpenSSH public key line: type, base64 blob, optional comment.
+_SSH_KEY = re.compile(
+    r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)"
+    r" [A-Za-z0-9+/]+={0,3}( [^\n\r]*)?$"
+)
+MAX_USER_DATA = 64 * 1024
+Firmware = Literal["bios", "uefi"]
 
 
 def check_name(name: str, *, what: str = "VM name") -> str:
@@ -119,6 +126,16 @@ class NicCreate(BaseModel):
         return value.lower() if value else value
 
 
+def check_ssh_key(key: str) -> str:
+    """One OpenSSH public key line (``ssh-ed25519 AAAA... comment``), stripped."""
+    key = key.strip()
+    if len(key) > 16384 or not _SSH_KEY.match(key):
+        raise ValueError(
+            "ssh_keys must be OpenSSH public key lines, e.g. 'ssh-ed25519 AAAA... me@host'"
+        )
+    return key
+
+
 class VMCreate(BaseModel):
     """A request to create a VM. Unset fields are filled by the resolve step."""
 
@@ -128,13 +145,36 @@ class VMCreate(BaseModel):
     name: str = Field(
         json_schema_extra={"pattern": _NAME.pattern, "minLength": 1, "maxLength": MAX_NAME}
     )
-    image: str
+    # None only with ``iso``: a blank disk of ``disk`` bytes to install onto.
+    image: str | None = None
     cpus: int | None = Field(default=None, ge=1, le=255)
     memory: Size | None = None
     disk: Size | None = None
     nics: tuple[NicCreate, ...] | None = None
-    # q35 when volumes must be attached while the VM runs (hotplug).
+    # q35 when volumes must be attached while the VM runs (hotplug), or to boot firmware.
     machine: Literal["microvm", "q35"] | None = None
+    # Boot from the disk through firmware instead of direct kernel boot.
+    firmware: Firmware | None = None
+    # An installer ISO on hangard's host (absolute path), attached as a CD-ROM.
+    iso: str | None = Field(default=None, min_length=1, max_length=4096)
+    # A VGA display, served by QEMU's VNC (screenshots, graphical console). Default: with iso.
+    graphics: bool | None = None
+    # cloud-init (images that use it): keys for the default user, user-data passed through.
+    ssh_keys: tuple[str, ...] = Field(default=(), max_length=32)
+    user_data: str | None = Field(default=None, max_length=MAX_USER_DATA)
+
+    @field_validator("ssh_keys")
+    @classmethod
+    def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_ssh_key(k) for k in value)
+
+    @field_validator("iso")
+    @classmethod
+    def _iso(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "," in value):
+            # QEMU's option syntax splits on commas; relative paths mean nothing to hangard.
+            raise ValueError("iso must be an absolute path on hangard's host, without commas")
+        return value
 
 
 class NicConfig(BaseModel):
@@ -168,6 +208,18 @@ class KernelBoot(BaseModel):
     cmdline: str
 
 
+class CloudInit(BaseModel):
+    """What the VM's NoCloud seed says (rendered by services/storage/seed.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hostname: str
+    user: str
+    ssh_keys: tuple[str, ...] = ()
+    # Passed through untouched when given; else hangar writes a minimal #cloud-config.
+    user_data: str | None = None
+
+
 class DataDisk(BaseModel):
     """A volume attached to a VM, after its root disk (vdb, vdc, ... in the guest)."""
 
@@ -194,11 +246,21 @@ class VMConfig(BaseModel):
     cpus: int
     memory: int
     disk_size: int
-    boot: KernelBoot
+    # None: the VM boots from its disk (or CD-ROM) through ``firmware``.
+    boot: KernelBoot | None
     nics: tuple[NicConfig, ...]
     boot_marker: str
     # Volumes attached (storage issue); rendered after the root disk.
     data_disks: tuple[DataDisk, ...] = ()
+    # Set: boot through SeaBIOS or OVMF (q35) from the disk, not the image's kernel.
+    firmware: Firmware | None = None
+    # The installer ISO's original file name while one is attached (its copy is
+    # VMFiles.iso); None once detached.
+    iso: str | None = None
+    graphics: bool = False
+    # A virtio-serial channel to qemu-guest-agent.
+    agent: bool = False
+    cloud_init: CloudInit | None = None
 
 
 def vm_uuid(vm_id: str) -> str:

@@ -59,7 +59,7 @@ def test_errors_are_json_with_a_hint(api: TestClient) -> None:
 @pytest.mark.parametrize(
     ("body", "text"),
     [
-        ({"name": "web"}, "image: Field required"),
+        ({"name": "web"}, "needs an image or an installer ISO"),
         ({"name": "web", "image": "tiny", "colour": "red"}, "colour: Extra inputs"),
         ({"name": "web", "image": "tiny", "memory": "lots"}, "is not a size"),
         ({"name": "web", "image": "tiny", "cpus": 0}, "cpus"),

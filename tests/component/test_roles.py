@@ -103,6 +103,12 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("GET", "/1.0/vms/web/snapshots/snap", None, READ),
     ("POST", "/1.0/vms/web/snapshots/snap/restore", {"force": True}, OPERATE),
     ("DELETE", "/1.0/vms/web/snapshots/snap", None, OPERATE),
+    # guests: the fake 'web' has no agent or display, so allowed calls answer 409
+    ("POST", "/1.0/vms/web/exec", {"command": ["true"]}, OPERATE),
+    ("GET", "/1.0/vms/web/guest", None, READ),
+    ("GET", "/1.0/vms/web/screenshot", None, OPERATE),
+    ("POST", "/1.0/vms/web/iso/detach", None, OPERATE),
+    ("WS", "/1.0/vms/web/vnc", None, OPERATE),
 ]
 
 

@@ -114,7 +114,9 @@ def _run_all(app: Any, headers: dict[str, str]) -> list[str]:
         try:
             run()
         except (Exception, BaseExceptionGroup) as exc:  # collect them all, one report
-            failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+            subs = getattr(exc, "exceptions", [])
+            detail = "; ".join(str(e)[:300] for e in subs)
+            failures.append(f"{operation.method.upper()} {operation.path}: {exc} {detail}")
     return failures
 
 

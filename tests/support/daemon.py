@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hangar.client.client import Client
@@ -108,10 +108,17 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def cli(self, *args: str, input_text: str | None = None, timeout: float = 120) -> Result:
+    def cli(
+        self,
+        *args: str,
+        input_text: str | None = None,
+        timeout: float = 120,
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
+        """Run the CLI against this hangard; ``env`` adds to its environment (e.g. HOME)."""
         proc = subprocess.run(
             [str(BIN / "hangar"), *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             input=input_text,
             capture_output=True,
             text=True,

@@ -36,3 +36,25 @@ def tiny_manifest(**overrides: object) -> ImageManifest:
     }
     values.update(overrides)
     return ImageManifest.model_validate(values)
+
+
+def debian_manifest(**overrides: object) -> ImageManifest:
+    """A cloud image like debian-12: kernel boot or BIOS/UEFI from its disk, cloud-init, agent."""
+    values: dict[str, object] = {
+        "name": "debian-12",
+        "recipe_hash": "fedcba9876543210",
+        "created_at": "2026-11-26T00:00:00Z",
+        "kernel": "vmlinux-fedcba987654",
+        "initrd": "initrd-fedcba987654.img",
+        "cmdline": "root=UUID=aa62c63e-b104-5c84-b7b4-3c95cff439d2 ro",
+        "disk": "disk-fedcba987654.qcow2",
+        "disk_virtual_size": 2 * 1024**3,
+        "boot_marker": "login:",
+        "defaults": {"cpus": 1, "memory": 1024**3, "disk": 2 * 1024**3},
+        "firmware": ["bios", "uefi"],
+        "cloud_init": True,
+        "default_user": "debian",
+        "agent": True,
+    }
+    values.update(overrides)
+    return ImageManifest.model_validate(values)

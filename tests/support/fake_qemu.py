@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.support.fake_agent import FakeAgent
 from tests.support.fake_qmp import FakeQMPServer
 
 
@@ -53,6 +54,8 @@ async def run(argv: list[str]) -> int:
             log.flush()
 
     console = await asyncio.start_unix_server(echo, path=str(console_path))
+    agent = await _agent(argv)
+    vnc = await _vnc(argv)
     fake = FakeQMPServer(
         qmp_path,
         paused="-S" in argv,
@@ -70,10 +73,43 @@ async def run(argv: list[str]) -> int:
             log.write(b"fake guest booting\r\nHANGAR-BOOT-COMPLETE\r\n")
             log.flush()
             booted = True
+        if agent is not None and agent.shutdowns:
+            # The agent's guest-shutdown: the guest powers itself off.
+            agent.shutdowns.clear()
+            fake.guest_shutdown()
         await asyncio.sleep(0.01)
     console.close()
+    if agent is not None:
+        await agent.close()
+    if vnc is not None:
+        vnc.close()
     await fake.close()
     return 0
+
+
+async def _agent(argv: list[str]) -> FakeAgent | None:
+    """The guest agent channel, when hangar asked for one (-chardev socket,id=qga)."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-chardev" and "id=qga" in argv[i + 1]:
+            opts = dict(p.split("=", 1) for p in argv[i + 1].split(",")[1:] if "=" in p)
+            agent = FakeAgent(Path(opts["path"]))
+            await agent.start()
+            return agent
+    return None
+
+
+async def _vnc(argv: list[str]) -> asyncio.AbstractServer | None:
+    """-vnc unix:PATH: greets like an RFB 3.8 server, then echoes (enough for a proxy test)."""
+    target = _option(argv, "-vnc")
+    if target is None:
+        return None
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"RFB 003.008\n")
+        while data := await reader.read(1024):
+            writer.write(data)
+
+    return await asyncio.start_unix_server(serve, path=target.removeprefix("unix:"))
 
 
 def main() -> None:

@@ -36,7 +36,9 @@ import inspect
 import json
 import os
 import socket
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,7 +68,27 @@ _BUILTIN_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "system_reset": (frozenset(), frozenset()),
     "quit": (frozenset(), frozenset()),
     "human-monitor-command": (frozenset({"command-line"}), frozenset({"cpu-index"})),
+    # QEMU 7.1+: format png.
+    "screendump": (frozenset({"filename"}), frozenset({"device", "head", "format"})),
 }
+
+
+def _png(width: int, height: int, rows: list[bytes]) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    raw = b"".join(b"\x00" + row for row in rows)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+TINY_PNG = _png(2, 1, [b"\x00\xff"])
 
 
 class QMPCommandError(Exception):
@@ -550,6 +572,13 @@ class FakeQMPServer:
     def _cmd_quit(self, session: _Session, args: dict[str, Any]) -> Any:
         self._stop_guest_timer()
         self.emit_event("SHUTDOWN", {"guest": False, "reason": "host-qmp-quit"})
+        return {}
+
+    def _cmd_screendump(self, session: _Session, args: dict[str, Any]) -> Any:
+        # A 2x1 PNG (one black, one white pixel), written where QEMU would write it.
+        if args.get("format") != "png":
+            raise QMPCommandError("GenericError", "fake: only png screendumps")
+        Path(str(args["filename"])).write_bytes(TINY_PNG)
         return {}
 
     def _cmd_human_monitor_command(self, session: _Session, args: dict[str, Any]) -> Any:

@@ -45,3 +45,19 @@ def wait_state(client: Client, name: str, state: str, timeout: float = 10.0) -> 
             assert vm["state"] == state, vm
             return vm
         time.sleep(0.05)
+
+
+def wait_for_agent(client: Client, name: str, timeout: float = 600.0) -> dict[str, object]:
+    """Poll until the VM's guest agent answers, then until cloud-init has finished."""
+    deadline = time.monotonic() + timeout
+    info: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        info = client.guest_info(name)
+        if info["agent"]:
+            break
+        time.sleep(2)
+    assert info.get("agent"), f"{name}: the guest agent never answered: {info}"
+    left = max(30.0, deadline - time.monotonic())
+    done = client.exec(name, ["cloud-init", "status", "--wait"], timeout=left)
+    assert done["exit_code"] == 0, done
+    return client.guest_info(name)

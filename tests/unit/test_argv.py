@@ -7,8 +7,8 @@ import pytest
 
 from hangar.services.qemu.argv import VMFiles, kernel_cmdline, render_argv
 from hangar.spec.resolve import resolve
-from hangar.spec.vm import DataDisk, VMConfig, VMCreate
-from tests.support.factories import host_facts, tiny_manifest
+from hangar.spec.vm import DataDisk, NicCreate, PortForward, VMConfig, VMCreate
+from tests.support.factories import debian_manifest, host_facts, tiny_manifest
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 VM_ID = "0123456789abcdef0123456789abcdef"
@@ -29,7 +29,39 @@ def _config(**fields: object) -> VMConfig:
     )
 
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHangarTestKeyHangarTestKeyHangarTestKey me@host"
+OVMF = {
+    "ovmf_code": "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "ovmf_vars": "/usr/share/OVMF/OVMF_VARS_4M.fd",
+}
+
+
+def _debian(**fields: object) -> VMConfig:
+    request = VMCreate.model_validate({"name": "deb", "image": "debian-12", **fields})
+    ssh = {"host_port": 2222, "guest_port": 22}
+    request = request.model_copy(update={"nics": (NicCreate(forwards=(PortForward(**ssh),)),)})
+    return resolve(
+        request,
+        debian_manifest(),
+        host_facts(**OVMF),
+        vm_id=VM_ID,
+        kernel_path="/var/lib/hangar/images/debian-12/vmlinux-fedcba987654",
+        initrd_path="/var/lib/hangar/images/debian-12/initrd-fedcba987654.img",
+    )
+
+
+def _blank_iso() -> VMConfig:
+    request = VMCreate(name="inst", iso="/srv/isos/installer.iso", disk=8 * 1024**3)
+    return resolve(
+        request, None, host_facts(**OVMF), vm_id=VM_ID, kernel_path=None, initrd_path=None
+    )
+
+
 CASES = {
+    "debian-direct-cloud-init": (_debian(ssh_keys=[KEY]), host_facts(**OVMF)),
+    "debian-bios": (_debian(firmware="bios"), host_facts(**OVMF)),
+    "debian-uefi": (_debian(firmware="uefi", cpus=2), host_facts(**OVMF)),
+    "iso-install-blank-disk": (_blank_iso(), host_facts(**OVMF)),
     "tiny-default": (_config(), host_facts()),
     "tiny-smp-forwards": (
         _config(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hangar.errors import InvalidInput
 from hangar.host.accel import accel_args
 from hangar.host.facts import HostFacts
 from hangar.spec.vm import DataDisk, NicConfig, VMConfig, vm_uuid
@@ -58,6 +59,31 @@ class VMFiles:
     def console_socket(self) -> Path:
         return self.runtime / "console.sock"
 
+    @property
+    def agent_socket(self) -> Path:
+        """qemu-guest-agent's virtio-serial channel."""
+        return self.runtime / "qga.sock"
+
+    @property
+    def vnc_socket(self) -> Path:
+        """QEMU's VNC server: reachable only through hangard's authorised proxy (0600)."""
+        return self.runtime / "vnc.sock"
+
+    @property
+    def efivars(self) -> Path:
+        """The VM's own UEFI variable store (a copy of OVMF's template)."""
+        return self.dir / "efivars.fd"
+
+    @property
+    def iso(self) -> Path:
+        """The attached installer ISO (a hard link or copy of the user's file)."""
+        return self.dir / "install.iso"
+
+    @property
+    def seed(self) -> Path:
+        """The cloud-init NoCloud seed (an ISO labelled 'cidata')."""
+        return self.dir / "seed.iso"
+
 
 def kernel_cmdline(config: VMConfig, host: HostFacts) -> str:
     """The guest kernel's command line: hangar's flags, then the image's own."""
@@ -66,8 +92,12 @@ def kernel_cmdline(config: VMConfig, host: HostFacts) -> str:
         # microvm has no HPET: under host load the guest's TSC calibration can
         # fail and the boot hangs at 0.000000 (shared/MEASUREMENTS.md).
         args.append(f"tsc_early_khz={host.tsc_khz}")
+    if config.machine == "q35":
+        # Many guests booting at once on a PC: "IO-APIC + timer doesn't work!" panics
+        # under load (shared/MEASUREMENTS.md).
+        args.append("no_timer_check")
     args.append(f"hangar.name={config.name}")
-    if config.boot.cmdline:
+    if config.boot is not None and config.boot.cmdline:
         args.append(config.boot.cmdline)
     return " ".join(args)
 
@@ -190,6 +220,66 @@ def _data_disk_args(config: VMConfig, disk: DataDisk) -> list[str]:
     ]
 
 
+def _boot_args(config: VMConfig, host: HostFacts, files: VMFiles) -> list[str]:
+    """Direct kernel boot, or the firmware that boots the disk (SeaBIOS is q35's default)."""
+    if config.boot is not None:
+        argv = ["-kernel", config.boot.kernel]
+        if config.boot.initrd:
+            argv += ["-initrd", config.boot.initrd]
+        return [*argv, "-append", kernel_cmdline(config, host)]
+    if config.firmware == "uefi":
+        if host.ovmf_code is None:
+            raise InvalidInput(
+                "UEFI needs OVMF, and this host has none",
+                hint="install the 'ovmf' package (the README's setup does)",
+            )
+        # Code read-only and shared; the variable store is the VM's own copy.
+        return [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={host.ovmf_code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={files.efivars}",
+        ]
+    return []
+
+
+def _cdrom_args(files: VMFiles) -> list[str]:
+    # Raw and read-only, never probed: an ISO is whatever bytes the user gave.
+    return [
+        "-blockdev",
+        f"driver=file,filename={files.iso},node-name=cd-file,read-only=on",
+        "-blockdev",
+        "driver=raw,file=cd-file,node-name=cd,read-only=on",
+        # After the disk in boot order: a blank disk falls through to the installer,
+        # an installed one boots by itself.
+        "-device",
+        "ide-cd,drive=cd,bus=ide.0,bootindex=2",
+    ]
+
+
+def _seed_args(config: VMConfig, files: VMFiles) -> list[str]:
+    # A read-only virtio disk (microvm has no IDE): cloud-init finds it by its label.
+    return [
+        "-blockdev",
+        f"driver=file,filename={files.seed},node-name=seed-file,read-only=on",
+        "-blockdev",
+        "driver=raw,file=seed-file,node-name=seed,read-only=on",
+        "-device",
+        f"{virtio(config, 'blk')},drive=seed,serial=cidata",
+    ]
+
+
+def _agent_args(config: VMConfig, files: VMFiles) -> list[str]:
+    return [
+        "-chardev",
+        f"socket,id=qga,path={files.agent_socket},server=on,wait=off",
+        "-device",
+        f"{virtio(config, 'serial')},id=vser",
+        "-device",
+        "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0",
+    ]
+
+
 def render_argv(
     config: VMConfig, host: HostFacts, files: VMFiles, *, incoming: bool = False
 ) -> list[str]:
@@ -220,22 +310,17 @@ def render_argv(
         str(config.cpus),
         "-m",
         f"{config.memory // (1024 * 1024)}M",
-        "-kernel",
-        config.boot.kernel,
-    ]
-    if config.boot.initrd:
-        argv += ["-initrd", config.boot.initrd]
-    argv += [
-        "-append",
-        kernel_cmdline(config, host),
+        *_boot_args(config, host, files),
         # Explicit formats at every level: QEMU never probes an image.
         "-blockdev",
         f"driver=file,filename={files.disk},node-name=root-file,discard=unmap",
         "-blockdev",
         "driver=qcow2,file=root-file,node-name=root,discard=unmap",
         "-device",
-        f"{virtio(config, 'blk')},drive=root",
+        f"{virtio(config, 'blk')},drive=root" + (",bootindex=1" if config.firmware else ""),
     ]
+    if config.iso is not None:
+        argv += _cdrom_args(files)
     if config.machine == "q35":
         for slot in range(HOTPLUG_PORTS):
             argv += ["-device", f"pcie-root-port,id={hotplug_port(slot)},chassis={slot + 1}"]
@@ -244,6 +329,8 @@ def render_argv(
             argv += ["-device", f"pcie-root-port,id={nic_port(slot)},chassis={chassis}"]
     for disk in config.data_disks:
         argv += _data_disk_args(config, disk)
+    if config.cloud_init is not None:
+        argv += _seed_args(config, files)
     for index, nic in enumerate(config.nics):
         argv += _nic_args(config, index, nic, incoming)
     argv += [
@@ -252,6 +339,13 @@ def render_argv(
         f"logfile={files.serial_log},logappend=on",
         "-serial",
         "chardev:console",
+    ]
+    if config.agent:
+        argv += _agent_args(config, files)
+    if config.graphics:
+        # VGA for the guest; its screen only on a unix socket that hangard proxies.
+        argv += ["-device", "VGA", "-vnc", f"unix:{files.vnc_socket}"]
+    argv += [
         "-qmp",
         f"unix:{files.qmp_socket},server=on,wait=off",
         "-pidfile",

@@ -32,6 +32,8 @@ _SUPERVISE = (
 def spawn(argv: Sequence[str], files: VMFiles) -> None:
     """Start QEMU detached. Returns at once; QEMU is then starting (paused with -S)."""
     files.runtime.mkdir(parents=True, exist_ok=True)
+    # Console, agent and VNC sockets live here: hangard's (root's) alone.
+    files.runtime.chmod(0o700)
     for stale in (files.exit_status, files.pidfile, files.qmp_socket, files.console_socket):
         stale.unlink(missing_ok=True)
     env = {

@@ -163,6 +163,12 @@ class WarmService:
                     "disk only",
                     hint="detach the volumes first",
                 )
+            if record.config.boot is None:
+                raise Conflict(
+                    f"VM '{vm_name}' boots from its disk through firmware; a warm template "
+                    "needs a VM that boots the image's kernel directly",
+                    hint="publish it without --warm, or launch from the image without --firmware",
+                )
             return await self._publish(record.config, runtime, template, progress)
 
     async def _publish(
@@ -188,6 +194,7 @@ class WarmService:
             finally:
                 await monitor.cont()  # also takes the disks back after the migration
             boot = link_boot_files(config, tmp).boot
+            assert boot is not None and config.boot is not None  # checked by publish()
             manifest = ImageManifest(
                 name=template,
                 recipe_hash=uuid.uuid4().hex,
@@ -245,6 +252,8 @@ class WarmService:
         """Create VM ``request.name`` from a warm template: resume its saved guest, then
         give it a new identity. Nothing is left behind if any step fails."""
         check_name(request.name)
+        if request.image is None:
+            raise InvalidInput("a warm launch needs a template", hint="name the template")
         image = self.store.get(request.image)
         warm = image.warm
         if warm is None:
@@ -320,6 +329,7 @@ class WarmService:
                     dhcp_start=dhcp_start,
                 )
             )
+        assert saved.boot is not None  # warm templates are only made of kernel-booted VMs
         boot = saved.boot.model_copy(
             update={
                 "kernel": str(folder / (image.kernel or "")),

@@ -18,8 +18,8 @@ How an imported image boots: hangar VMs boot by direct kernel boot. When the
 imported disk is a whole-disk ext4 root filesystem (hangar's own images, and
 round trips of them), the image gets the boot kit of an installed
 kernel image (the tiny image's kernel and initramfs, hard-linked into the
-image folder) and is launchable. Any other disk is kept as a disk for BIOS
-boot, which hangar does not run yet: launching it is refused with that reason.
+image folder) and is launchable. Any other disk is kept as a disk for
+firmware boot: its VMs boot it through SeaBIOS (or OVMF with --firmware uefi) on q35.
 """
 
 from __future__ import annotations

@@ -1,0 +1,154 @@
+"""Reaching inside a running guest: agent exec, what the agent reports, the screen.
+
+Built on :class:`hangar.services.vms.VMService` (its records, files and agents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from hangar.errors import Conflict, HangarError, StateConflict
+from hangar.services.lifecycle import PowerState
+from hangar.services.qga.agent import AgentUnavailable, ExecResult
+from hangar.services.vms import VMService
+from hangar.state.vms import DEFAULT_PROJECT, VMRecord
+
+log = logging.getLogger(__name__)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+INFO_TIMEOUT = 5.0
+
+
+class GuestAddress(BaseModel):
+    interface: str
+    mac: str | None
+    address: str
+    prefix: int | None
+    family: str
+
+
+class GuestInfo(BaseModel):
+    """What the guest agent says about the guest; ``agent`` False when it did not answer."""
+
+    agent: bool
+    reason: str = ""
+    hostname: str | None = None
+    os: str | None = None
+    kernel: str | None = None
+    addresses: list[GuestAddress] = []
+
+
+class GuestService:
+    def __init__(self, vms: VMService):
+        self.vms = vms
+
+    async def _running(self, name: str, project: str, what: str) -> VMRecord:
+        record = self.vms.repo.get(name, project)
+        state = await self.vms.state_of(record)
+        if state is not PowerState.RUNNING:
+            raise StateConflict(name, what, state.value, ["running"])
+        return record
+
+    async def exec(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        input_data: bytes | None = None,
+        timeout: float = 60.0,
+        project: str = DEFAULT_PROJECT,
+    ) -> ExecResult:
+        """Run ``argv`` in the guest through its agent; its output and exit code."""
+        record = await self._running(name, project, "run a command in")
+        if not record.config.agent:
+            raise Conflict(
+                f"VM '{name}' has no guest agent channel",
+                hint="launch an image with qemu-guest-agent, such as debian-12",
+            )
+        return await self.vms.agent(record.config).exec(
+            argv, input_data=input_data, timeout=timeout
+        )
+
+    async def info(self, name: str, project: str = DEFAULT_PROJECT) -> GuestInfo:
+        """Hostname, OS and addresses from the agent; never raises for a silent agent."""
+        record = self.vms.repo.get(name, project)
+        state = await self.vms.state_of(record)
+        if not record.config.agent:
+            return GuestInfo(agent=False, reason="this VM has no guest agent channel")
+        if state is not PowerState.RUNNING:
+            return GuestInfo(agent=False, reason=f"the VM is {state.value}")
+        agent = self.vms.agent(record.config)
+        try:
+            host = await agent.call("guest-get-host-name", timeout=INFO_TIMEOUT)
+            osinfo = await agent.call("guest-get-osinfo", timeout=INFO_TIMEOUT)
+            nics = await agent.call("guest-network-get-interfaces", timeout=INFO_TIMEOUT)
+        except HangarError as exc:
+            return GuestInfo(agent=False, reason=exc.message)
+        return GuestInfo(
+            agent=True,
+            hostname=host.get("host-name"),
+            os=osinfo.get("pretty-name") or osinfo.get("name"),
+            kernel=osinfo.get("kernel-release"),
+            addresses=parse_addresses(nics),
+        )
+
+    async def screenshot(self, name: str, project: str = DEFAULT_PROJECT) -> bytes:
+        """The guest's screen as PNG (QMP screendump, QEMU >= 7.1)."""
+        record = self.vms.repo.get(name, project)
+        state = await self.vms.state_of(record)
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise StateConflict(name, "take a screenshot of", state.value, ["running", "paused"])
+        if not record.config.graphics:
+            raise Conflict(
+                f"VM '{name}' has no display",
+                hint="launch it with --graphics (ISO installs have one)",
+            )
+        runtime = self.vms.supervisor.get(record.id)
+        if runtime is None:
+            raise StateConflict(name, "take a screenshot of", "stopped", ["running", "paused"])
+        # QEMU writes the file itself: into the VM's private runtime folder.
+        target = self.vms.files(record.config).runtime / f"screen-{uuid.uuid4().hex[:8]}.png"
+        try:
+            await runtime.monitor.execute("screendump", {"filename": str(target), "format": "png"})
+            data = await asyncio.to_thread(target.read_bytes)
+        finally:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        if not data.startswith(PNG_MAGIC):
+            raise AgentUnavailable(f"QEMU's screendump of '{name}' is not a PNG")
+        return data
+
+    async def vnc_socket(self, name: str, project: str = DEFAULT_PROJECT) -> Path:
+        """QEMU's VNC socket of a running or paused VM with a display."""
+        record = self.vms.repo.get(name, project)
+        state = await self.vms.state_of(record)
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise StateConflict(name, "open the display of", state.value, ["running", "paused"])
+        if not record.config.graphics:
+            raise Conflict(f"VM '{name}' has no display", hint="launch it with --graphics")
+        return self.vms.files(record.config).vnc_socket
+
+
+def parse_addresses(nics: Any) -> list[GuestAddress]:
+    """``guest-network-get-interfaces`` -> addresses, loopback left out. Pure."""
+    found = []
+    for nic in nics or []:
+        if nic.get("name") == "lo":
+            continue
+        for ip in nic.get("ip-addresses") or []:
+            found.append(
+                GuestAddress(
+                    interface=str(nic.get("name", "")),
+                    mac=nic.get("hardware-address"),
+                    address=str(ip.get("ip-address", "")),
+                    prefix=ip.get("prefix"),
+                    family=str(ip.get("ip-address-type", "")),
+                )
+            )
+    return found

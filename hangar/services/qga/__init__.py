@@ -1,0 +1,1 @@
+"""qemu-guest-agent: the client hangard uses to reach inside a guest."""
