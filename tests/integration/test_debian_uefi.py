@@ -64,6 +64,51 @@ def test_user_data_is_passed_through_and_keys_still_reach_the_user(
     assert key in keys["stdout"], keys
 
 
+# A non-volatile UEFI variable (attributes NV|BS|RT, then the data) lives in the VM's
+# variable store, a pflash file no migration stream holds: the snapshot must keep it.
+EFI_VAR = "/sys/firmware/efi/efivars/HangarSnap-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def sh(client: Client, vm: str, script: str) -> str:
+    ran = client.exec(vm, ["sh", "-c", script])
+    assert ran["exit_code"] == 0, ran
+    return str(ran["stdout"])
+
+
+def test_snapshot_and_restore_of_a_uefi_vm_keep_memory_disk_and_variables(
+    client: Client, daemon: Daemon, uefi_vm: str
+) -> None:
+    wait_for_agent(client, uefi_vm)
+    pid = sh(
+        client,
+        uefi_vm,
+        f"echo before > /root/kept; printf '\\007\\000\\000\\000one' > {EFI_VAR}; "
+        "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!",
+    ).strip()
+    snap = client.create_snapshot(uefi_vm, "uefi-mem", memory=True)
+    assert snap["memory"], snap
+    folder = daemon.home / "lib" / "vms" / client.vm(uefi_vm)["id"]
+    kept = list(folder.rglob("kept/efivars.fd"))
+    assert len(kept) == 1, sorted(folder.rglob("*"))
+    assert "HangarSnap".encode("utf-16-le") in kept[0].read_bytes()
+
+    sh(client, uefi_vm, f"echo after > /root/kept; chattr -i {EFI_VAR}; rm {EFI_VAR}; kill {pid}")
+    assert "after" in sh(client, uefi_vm, "cat /root/kept")
+    # OVMF wrote the deletion through to the VM's store (QEMU's pflash writes through).
+    changed = (folder / "efivars.fd").read_bytes()
+    assert changed != kept[0].read_bytes()
+
+    restored = client.restore_snapshot(uefi_vm, "uefi-mem", force=True)
+    assert restored["state"] == "running", restored
+    assert (folder / "efivars.fd").read_bytes() == kept[0].read_bytes()
+    wait_for_agent(client, uefi_vm, timeout=120)
+    # The file, the process and the UEFI variable are as they were at the snapshot.
+    assert sh(client, uefi_vm, "cat /root/kept") == "before\n"
+    assert sh(client, uefi_vm, f"kill -0 {pid} && echo alive") == "alive\n"
+    assert sh(client, uefi_vm, f"tail -c 3 {EFI_VAR}") == "one"
+    client.delete_snapshot(uefi_vm, "uefi-mem")
+
+
 def test_uefi_vm_files_go_with_it(client: Client, daemon: Daemon, uefi_vm: str) -> None:
     folder = daemon.home / "lib" / "vms" / client.vm(uefi_vm)["id"]
     assert daemon.cli("delete", "--force", uefi_vm).code == 0

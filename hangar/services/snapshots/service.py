@@ -56,12 +56,9 @@ KEPT = "kept"
 
 
 def kept_files(config: VMConfig, files: VMFiles) -> list[Path]:
-    """Per-VM files besides the disks that a snapshot keeps and a restore puts back.
-
-    None yet: the UEFI variable store (issue 5) is the first. When VMConfig gets
-    it, this becomes ``[Path(config.firmware.vars)] if config.firmware else []``.
-    """
-    return []
+    """Per-VM files besides the disks that a snapshot keeps and a restore puts back:
+    the UEFI variable store (pflash is a block device, so no migration stream holds it)."""
+    return [files.efivars] if config.firmware == "uefi" else []
 
 
 class SnapshotView(BaseModel):
@@ -168,7 +165,6 @@ class SnapshotService:
             async with revert_on_error() as undo:
                 folder.mkdir(parents=True)
                 undo.push("remove snapshot folder", lambda: shutil.rmtree(folder, True))
-                save_kept(kept_files(record.config, files), folder / KEPT)
                 frozen = files.disk
                 saved, failure = await self._freeze(
                     record, files, folder, runtime if live else None, memory, undo, progress
@@ -211,7 +207,9 @@ class SnapshotService:
         frozen = files.disk
         overlay = layers.new_layer(files.dir)
         size = record.config.disk_size
+        kept = kept_files(record.config, files)
         if runtime is None:
+            save_kept(kept, folder / KEPT)
             await asyncio.to_thread(img.create_overlay, self.runner, frozen, overlay, size)
             undo.push("remove new overlay", lambda: overlay.unlink(missing_ok=True))
             layers.point_to(files.dir, overlay)
@@ -223,6 +221,8 @@ class SnapshotService:
             progress("pausing the VM", percent=1)
             await monitor.stop()
             undo.push("resume the VM", monitor.cont)
+        # With memory: copied while paused, so the variables match the saved guest.
+        save_kept(kept, folder / KEPT)
         top = await migration.root_node(monitor)
         # -u: QEMU holds the frozen file's write lock until the switch.
         await asyncio.to_thread(img.create_overlay_unsafe, self.runner, frozen, overlay, size)
