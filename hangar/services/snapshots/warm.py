@@ -4,9 +4,9 @@
 job) and its RAM and devices (a migration stream) as a template, paused only for
 that moment. A launch from it starts QEMU from the saved config with ``-incoming``
 on a new overlay of the template's disk, then makes the guest a distinct machine:
-hangard types ``hangar-identity NAME MAC MACHINE-ID TOKEN`` on the serial console
-(the tiny image's hook: hostname, machine-id, the NIC's MAC, a fresh DHCP lease)
-and waits for its answer. ``fork`` is a warm publish followed by N warm launches.
+hangard has the guest take it (see identity.py: the tiny image's serial-console
+hook, or qemu-guest-agent in cloud images, which also get a new NoCloud seed) and
+waits for its answer. ``fork`` is a warm publish followed by N warm launches.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, HangarError, InvalidInput, QemuFailed, StateConflict
+from hangar.errors import Conflict, HangarError, InvalidInput, StateConflict
 from hangar.runner import CommandRunner
+from hangar.services import guest_files
 from hangar.services.clones import backup
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
-from hangar.services.qemu.argv import VMFiles
 from hangar.services.qmp import migration
+from hangar.services.snapshots import identity
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 
 MEMORY = "memory.bin"
 DISK = "disk.qcow2"
-IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
-DONE = "HANGAR-IDENTITY-DONE"
 MAX_FORKS = 100
 
 
@@ -90,35 +89,6 @@ def _octet(address: str | None, default: int) -> int:
 class ForkResult(BaseModel):
     template: str  # the warm template the forks are linked clones of
     vms: list[VMView]
-
-
-async def new_identity(files: VMFiles, name: str, mac: str, machine_id: str) -> None:
-    """Have the resumed guest take its new identity; raise :class:`QemuFailed` if it
-    does not confirm within :data:`IDENTITY_TIMEOUT` seconds."""
-    token = uuid.uuid4().hex[:12]
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(files.console_socket))
-    except OSError as exc:
-        raise QemuFailed(f"cannot reach the guest's serial console: {exc}") from exc
-    try:
-        # Ctrl-U first: whatever was half-typed at the saved prompt is dropped.
-        writer.write(f"\x15hangar-identity {name} {mac} {machine_id} {token}\n".encode())
-        await writer.drain()
-        seen = b""
-        want = f"{DONE} {token}".encode()
-        async with asyncio.timeout(IDENTITY_TIMEOUT):
-            while want not in seen:
-                chunk = await reader.read(4096)
-                if not chunk:
-                    raise QemuFailed("the serial console closed before the guest answered")
-                seen = seen[-4096:] + chunk
-    except TimeoutError as exc:
-        raise QemuFailed(
-            f"the guest did not confirm its new identity in {IDENTITY_TIMEOUT:g} s",
-            hint="a warm template needs an image with the hangar-identity hook (tiny)",
-        ) from exc
-    finally:
-        writer.close()
 
 
 class WarmService:
@@ -215,6 +185,10 @@ class WarmService:
                 description=f"warm template from running VM {config.name} "
                 f"(image {config.image}): launches resume it",
                 origin="publish",
+                # A cold launch of it (--cold) is a cloud VM like its source.
+                cloud_init=config.cloud_init is not None,
+                default_user=config.cloud_init.user if config.cloud_init else "",
+                agent=config.agent,
                 warm=WarmState(memory=MEMORY, config=config),
             )
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
@@ -268,6 +242,8 @@ class WarmService:
             vm_id = uuid.uuid4().hex
             folder = self.store.path(image.name)
             config = self._config(request, warm, image, folder, vm_id, self._addresses())
+            if config.cloud_init is not None:
+                config = guest_files.with_ssh_forward(config, self.vms.port_owners(config))
             files = self.vms.files(config)
             reserved = {nic.address for nic in config.nics if nic.address}
             self._reserved |= reserved
@@ -280,9 +256,17 @@ class WarmService:
                     config.disk_size,
                 )  # fmt: skip
 
+                await asyncio.to_thread(guest_files.prepare, config, files, self.vms.host, None)
+                saved_mac = warm.config.nics[0].mac if warm.config.nics else ""
+
                 async def ready(runtime: Runtime) -> None:
                     t0 = time.monotonic()
-                    await new_identity(files, config.name, config.nics[0].mac, vm_id)
+                    mac = config.nics[0].mac
+                    if config.agent:
+                        agent = self.vms.agent(config)
+                        await identity.by_agent(agent, config.name, saved_mac, mac, vm_id)
+                    else:
+                        await identity.by_console(files, config.name, mac, vm_id)
                     log.info(
                         "VM %s: resumed %.3f s after QEMU started; new identity in %.3f s",
                         config.name,
@@ -336,10 +320,22 @@ class WarmService:
                 "initrd": str(folder / image.initrd) if image.initrd else None,
             }
         )
+        cloud_init = saved.cloud_init
+        if cloud_init is not None:
+            # Its own seed: the name, and the caller's keys and user-data when given
+            # (they take effect at the guest's next boot, as a new cloud-init instance).
+            cloud_init = cloud_init.model_copy(
+                update={
+                    "hostname": request.name,
+                    "ssh_keys": request.ssh_keys or cloud_init.ssh_keys,
+                    "user_data": request.user_data or cloud_init.user_data,
+                }
+            )
         return saved.model_copy(
             update={
                 "id": vm_id,
                 "name": request.name,
+                "cloud_init": cloud_init,
                 "image": image.name,
                 "nics": tuple(nics),
                 "boot": boot,

@@ -1,0 +1,78 @@
+"""debian-12 warm template: two VMs launched from it resume the saved guest, and the
+guest agent makes each a distinct machine (MAC seen by the guest, DHCP address,
+hostname, machine-id, SSH host keys), reachable over SSH with the caller's key."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hangar.client.client import ApiError, Client
+from tests.support.daemon import Daemon
+from tests.support.waiting import wait_for_agent
+
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(1500)]
+SOURCE = "dw-src"
+TEMPLATE = "dw-warm"
+FACTS = (
+    "echo $(cat /sys/class/net/eth0/address) $(ip -4 -o addr show eth0 | awk '{print $4}') "
+    "$(hostname) $(cat /etc/machine-id) "
+    "$(ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}') "
+    "$(cat /run/warm-mark) $(systemctl is-active ssh)"
+)
+KEYS = ("mac", "address", "hostname", "machine_id", "host_key", "mark", "sshd")
+
+
+def facts(client: Client, name: str) -> dict[str, str]:
+    ran = client.exec(name, ["sh", "-c", FACTS])
+    assert ran["exit_code"] == 0, ran
+    return dict(zip(KEYS, ran["stdout"].split(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def template(daemon: Daemon, debian_image: str, ssh_home: Path) -> Iterator[str]:
+    key = (ssh_home / ".ssh" / "id_ed25519.pub").read_text().strip()
+    with daemon.client() as client:
+        client.launch({"name": SOURCE, "image": debian_image, "ssh_keys": [key]})
+        try:
+            wait_for_agent(client, SOURCE)
+            client.exec(SOURCE, ["sh", "-c", "echo warm-42 > /run/warm-mark"])
+            manifest = client.publish(SOURCE, TEMPLATE, warm=True)
+            assert manifest["warm"] and manifest["agent"] and manifest["cloud_init"]
+            yield TEMPLATE
+        finally:
+            with contextlib.suppress(ApiError):
+                client.delete(SOURCE, force=True)
+            with contextlib.suppress(ApiError):
+                client.delete_image(TEMPLATE)
+
+
+def test_two_debian_vms_from_a_warm_template_are_distinct_and_reachable(
+    daemon: Daemon, client: Client, template: str, ssh_home: Path
+) -> None:
+    source = facts(client, SOURCE)
+    names = ["dw-a", "dw-b"]
+    try:
+        views = {name: client.launch({"name": name, "image": template}) for name in names}
+        seen = {name: facts(client, name) for name in names}
+        for name, view in views.items():
+            assert view["state"] == "running"
+            assert seen[name]["mac"] == view["macs"][0]  # the guest uses the new MAC
+            assert seen[name]["hostname"] == name
+            # Resumed, not booted: a file on the source's tmpfs is there.
+            assert seen[name]["mark"] == "warm-42"
+            assert seen[name]["sshd"] == "active"
+            # SSH with the caller's key, to the VM's own forwarded port.
+            ran = daemon.cli("shell", name, "--", "hostname", env={"HOME": str(ssh_home)})
+            assert ran.code == 0 and ran.stdout == f"{name}\n", ran
+            assert "guest agent" not in ran.stderr, ran
+        for key in ("mac", "address", "hostname", "machine_id", "host_key"):
+            values = {seen["dw-a"][key], seen["dw-b"][key], source[key]}
+            assert len(values) == 3, (key, values)
+    finally:
+        for name in names:
+            with contextlib.suppress(ApiError):
+                client.delete(name, force=True)
