@@ -23,9 +23,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from hangar.errors import Conflict, QemuFailed
+from hangar.errors import Conflict, NotFound, QemuFailed
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
@@ -190,6 +190,13 @@ class CloneService:
                 )
             return await asyncio.to_thread(self._publish, record.config, template)
 
+    def _firmware_of(self, config: VMConfig) -> tuple[Literal["bios", "uefi"], ...]:
+        """The firmware the VM's disk boots with: its image's, else the VM's own."""
+        if config.image:
+            with contextlib.suppress(NotFound):
+                return self.store.get(config.image).firmware
+        return (config.firmware,) if config.firmware else ()
+
     def _publish(self, config: VMConfig, template: str) -> ImageManifest:
         self.store.root.mkdir(parents=True, exist_ok=True)
         tmp = self.store.root / f".publish-{template}-{uuid.uuid4().hex[:8]}"
@@ -226,6 +233,11 @@ class CloneService:
                 description=f"template from VM {config.name} (image {config.image}); "
                 + ("generalized: " + ", ".join(changed) if changed else "nothing to generalize"),
                 origin="publish",
+                # What the disk can do carries over: a template of a cloud VM is a cloud image.
+                firmware=self._firmware_of(config),
+                cloud_init=config.cloud_init is not None,
+                default_user=config.cloud_init.user if config.cloud_init else "",
+                agent=config.agent,
             )
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
             os.rename(tmp, self.store.path(template))

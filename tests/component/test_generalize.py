@@ -65,3 +65,24 @@ def test_parse_ls() -> None:
     entries = parse_ls(out)
     assert entries is not None
     assert [(e.name, e.is_dir) for e in entries] == [("a b", False), ("d", True)]
+
+
+def test_generalize_finds_the_root_partition_of_a_partitioned_disk(tmp_path: Path) -> None:
+    # A GPT disk like debian-12's: an EFI system partition, then the ext4 root.
+    part = build(tmp_path, {"etc/machine-id": "0123\n", "etc/hostname": "old\n"}, {})
+    raw = tmp_path / "whole.raw"
+    with raw.open("wb") as f:
+        f.truncate(24 * 1024 * 1024)
+    layout = "label: gpt\nstart=2048, size=4096, type=U\nstart=6144, size=32768, type=L\n"
+    subprocess.run(["sfdisk", "-q", str(raw)], input=layout, text=True, check=True)
+    subprocess.run(
+        ["dd", f"if={part}", f"of={raw}", "bs=512", "seek=6144", "conv=notrunc", "status=none"],
+        check=True,
+    )
+    runner = SubprocessRunner()
+    changed = generalize(runner, raw)
+    assert changed == ["emptied /etc/machine-id", "removed /etc/hostname"]
+    root = Ext4Image(runner, f"{raw}?offset={6144 * 512}")
+    assert root.stat("/etc/hostname") is None and root.stat("/etc/machine-id") is not None
+    # A disk without a partition table is one filesystem, as before.
+    assert generalize(runner, part) == changed

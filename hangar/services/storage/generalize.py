@@ -8,12 +8,16 @@ histories. The tiny guest keeps its hostname and lease on tmpfs and gets its
 name from the kernel command line, so for it the disk holds little of this;
 fuller guests hold all of it.
 
-Works offline on a raw ext4 image with ``debugfs -w`` (e2fsprogs): no mount,
-no loop device, no guest agent. Disks that are not ext4 are left as they are.
+Works offline on a raw image with ``debugfs -w`` (e2fsprogs): no mount, no loop
+device, no guest agent. A whole-disk ext4 filesystem (tiny) or every Linux
+partition of a partitioned disk (debian-12: GPT with ESP and root), reached with
+debugfs's ``?offset=`` I/O option. Filesystems that are not ext4 are left as
+they are.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +75,30 @@ def parse_ls(output: str) -> list[Entry] | None:
     return entries
 
 
+# Partition types that hold a Linux filesystem: MBR 0x83, GPT "Linux filesystem"
+# and "Linux root (x86-64)".
+LINUX_TYPES = frozenset(
+    {"83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"}
+)
+
+
+def filesystems(runner: CommandRunner, raw: Path) -> list[str]:
+    """debugfs targets in ``raw``: each Linux partition (``raw?offset=BYTES``) of a
+    partitioned disk, or the whole disk when it has no partition table."""
+    found = runner.run(["sfdisk", "--json", str(raw)], check=False)
+    if found.returncode != 0 or not found.stdout.strip():
+        return [str(raw)]
+    table = json.loads(found.stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    return [
+        f"{raw}?offset={int(part['start']) * sector}"
+        for part in table.get("partitions", [])
+        if str(part.get("type", "")).upper() in LINUX_TYPES
+    ]
+
+
 class Ext4Image:
-    def __init__(self, runner: CommandRunner, raw: Path):
+    def __init__(self, runner: CommandRunner, raw: Path | str):
         self.runner = runner
         self.raw = raw
 
@@ -128,8 +154,16 @@ def _remove_tree(image: Ext4Image, path: str, entry: Entry) -> list[str]:
 
 
 def generalize(runner: CommandRunner, raw: Path) -> list[str]:
-    """Generalize the ext4 filesystem in the raw image ``raw`` in place; returns what changed."""
-    image = Ext4Image(runner, raw)
+    """Generalize the ext4 filesystems in the raw image ``raw`` in place; returns what
+    changed."""
+    touched: list[str] = []
+    for target in filesystems(runner, raw):
+        touched += _generalize_one(runner, target)
+    return touched
+
+
+def _generalize_one(runner: CommandRunner, target: str) -> list[str]:
+    image = Ext4Image(runner, target)
     commands, touched = plan(image)
     if not commands:
         return []
@@ -138,5 +172,5 @@ def generalize(runner: CommandRunner, raw: Path) -> list[str]:
         empty.write_bytes(b"")
         script = Path(tmp) / "commands"
         script.write_text("".join(c.replace("{empty}", str(empty)) + "\n" for c in commands))
-        runner.run(["debugfs", "-w", "-f", str(script), str(raw)], timeout=300)
+        runner.run(["debugfs", "-w", "-f", str(script), target], timeout=300)
     return touched
