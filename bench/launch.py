@@ -339,7 +339,7 @@ class Baseline:
             self.manifest,
             self.host,
             vm_id=uuid.uuid4().hex,
-            kernel_path=str(self.image_dir / self.manifest.kernel),
+            kernel_path=str(self.image_dir / (self.manifest.kernel or "")),
             initrd_path=(
                 str(self.image_dir / self.manifest.initrd) if self.manifest.initrd else None
             ),

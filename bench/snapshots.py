@@ -47,6 +47,7 @@ from typing import Any, cast
 import httpx
 from qemu.qmp import QMPClient
 
+from bench.guests import ssh_ready
 from bench.launch import Hangard, free_port, git_info, host_facts, kill_processes_under
 from hangar.client.client import Client
 from hangar.host.facts import HostFacts
@@ -63,6 +64,7 @@ SIZES = {"256M": 256 * MiB, "1G": 1024 * MiB}
 POLL = 0.005
 BAR_SNAPSHOT = 1.2
 BAR_WARM_S = 1.0
+BAR_SPEEDUP = 30.0  # cold debian-12 boot / warm launch
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -459,6 +461,67 @@ def bench_warm(client: Client, rounds: int) -> dict[str, Any]:
     }
 
 
+def bench_warm_debian(client: Client, home: Path, rounds: int) -> dict[str, Any]:
+    """debian-12: launch -> SSH-ready from a warm template (resume + identity through
+    the guest agent) against a cold boot of the same template (kernel, systemd,
+    cloud-init). Bars: warm under 1 s, and cold / warm at least 30x."""
+    key = home / "bench_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    keys = [key.with_suffix(".pub").read_text().strip()]
+    client.build_image("debian-12")
+    client.launch({"name": "bd-src", "image": "debian-12", "ssh_keys": keys})
+    try:
+        wait_agent(client, "bd-src")
+        client.publish("bd-src", "bd-warm", warm=True)
+    finally:
+        client.delete("bd-src", force=True)
+    raw: dict[str, list[float]] = {"warm_ready": [], "warm_api": [], "cold_ready": []}
+    try:
+        for i in range(rounds):
+            for kind in ("warm", "cold"):
+                name = f"bd-{kind}-{i}"
+                t0 = time.monotonic()
+                vm = client.launch(
+                    {"name": name, "image": "bd-warm", "ssh_keys": keys}, cold=kind == "cold"
+                )
+                t_api = time.monotonic()
+                port = next(f["host_port"] for f in vm["forwards"] if f["guest_port"] == 22)
+                t_ready = ssh_ready(key, port, t0 + 900)
+                raw[f"{kind}_ready"].append(t_ready - t0)
+                if kind == "warm":
+                    raw["warm_api"].append(t_api - t0)
+                client.delete(name, force=True)
+                time.sleep(0.5)
+    finally:
+        client.delete_image("bd-warm")
+    summary = {k: stats(v) for k, v in raw.items()}
+    warm = summary["warm_ready"]["median"]
+    speedup = summary["cold_ready"]["median"] / warm
+    return {
+        "raw_s": raw,
+        "summary_s": summary,
+        "cold_over_warm": speedup,
+        "bars": {
+            "warm_ready_under_s": {"bar": BAR_WARM_S, "value": warm, "met": warm < BAR_WARM_S},
+            "cold_over_warm_at_least": {
+                "bar": BAR_SPEEDUP,
+                "value": speedup,
+                "met": speedup >= BAR_SPEEDUP,
+            },
+        },
+    }
+
+
+def wait_agent(client: Client, name: str, timeout: float = 900) -> None:
+    """Until the guest agent answers and cloud-init has finished."""
+    deadline = time.monotonic() + timeout
+    while not client.guest_info(name)["agent"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: no guest agent in {timeout} s")
+        time.sleep(2)
+    client.exec(name, ["cloud-init", "status", "--wait"], timeout=timeout)
+
+
 def bench_forks(client: Client) -> dict[str, Any]:
     client.launch({"name": "bf-src", "image": "tiny", "memory": 128 * MiB})
     out: dict[str, Any] = {}
@@ -530,12 +593,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"| marginal per fork | {result['forks']['marginal_seconds_per_fork']:.2f} s | "
         f"{1 / result['forks']['marginal_seconds_per_fork']:.2f} |"
     )
-    lines += [
-        "",
-        "Medians; min/max and raw rounds in snapshots.json. debian-12 rows: not "
-        "measured (the image is not on this branch).",
-        "",
-    ]
+    d = result.get("warm_debian")
+    if d:
+        ds, dbar = d["summary_s"], d["bars"]
+        lines += [
+            "",
+            "| debian-12 template | API returns | ready (SSH runs a command) |",
+            "|---|---|---|",
+            f"| warm launch | {ds['warm_api']['median']:.3f} s | "
+            f"{ds['warm_ready']['median']:.3f} s (bar < 1 s: "
+            f"{'met' if dbar['warm_ready_under_s']['met'] else 'NOT met'}) |",
+            f"| cold boot | | {ds['cold_ready']['median']:.3f} s |",
+            f"| cold / warm | | {d['cold_over_warm']:.1f}x (bar >= {BAR_SPEEDUP:g}x: "
+            f"{'met' if dbar['cold_over_warm_at_least']['met'] else 'NOT met'}) |",
+        ]
+    lines += ["", "Medians; min/max and raw rounds in snapshots.json.", ""]
     return "\n".join(lines)
 
 
@@ -543,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm-rounds", type=int, default=5)
+    parser.add_argument("--debian-rounds", type=int, default=2, help="0: skip debian-12")
     parser.add_argument("--cache", type=Path, default=Path("/var/cache/hangar-test"))
     parser.add_argument("--output-dir", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -559,13 +632,19 @@ def main(argv: list[str] | None = None) -> int:
                 "git": git_info(),
                 "host": {k: info[k] for k in ("accelerator", "qemu_version", "cpus")},
                 "load_average": os.getloadavg(),
-                "settings": {"rounds": args.rounds, "warm_rounds": args.warm_rounds},
+                "settings": {
+                    "rounds": args.rounds,
+                    "warm_rounds": args.warm_rounds,
+                    "debian_rounds": args.debian_rounds,
+                },
             }
             result["memory_snapshots"] = bench_memory_snapshots(
                 client, home, host_facts(info), args.rounds
             )
             result["warm"] = bench_warm(client, args.warm_rounds)
             result["forks"] = bench_forks(client)
+            if args.debian_rounds:
+                result["warm_debian"] = bench_warm_debian(client, home, args.debian_rounds)
             result["load_average_after"] = os.getloadavg()
     finally:
         hangard.stop()
