@@ -166,6 +166,10 @@ async def test_the_root_node_is_the_top_of_the_root_device(tmp_path: Path) -> No
     devices = [
         {"device": "", "inserted": {"node-name": "root-1a2b3c4d"}},
         {"device": "", "inserted": {"node-name": "vol-0123456789ab"}},
+        # debian-12 by UEFI: the seed and the two pflash drives (anonymous nodes)
+        {"device": "", "inserted": {"node-name": "seed"}},
+        {"device": "pflash0", "inserted": {"node-name": "#block301"}},
+        {"device": "pflash1", "inserted": {"node-name": "#block549"}},
     ]
     async with FakeQMPServer(sock) as fake:
         fake.set_handler("query-block", lambda args: devices)

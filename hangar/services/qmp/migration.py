@@ -24,22 +24,23 @@ POLL = 0.005
 UNLIMITED_BANDWIDTH = 1 << 40
 SAVE_TIMEOUT = 1800.0
 LOAD_TIMEOUT = 600.0
-VOLUME_PREFIX = "vol-"  # argv.data_disk_node: nodes of attached volumes
+
+
+ROOT = "root"  # the root disk's node name in hangar's argv
 
 
 async def root_node(monitor: Monitor) -> str:
     """The node the root disk's device writes to now.
 
-    It is ``root`` until the first live snapshot, then the newest overlay's node.
+    It is ``root`` until the first live snapshot, then the newest overlay's node
+    (``root-XXXXXXXX``, see :func:`add_overlay`). Other devices (volumes, the
+    cloud-init seed, an ISO, UEFI pflash) have other node names.
     """
     devices: list[dict[str, Any]] = await monitor.execute("query-block")
-    tops = [
-        str(d["inserted"]["node-name"])
-        for d in devices
-        if d.get("inserted") and not str(d["inserted"]["node-name"]).startswith(VOLUME_PREFIX)
-    ]
+    nodes = [str(d["inserted"]["node-name"]) for d in devices if d.get("inserted")]
+    tops = [n for n in nodes if n == ROOT or n.startswith(ROOT + "-")]
     if len(tops) != 1:
-        raise QemuFailed(f"cannot tell the root disk among QEMU's block devices: {tops}")
+        raise QemuFailed(f"cannot tell the root disk among QEMU's block devices: {nodes}")
     return tops[0]
 
 
