@@ -82,9 +82,12 @@ def test_snapshot_and_restore_of_a_uefi_vm_keep_memory_disk_and_variables(
     pid = sh(
         client,
         uefi_vm,
-        f"echo before > /root/kept; printf '\\007\\000\\000\\000one' > {EFI_VAR}; "
+        "echo before > /root/kept; printf '\\007\\000\\000\\000one' > /tmp/var; "
+        # efivarfs takes attributes and data in one write(): cat makes one, printf may not.
+        f"cat /tmp/var > {EFI_VAR}; "
         "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $!",
     ).strip()
+    assert sh(client, uefi_vm, f"tail -c 3 {EFI_VAR}") == "one"
     snap = client.create_snapshot(uefi_vm, "uefi-mem", memory=True)
     assert snap["memory"], snap
     folder = daemon.home / "lib" / "vms" / client.vm(uefi_vm)["id"]
