@@ -44,12 +44,17 @@ else
 fi
 echo "$mid" > /etc/machine-id
 if [ -d /etc/ssh ] && command -v ssh-keygen >/dev/null; then
+    # ed25519 now (milliseconds); RSA (seconds under TCG) and ECDSA in the background.
     rm -f /etc/ssh/ssh_host_*
-    ssh-keygen -A >/dev/null
+    ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
     systemctl try-restart ssh.service 2>/dev/null || true
+    setsid sh -c 'ssh-keygen -A && systemctl try-reload-or-restart ssh.service' \
+        </dev/null >/dev/null 2>&1 &
 fi
 for dir in /etc/systemd/network /run/systemd/network; do
-    [ -d "$dir" ] && grep -rl -i "$old" "$dir" | xargs -r sed -i "s/$old/$new/Ig"
+    if [ -d "$dir" ]; then
+        grep -rl -i "$old" "$dir" | xargs -r sed -i "s/$old/$new/Ig"
+    fi
 done
 ip link set dev "$nic" down
 ip link set dev "$nic" address "$new"
