@@ -14,6 +14,7 @@ saved one until it is told: both ways set the new MAC inside the guest.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -24,12 +25,21 @@ from hangar.services.qga.agent import GuestAgent
 IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
 DONE = "HANGAR-IDENTITY-DONE"
 
-# $1 name, $2 saved MAC, $3 new MAC, $4 machine-id. POSIX sh, in one guest-exec.
+# $1 name, $2 saved MAC, $3 new MAC, $4 machine-id, $5 host randomness (hex).
+# POSIX sh, in one guest-exec.
+# Every VM resumed from one template starts with the same kernel random state, so
+# it would make the same SSH host keys: the host's bytes go into the pool and the
+# CRNG is reseeded from it (ioctl RNDRESEEDCRNG) before anything secret is made.
 # cloud-init's networkd files match the NIC by MAC: they follow it, and networkd
 # restarts so its DHCP client identity (derived from the machine-id) is new too.
 AGENT_SCRIPT = r"""
 set -eu
-name=$1 old=$2 new=$3 mid=$4
+name=$1 old=$2 new=$3 mid=$4 seed=$5
+python3 -c 'import fcntl, os, sys
+fd = os.open("/dev/urandom", os.O_WRONLY)
+os.write(fd, bytes.fromhex(sys.argv[1]))
+fcntl.ioctl(fd, 0x5207)
+' "$seed"
 nic=
 for dev in /sys/class/net/*; do
     if [ "$(cat "$dev/address")" = "$old" ]; then nic=${dev##*/}; fi
@@ -104,10 +114,11 @@ async def by_agent(agent: GuestAgent, name: str, saved_mac: str, mac: str, machi
     """Through qemu-guest-agent: the clock first (the guest slept since the save), then
     :data:`AGENT_SCRIPT`. Raise :class:`QemuFailed` if it fails or the agent is gone."""
     deadline = time.monotonic() + IDENTITY_TIMEOUT
+    seed = os.urandom(32).hex()
     try:
         await agent.call("guest-set-time", {"time": time.time_ns()})
         ran = await agent.exec(
-            ["sh", "-c", AGENT_SCRIPT, "identity", name, saved_mac, mac, machine_id],
+            ["sh", "-c", AGENT_SCRIPT, "identity", name, saved_mac, mac, machine_id, seed],
             timeout=max(1.0, deadline - time.monotonic()),
         )
     except HangarError as exc:
