@@ -54,12 +54,13 @@ else
 fi
 echo "$mid" > /etc/machine-id
 if [ -d /etc/ssh ] && command -v ssh-keygen >/dev/null; then
-    # ed25519 now (milliseconds); RSA (seconds under TCG) and ECDSA in the background.
+    # Ed25519 and ECDSA: milliseconds. RSA would take seconds under TCG and a
+    # later sshd reload would refuse connections for a moment; cloud-init makes it
+    # at the guest's next boot (a new instance then).
     rm -f /etc/ssh/ssh_host_*
     ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
+    ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
     systemctl try-restart ssh.service 2>/dev/null || true
-    setsid sh -c 'ssh-keygen -A && systemctl try-reload-or-restart ssh.service' \
-        </dev/null >/dev/null 2>&1 &
 fi
 for dir in /etc/systemd/network /run/systemd/network; do
     if [ -d "$dir" ]; then
