@@ -616,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm-rounds", type=int, default=5)
     parser.add_argument("--debian-rounds", type=int, default=2, help="0: skip debian-12")
+    parser.add_argument(
+        "--skip-memory", action="store_true", help="only the warm, fork and debian-12 parts"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/var/cache/hangar-test"))
     parser.add_argument("--output-dir", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args(argv)
@@ -638,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
                     "debian_rounds": args.debian_rounds,
                 },
             }
-            result["memory_snapshots"] = bench_memory_snapshots(
-                client, home, host_facts(info), args.rounds
+            result["memory_snapshots"] = (
+                {}
+                if args.skip_memory
+                else bench_memory_snapshots(client, home, host_facts(info), args.rounds)
             )
             result["warm"] = bench_warm(client, args.warm_rounds)
             result["forks"] = bench_forks(client)
