@@ -9,17 +9,15 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosedError
 
 from hangar.client.client import ApiError, Client
 from tests.support.daemon import Daemon
-from tests.support.guest_console import GuestConsole
+from tests.support.guest_console import guest
 from tests.support.waiting import free_port, wait_for_marker
 
 pytestmark = pytest.mark.qemu
@@ -27,23 +25,6 @@ MARKER = "HANGAR-BOOT-COMPLETE"
 MEMORY = 128 * 1024 * 1024
 SOURCE = "wm-src"
 TEMPLATE = "wm-warm"
-
-
-def guest(client: Client, name: str, command: str, timeout: float = 30.0) -> str:
-    """Run ``command`` on the guest's console. The server lets go of the previous
-    console session asynchronously, so a 'console in use' refusal is retried."""
-    for _ in range(50):
-        c = GuestConsole(client.console(name))
-        try:
-            c.send("\n")
-            return c.run(command, timeout=timeout)
-        except ConnectionClosedError as exc:
-            if "in use" not in str(exc):
-                raise
-        finally:
-            c.close()
-        time.sleep(0.1)
-    raise AssertionError(f"the console of {name} stayed in use")
 
 
 def identity(client: Client, name: str) -> dict[str, str]:

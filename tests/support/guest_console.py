@@ -7,7 +7,10 @@ import re
 import time
 from contextlib import AbstractContextManager
 
+from websockets.exceptions import ConnectionClosedError
 from websockets.sync.client import ClientConnection
+
+from hangar.client.client import Client
 
 _ids = itertools.count()
 
@@ -62,3 +65,20 @@ class GuestConsole:
 
     def close(self) -> None:
         self._connection.__exit__(None, None, None)
+
+
+def guest(client: Client, name: str, command: str, timeout: float = 30.0) -> str:
+    """Run ``command`` on the guest's console. The server lets go of the previous
+    console session asynchronously, so a 'console in use' refusal is retried."""
+    for _ in range(50):
+        c = GuestConsole(client.console(name))
+        try:
+            c.send("\n")
+            return c.run(command, timeout=timeout)
+        except ConnectionClosedError as exc:
+            if "in use" not in str(exc):
+                raise
+        finally:
+            c.close()
+        time.sleep(0.1)
+    raise AssertionError(f"the console of {name} stayed in use")
