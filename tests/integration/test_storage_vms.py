@@ -14,7 +14,7 @@ import pytest
 
 from hangar.client.client import ApiError, Client
 from tests.support.daemon import Daemon
-from tests.support.guest_console import GuestConsole
+from tests.support.guest_console import GuestConsole, guest
 from tests.support.waiting import wait_for_marker
 
 pytestmark = pytest.mark.qemu
@@ -27,14 +27,6 @@ def console(client: Client, name: str) -> GuestConsole:
     c = GuestConsole(client.console(name))
     c.send("\n")
     return c
-
-
-def guest(client: Client, name: str, command: str) -> str:
-    c = console(client, name)
-    try:
-        return c.run(command)
-    finally:
-        c.close()
 
 
 def ensure_running(client: Client, name: str) -> None:
