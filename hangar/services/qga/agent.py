@@ -123,7 +123,12 @@ class GuestAgent:
             ) from exc
 
     async def exec(
-        self, argv: list[str], *, input_data: bytes | None = None, timeout: float = 60.0
+        self,
+        argv: list[str],
+        *,
+        input_data: bytes | None = None,
+        timeout: float = 60.0,
+        poll: float = EXEC_POLL,
     ) -> ExecResult:
         """Run ``argv`` in the guest (PATH is searched) and wait for it to end.
 
@@ -146,7 +151,7 @@ class GuestAgent:
                     f"(guest pid {pid}; left running)",
                     hint="raise --timeout, or run it in the background in the guest",
                 )
-            await asyncio.sleep(EXEC_POLL)
+            await asyncio.sleep(poll)
         return ExecResult(
             exit_code=status.get("exitcode"),
             signal=status.get("signal"),

@@ -4,8 +4,8 @@ the guest sees it), DHCP lease and, where it runs sshd, SSH host keys.
 Two ways in, by what the image offers:
 
 * the tiny image's ``hangar-identity`` hook, typed on the serial console;
-* qemu-guest-agent (cloud images such as debian-12): :data:`AGENT_SCRIPT` runs
-  through ``guest-exec``.
+* qemu-guest-agent (cloud images such as debian-12): identity.pl runs through
+  ``guest-exec`` with what the host made (SSH host keys, randomness, the clock).
 
 The migration stream carries the virtio-net device's MAC, so the guest keeps the
 saved one until it is told: both ways set the new MAC inside the guest.
@@ -17,6 +17,12 @@ import asyncio
 import os
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hangar.errors import HangarError, QemuFailed
 from hangar.services.qemu.argv import VMFiles
@@ -24,61 +30,84 @@ from hangar.services.qga.agent import GuestAgent
 
 IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
 DONE = "HANGAR-IDENTITY-DONE"
+# identity.pl runs in the guest (perl -e): one process that does it all with system
+# calls, because every program started in a just-resumed guest costs tens of
+# milliseconds under TCG (the shell script it replaced took 8 s).
+AGENT_SCRIPT = (Path(__file__).parent / "identity.pl").read_text()
+AGENT_POLL = 0.02  # guest-exec-status: the script takes a few hundred milliseconds
+SSH_DIR = "/etc/ssh"
+HOST_KEY_NAMES = r"^ssh_host_.*_key(\.pub)?$"
 
-# $1 name, $2 saved MAC, $3 new MAC, $4 machine-id, $5 host randomness (hex).
-# POSIX sh, in one guest-exec.
-# Every VM resumed from one template starts with the same kernel random state, so
-# it would make the same SSH host keys: the host's bytes go into the pool and the
-# CRNG is reseeded from it (ioctl RNDRESEEDCRNG) before anything secret is made.
-# cloud-init's networkd files match the NIC by MAC: they follow it, and networkd
-# restarts so its DHCP client identity (derived from the machine-id) is new too.
-AGENT_SCRIPT = r"""
-set -eu
-name=$1 old=$2 new=$3 mid=$4 seed=$5
-python3 -c 'import fcntl, os, sys
-fd = os.open("/dev/urandom", os.O_WRONLY)
-os.write(fd, bytes.fromhex(sys.argv[1]))
-fcntl.ioctl(fd, 0x5207)
-' "$seed"
-nic=
-for dev in /sys/class/net/*; do
-    if [ "$(cat "$dev/address")" = "$old" ]; then nic=${dev##*/}; fi
-done
-[ -n "$nic" ] || { echo "no NIC with MAC $old" >&2; exit 3; }
-hostname "$name"
-echo "$name" > /etc/hostname
-if grep -q '^127\.0\.1\.1' /etc/hosts; then
-    sed -i "s/^127\.0\.1\.1.*/127.0.1.1 $name/" /etc/hosts
-else
-    echo "127.0.1.1 $name" >> /etc/hosts
-fi
-echo "$mid" > /etc/machine-id
-if [ -d /etc/ssh ] && command -v ssh-keygen >/dev/null; then
-    # Ed25519 and ECDSA: milliseconds. RSA would take seconds under TCG and a
-    # later sshd reload would refuse connections for a moment; cloud-init makes it
-    # at the guest's next boot (a new instance then).
-    rm -f /etc/ssh/ssh_host_*
-    ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-    ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
-    systemctl try-restart ssh.service 2>/dev/null || true
-fi
-for dir in /etc/systemd/network /run/systemd/network; do
-    if [ -d "$dir" ]; then
-        grep -rl -i "$old" "$dir" | xargs -r sed -i "s/$old/$new/Ig"
-    fi
-done
-ip link set dev "$nic" down
-ip link set dev "$nic" address "$new"
-ip link set dev "$nic" up
-systemctl restart systemd-networkd.service
-i=0
-while ! ip -4 -o addr show dev "$nic" scope global | grep -q inet; do
-    i=$((i + 1))
-    [ $i -lt 200 ] || { echo "no DHCP lease on $nic" >&2; exit 4; }
-    sleep 0.1
-done
-ip -4 -o addr show dev "$nic" scope global
-"""
+
+@dataclass(frozen=True)
+class GuestFile:
+    path: str
+    mode: int
+    content: bytes
+
+
+def make_host_keys(hostname: str) -> list[GuestFile]:
+    """New SSH host keys of the three types Debian's cloud-init makes, generated on the
+    host: seconds of guest CPU under TCG, milliseconds here. Blocking (run it in a
+    thread while the guest resumes)."""
+    keys: dict[str, PrivateKeyTypes] = {
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=3072),
+        "ecdsa": ec.generate_private_key(ec.SECP256R1()),
+        "ed25519": ed25519.Ed25519PrivateKey.generate(),
+    }
+    files = []
+    for kind, key in keys.items():
+        path = f"{SSH_DIR}/ssh_host_{kind}_key"
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        files.append(GuestFile(path, 0o600, private))
+        files.append(GuestFile(f"{path}.pub", 0o644, public + f" root@{hostname}\n".encode()))
+    return files
+
+
+def agent_input(
+    *,
+    name: str,
+    saved_mac: str,
+    mac: str,
+    machine_id: str,
+    seed: bytes,
+    now_ns: int | None,
+    files: list[GuestFile],
+    root: str | None = None,
+    wait: float | None = None,
+) -> bytes:
+    """identity.pl's standard input: records "NAME LENGTH\\n" + bytes + "\\n". Pure.
+    ``now_ns`` None leaves the clock alone, ``root`` stands for / and ``wait`` bounds
+    the wait for a lease (seconds; for tests)."""
+    records: list[tuple[str, bytes]] = [("seed", seed)]
+    if now_ns is not None:
+        records.append(("time", f"{now_ns // 10**9} {now_ns % 10**9}".encode()))
+    if root is not None:
+        records.append(("root", root.encode()))
+    if wait is not None:
+        records.append(("wait", f"{wait:g}".encode()))
+    records += [
+        ("name", name.encode()),
+        ("old", saved_mac.encode()),
+        ("new", mac.encode()),
+        ("machine-id", machine_id.encode()),
+    ]
+    if files:
+        records.append((f"drop:{SSH_DIR}", HOST_KEY_NAMES.encode()))
+    records += [(f"file:{f.path}", b"%04o " % f.mode + f.content) for f in files]
+    out = bytearray()
+    for key, value in records:
+        if " " in key or "\n" in key:
+            raise ValueError(f"bad record name {key!r}")
+        out += f"{key} {len(value)}\n".encode() + value + b"\n"
+    return bytes(out)
 
 
 async def by_console(files: VMFiles, name: str, mac: str, machine_id: str) -> None:
@@ -111,21 +140,37 @@ async def by_console(files: VMFiles, name: str, mac: str, machine_id: str) -> No
         writer.close()
 
 
-async def by_agent(agent: GuestAgent, name: str, saved_mac: str, mac: str, machine_id: str) -> None:
-    """Through qemu-guest-agent: the clock first (the guest slept since the save), then
-    :data:`AGENT_SCRIPT`. Raise :class:`QemuFailed` if it fails or the agent is gone."""
-    deadline = time.monotonic() + IDENTITY_TIMEOUT
-    seed = os.urandom(32).hex()
+async def by_agent(
+    agent: GuestAgent,
+    name: str,
+    saved_mac: str,
+    mac: str,
+    machine_id: str,
+    files: list[GuestFile],
+) -> str:
+    """Through qemu-guest-agent: :data:`AGENT_SCRIPT` with the host's randomness, clock,
+    and ``files`` (see :func:`make_host_keys`). Returns what it printed ("NIC ADDRESS").
+    Raise :class:`QemuFailed` if it fails or the agent is gone."""
+    data = agent_input(
+        name=name,
+        saved_mac=saved_mac,
+        mac=mac,
+        machine_id=machine_id,
+        seed=os.urandom(64),
+        now_ns=time.time_ns(),
+        files=files,
+    )
     try:
-        await agent.call("guest-set-time", {"time": time.time_ns()})
         ran = await agent.exec(
-            ["sh", "-c", AGENT_SCRIPT, "identity", name, saved_mac, mac, machine_id, seed],
-            timeout=max(1.0, deadline - time.monotonic()),
+            ["perl", "-e", AGENT_SCRIPT],
+            input_data=data,
+            timeout=IDENTITY_TIMEOUT,
+            poll=AGENT_POLL,
         )
     except HangarError as exc:
         raise QemuFailed(
             f"the guest agent could not give the guest its new identity: {exc.message}",
-            hint="a warm template of a cloud image needs qemu-guest-agent running in it",
+            hint="a warm template of a cloud image needs qemu-guest-agent and perl in it",
         ) from exc
     if ran.exit_code != 0:
         raise QemuFailed(
@@ -133,3 +178,4 @@ async def by_agent(agent: GuestAgent, name: str, saved_mac: str, mac: str, machi
             f"{ran.stderr.strip() or ran.stdout.strip()}",
             hint="see the guest's journal",
         )
+    return ran.stdout.strip()

@@ -259,12 +259,20 @@ class WarmService:
                 await asyncio.to_thread(guest_files.prepare, config, files, self.vms.host, None)
                 saved_mac = warm.config.nics[0].mac if warm.config.nics else ""
 
+                # Made on the host while the guest resumes (see identity.make_host_keys).
+                host_keys = (
+                    asyncio.ensure_future(asyncio.to_thread(identity.make_host_keys, config.name))
+                    if config.agent
+                    else None
+                )
+
                 async def ready(runtime: Runtime) -> None:
                     t0 = time.monotonic()
                     mac = config.nics[0].mac
-                    if config.agent:
+                    if host_keys is not None:
                         agent = self.vms.agent(config)
-                        await identity.by_agent(agent, config.name, saved_mac, mac, vm_id)
+                        keys = await host_keys
+                        await identity.by_agent(agent, config.name, saved_mac, mac, vm_id, keys)
                     else:
                         await identity.by_console(files, config.name, mac, vm_id)
                     log.info(

@@ -1,0 +1,179 @@
+# hangar: give a guest resumed from a warm template its own identity.
+#
+# Run as root by qemu-guest-agent (guest-exec: perl -e THIS). One process and no
+# modules: under TCG every program started in a freshly resumed guest costs tens of
+# milliseconds of translation, so everything is done with perl builtins and system
+# calls instead of hostname, ip, sed, ssh-keygen and systemctl (perl-base is Essential
+# in Debian, so every Debian-family image has it).
+#
+# Standard input: records "NAME LENGTH\n" followed by LENGTH bytes and "\n":
+#   seed       host randomness (raw bytes)
+#   time       the host's clock: "SECONDS NANOSECONDS" (left alone when absent)
+#   name       the new hostname
+#   old, new   the saved MAC and the new one
+#   machine-id the new machine-id
+#   wait       seconds to wait for the lease (default 30)
+#   root       (tests only) a folder that stands for / for the files in /etc and /run
+#   file:PATH  a file to put in place (SSH host keys, made on the host), if its
+#              folder exists; its mode first: "0600 " + content
+#   drop:DIR   remove the files in DIR whose names match the value (a regular
+#              expression), except the files given (host keys of other types)
+# Prints "NIC ADDRESS" once the NIC has a DHCP lease for its new MAC.
+# Exit codes: 1 a step failed, 3 no NIC with the saved MAC, 4 no lease in time.
+
+sub fail { print STDERR "$_[0]\n"; exit($_[1] || 1) }
+
+sub slurp {
+    open(my $f, '<', $_[0]) or return undef;
+    binmode $f;
+    local $/;
+    my $data = <$f>;
+    close $f;
+    return $data;
+}
+
+# Write a file whole: a temporary file renamed over it, so no reader ever sees
+# half of it. Keeps the old file's mode unless one is given.
+sub put {
+    my ($path, $data, $mode) = @_;
+    $mode = (stat $path)[2] & 07777 if !defined $mode && -e $path;
+    $mode = 0644 unless defined $mode;
+    my $tmp = "$path.hangar-new";
+    open(my $f, '>', $tmp) or fail("$tmp: $!");
+    binmode $f;
+    chmod($mode, $tmp) or fail("chmod $tmp: $!");
+    print $f $data or fail("$tmp: $!");
+    close $f or fail("$tmp: $!");
+    rename($tmp, $path) or fail("$path: $!");
+}
+
+binmode STDIN;
+my $in = do { local $/; <STDIN> };
+my (%arg, @files, @drops);
+my $at = 0;
+while ($at < length $in) {
+    my $eol = index($in, "\n", $at);
+    fail("bad input at byte $at") if $eol < 0;
+    my ($key, $len) = split / /, substr($in, $at, $eol - $at);
+    my $value = substr($in, $eol + 1, $len);
+    $at = $eol + 1 + $len + 1;
+    if ($key =~ /^file:(.+)$/) { push @files, [$1, $value] }
+    elsif ($key =~ /^drop:(.+)$/) { push @drops, [$1, $value] }
+    else { $arg{$key} = $value }
+}
+my ($name, $old, $new) = ($arg{name}, lc $arg{old}, lc $arg{new});
+my $root = defined $arg{root} ? $arg{root} : '';
+my $wait = defined $arg{wait} ? $arg{wait} : 30;
+
+# The NIC that has the saved MAC, first: a guest without it is left untouched.
+my $nic;
+opendir(my $net, '/sys/class/net') or fail("/sys/class/net: $!");
+for my $entry (readdir $net) {
+    next if $entry =~ /^\./;
+    my $mac = slurp("/sys/class/net/$entry/address");
+    next unless defined $mac;
+    chomp $mac;
+    $nic = $entry if lc $mac eq $old;
+}
+closedir $net;
+fail("no NIC with MAC $old", 3) unless defined $nic;
+my $ifindex = slurp("/sys/class/net/$nic/ifindex");
+chomp $ifindex;
+my $lease = "$root/run/systemd/netif/leases/$ifindex";
+my $before = slurp($lease);
+my ($old_address) = defined $before ? $before =~ /^ADDRESS=(\S+)/m : ();
+my ($old_id) = defined $before ? $before =~ /^CLIENTID=(\S+)/m : ();
+$old_address = '' unless defined $old_address;
+$old_id = '' unless defined $old_id;
+my $old_inode = (stat $lease)[1] || 0;
+
+# 1. Randomness before anything else: every VM resumed from one template starts with
+# the same kernel random state. The host's bytes go into the pool and the CRNG is
+# reseeded from it (RNDRESEEDCRNG = 0x5207).
+open(my $random, '>', '/dev/urandom') or fail("/dev/urandom: $!");
+binmode $random;
+syswrite($random, $arg{seed}) or fail("/dev/urandom: $!");
+ioctl($random, 0x5207, 0) or fail("reseeding the kernel CRNG: $!");
+close $random;
+
+# 2. The clock: the guest slept since the template was saved.
+# clock_settime(CLOCK_REALTIME, {sec, nsec}) is system call 227 on x86_64.
+if (defined $arg{time}) {
+    my ($sec, $nsec) = split / /, $arg{time};
+    syscall(227, 0, pack('q q', $sec, $nsec)) == 0 or fail("setting the clock: $!");
+}
+
+# 3. Hostname: the kernel's (what sethostname sets), /etc/hostname, /etc/hosts.
+open(my $uts, '>', '/proc/sys/kernel/hostname') or fail("hostname: $!");
+print $uts $name;
+close $uts or fail("hostname: $!");
+put("$root/etc/hostname", "$name\n");
+my $hosts = slurp("$root/etc/hosts");
+$hosts = '' unless defined $hosts;
+$hosts .= "\n" if length $hosts && $hosts !~ /\n$/;
+$hosts .= "127.0.1.1 $name\n" unless $hosts =~ s/^127\.0\.1\.1\b.*$/127.0.1.1 $name/m;
+put("$root/etc/hosts", $hosts);
+
+# 4. machine-id.
+put("$root/etc/machine-id", "$arg{'machine-id'}\n");
+
+# 5. Files made on the host (SSH host keys): sshd reads its host keys at every new
+# connection, so it needs no restart. Old keys of types not given go.
+my %given = map { $_->[0] => 1 } @files;
+for my $drop (@drops) {
+    my ($dir, $pattern) = ("$root$drop->[0]", $drop->[1]);
+    opendir(my $d, $dir) or next;
+    for my $entry (readdir $d) {
+        unlink "$dir/$entry" if $entry =~ /$pattern/ && !$given{"$drop->[0]/$entry"};
+    }
+    closedir $d;
+}
+for my $file (@files) {
+    my ($path, $value) = @$file;
+    (my $dir = "$root$path") =~ s{/[^/]*$}{};
+    next unless -d $dir;
+    put("$root$path", substr($value, 5), oct substr($value, 0, 4));
+}
+
+# 6. Configuration that names the NIC by its MAC follows it (cloud-init's networkd
+# files match on it).
+for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
+    opendir(my $d, $dir) or next;
+    for my $entry (readdir $d) {
+        my $path = "$dir/$entry";
+        next unless -f $path;
+        my $text = slurp($path);
+        put($path, $text) if defined $text && $text =~ s/\Q$old\E/$new/gi;
+    }
+    closedir $d;
+}
+
+# 7. The new MAC (SIOCSIFHWADDR = 0x8924, on a running NIC: virtio-net changes it
+# live). systemd-networkd notices and restarts DHCP with it.
+socket(my $sock, 2, 2, 0) or fail("socket: $!");    # AF_INET, SOCK_DGRAM
+my $ifreq = pack('a16 S C6 x16', $nic, 1, map { hex } split /:/, $new);    # ARPHRD_ETHER
+ioctl($sock, 0x8924, $ifreq) or fail("setting the MAC of $nic: $!");
+close $sock;
+
+# 8. Wait for networkd's lease for the new MAC. Its client id is new too: the MAC
+# itself (ClientIdentifier=mac) or a DUID derived from the machine-id written above;
+# a lease with the old client id and address is the old one being saved again. A
+# server that keeps both the same is accepted after 5 s.
+my $start = time;
+while (1) {
+    my $inode = (stat $lease)[1] || 0;
+    if ($inode && $inode != $old_inode) {
+        my $text = slurp($lease);
+        my ($address) = defined $text ? $text =~ /^ADDRESS=(\S+)/m : ();
+        my ($id) = defined $text ? $text =~ /^CLIENTID=(\S+)/m : ();
+        $id = '' unless defined $id;
+        if (defined $address
+            && (!defined $before || $id ne $old_id || $address ne $old_address
+                || time - $start > 5)) {
+            print "$nic $address\n";
+            exit 0;
+        }
+    }
+    fail("no DHCP lease on $nic for MAC $new", 4) if time - $start > $wait;
+    select(undef, undef, undef, 0.02);
+}
