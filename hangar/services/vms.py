@@ -36,9 +36,9 @@ from hangar.services import guest_files, ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
 from hangar.services.qemu import hotplug, img, layers, process
-from hangar.services.qemu.argv import NIC_PORTS, VMFiles, nic_slot, render_argv
+from hangar.services.qemu.argv import NIC_PORTS, RamFile, VMFiles, nic_slot, render_argv
 from hangar.services.qga.agent import GuestAgent
-from hangar.services.qmp.migration import load_memory
+from hangar.services.qmp.migration import SavedGuest, load_memory
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
@@ -281,7 +281,7 @@ class VMService:
         *,
         start: bool,
         project: str = DEFAULT_PROJECT,
-        memory: Path | None = None,
+        memory: SavedGuest | None = None,
         ready: ReadyHook | None = None,
     ) -> VMView:
         """Register a VM whose folder (disk and boot files) a copy has just filled.
@@ -455,18 +455,23 @@ class VMService:
         return await self.get(name, project)
 
     async def _start(
-        self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None
+        self,
+        record: VMRecord,
+        *,
+        memory: SavedGuest | None = None,
+        ready: ReadyHook | None = None,
     ) -> Runtime:
         """Start QEMU paused, wire it up over QMP, then continue it.
 
-        With ``memory`` (a saved migration stream of this config's machine) QEMU
-        resumes the saved guest instead of booting. ``ready`` runs once it runs.
+        With ``memory`` (saved from this config's machine) QEMU resumes the saved
+        guest instead of booting. ``ready`` runs once it runs.
         """
         if memory is None and any(nic.dhcp_start for nic in record.config.nics):
             record = self._fresh_lease_table(record)
         config = record.config
         files = self.files(config)
-        argv = render_argv(config, self.host, files, incoming=memory is not None)
+        ram = RamFile(memory.ram, shared=False) if memory and memory.ram else None
+        argv = render_argv(config, self.host, files, incoming=memory is not None, ram=ram)
         if self.networks is not None:
             # Taps, reservations and rules again: idempotent, and it repairs a
             # host that lost them (e.g. after a reboot).
@@ -485,7 +490,10 @@ class VMService:
         try:
             if memory is not None:
                 await load_memory(
-                    runtime.monitor, memory, alive=lambda: not files.exit_status.exists()
+                    runtime.monitor,
+                    memory.stream,
+                    alive=lambda: not files.exit_status.exists(),
+                    ram_in_file=ram is not None,
                 )
             await runtime.monitor.cont()
             if ready is not None:
@@ -565,7 +573,11 @@ class VMService:
         return dataclasses.replace(record, config=config)
 
     async def start_locked(
-        self, record: VMRecord, *, memory: Path | None = None, ready: ReadyHook | None = None
+        self,
+        record: VMRecord,
+        *,
+        memory: SavedGuest | None = None,
+        ready: ReadyHook | None = None,
     ) -> Runtime:
         """Start a VM for another service that holds its lock (see :meth:`_start`)."""
         return await self._start(record, memory=memory, ready=ready)

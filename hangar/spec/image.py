@@ -29,7 +29,13 @@ class WarmState(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    memory: str  # the migration stream's file name in the image folder
+    # The migration stream's file name in the image folder: RAM and devices, or
+    # devices alone when ``ram`` names the RAM file (services/snapshots/ram.py).
+    memory: str
+    ram: str | None = None
+    # The guest pid of hangar's identity script, saved waiting for its input (agent
+    # images; services/snapshots/identity.py). None: the agent starts it.
+    listener: int | None = None
     # The config of the VM it was saved from: a stream only loads into the same
     # machine and devices, so launches render their QEMU command line from it.
     config: VMConfig

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def run_identity(
         machine_id="fedcba9876543210fedcba9876543210",
         seed=os.urandom(64),
         now_ns=None,  # the host's clock is not ours to set
-        files=identity.make_host_keys("warm-7"),
+        files=identity.HostKeyMaker().make("warm-7"),
         root=str(root),
         wait=wait,
     )
@@ -177,3 +178,28 @@ def test_agent_input_records_are_length_prefixed() -> None:
             name="a", saved_mac=OLD, mac=NEW, machine_id="m", seed=b"", now_ns=None,
             files=[identity.GuestFile("/etc/a b", 0o600, b"")],
         )  # fmt: skip
+
+
+def test_host_key_maker_hands_out_each_key_once_and_keeps_spares() -> None:
+    maker = identity.HostKeyMaker(spare=2)
+    maker.fill()
+    deadline = time.monotonic() + 30
+    while maker.ready() < 2:
+        assert time.monotonic() < deadline, "no spare RSA keys made"
+        time.sleep(0.05)
+    first, second = maker.make("a"), maker.make("b")
+    assert maker.ready() <= 1  # a spare was taken (and more are being made)
+    by_path = [{f.path: f.content for f in files} for files in (first, second)]
+    assert (
+        set(by_path[0])
+        == set(by_path[1])
+        == {
+            f"/etc/ssh/ssh_host_{t}_key{s}"
+            for t in ("rsa", "ecdsa", "ed25519")
+            for s in ("", ".pub")
+        }
+    )
+    for path in by_path[0]:
+        assert by_path[0][path] != by_path[1][path], path
+    assert by_path[1]["/etc/ssh/ssh_host_rsa_key.pub"].startswith(b"ssh-rsa ")
+    assert by_path[1]["/etc/ssh/ssh_host_rsa_key.pub"].endswith(b" root@b\n")

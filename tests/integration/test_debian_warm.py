@@ -5,6 +5,7 @@ hostname, machine-id, SSH host keys), reachable over SSH with the caller's key."
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +22,9 @@ FACTS = (
     "echo $(cat /sys/class/net/eth0/address) $(ip -4 -o addr show eth0 | awk '{print $4}') "
     "$(hostname) $(cat /etc/machine-id) "
     "$(ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}') "
-    "$(cat /run/warm-mark) $(systemctl is-active ssh)"
+    "$(cat /run/warm-mark) $(systemctl is-active ssh) $(date +%s)"
 )
-KEYS = ("mac", "address", "hostname", "machine_id", "host_key", "mark", "sshd")
+KEYS = ("mac", "address", "hostname", "machine_id", "host_key", "mark", "sshd", "clock")
 
 
 def facts(client: Client, name: str) -> dict[str, str]:
@@ -39,9 +40,17 @@ def template(daemon: Daemon, debian_image: str, ssh_home: Path) -> Iterator[str]
         client.launch({"name": SOURCE, "image": debian_image, "ssh_keys": [key]})
         try:
             wait_for_agent(client, SOURCE)
-            client.exec(SOURCE, ["sh", "-c", "echo warm-42 > /run/warm-mark"])
+            # The saved guest's clock is an hour behind: launches must set it.
+            client.exec(SOURCE, ["sh", "-c", "echo warm-42 > /run/warm-mark; "
+                                 "date -s @$(( $(date +%s) - 3600 ))"])  # fmt: skip
             manifest = client.publish(SOURCE, TEMPLATE, warm=True)
-            assert manifest["warm"] and manifest["agent"] and manifest["cloud_init"]
+            assert manifest["agent"] and manifest["cloud_init"]
+            # Saved as a RAM file, with the identity script waiting in the guest...
+            assert manifest["warm"]["ram"] == "ram.img"
+            assert isinstance(manifest["warm"]["listener"], int)
+            # ... which the source itself no longer runs.
+            left = client.exec(SOURCE, ["sh", "-c", "ls /run/hangar-identity; pgrep -x perl"])
+            assert left["exit_code"] != 0 and left["stdout"] == "", left
             yield TEMPLATE
         finally:
             with contextlib.suppress(ApiError):
@@ -65,6 +74,7 @@ def test_two_debian_vms_from_a_warm_template_are_distinct_and_reachable(
             # Resumed, not booted: a file on the source's tmpfs is there.
             assert seen[name]["mark"] == "warm-42"
             assert seen[name]["sshd"] == "active"
+            assert abs(int(seen[name]["clock"]) - time.time()) < 60, seen[name]
             # SSH with the caller's key, to the VM's own forwarded port.
             ran = daemon.cli("shell", name, "--", "hostname", env={"HOME": str(ssh_home)})
             assert ran.code == 0 and ran.stdout == f"{name}\n", ran

@@ -7,6 +7,8 @@ What each guest *sees* is read inside it (MAC, address, hostname, machine-id).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -147,4 +149,28 @@ def held_port(port: int) -> Iterator[None]:
 def test_the_template_folder_holds_the_saved_guest(daemon: Daemon, template: str) -> None:
     folder: Path = daemon.home / "lib" / "images" / template
     names = {p.name for p in folder.iterdir()}
-    assert {"memory.bin", "disk.qcow2", "image.json"} <= names
+    # RAM in a sparse file of the guest's size, devices in a small stream; the
+    # stream it was made from and the helper's files are gone.
+    assert {"ram.img", "state.bin", "disk.qcow2", "image.json"} <= names
+    assert "memory.bin" not in names and not any(n.startswith(".") for n in names)
+    manifest = json.loads((folder / "image.json").read_text())
+    assert (folder / "ram.img").stat().st_size == manifest["defaults"]["memory"]
+    assert (folder / "ram.img").stat().st_blocks * 512 < manifest["defaults"]["memory"]
+    assert (folder / "state.bin").stat().st_size < 4 * 1024 * 1024
+
+
+def test_warm_launches_leave_the_template_ram_file_unchanged(
+    client: Client, daemon: Daemon, template: str
+) -> None:
+    ram = daemon.home / "lib" / "images" / template / "ram.img"
+    before = hashlib.sha256(ram.read_bytes()).hexdigest()
+    client.launch({"name": "ram-check", "image": template})
+    try:
+        # The guest writes a MiB of its memory (a file on its RAM disk).
+        out = guest(
+            client, "ram-check", "head -c 1048576 /dev/urandom > /root/junk; echo W=$((2+2))"
+        )
+        assert "W=4" in out
+    finally:
+        client.delete("ram-check", force=True)
+    assert hashlib.sha256(ram.read_bytes()).hexdigest() == before

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hangar.services.qemu.argv import VMFiles, kernel_cmdline, render_argv
+from hangar.services.qemu.argv import RamFile, VMFiles, kernel_cmdline, render_argv
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import DataDisk, NicCreate, PortForward, VMConfig, VMCreate
 from tests.support.factories import debian_manifest, host_facts, tiny_manifest
@@ -164,3 +164,46 @@ def test_cmdline_carries_tsc_only_when_known() -> None:
     assert "tsc_early_khz=2999998" in kernel_cmdline(config, host_facts())
     assert "tsc_early_khz" not in kernel_cmdline(config, host_facts(tsc_khz=None))
     assert kernel_cmdline(config, host_facts()).endswith("hangar.name=web rdinit=/init")
+
+
+TEMPLATE_RAM = Path("/var/lib/hangar/images/web-warm/ram.img")
+# A warm launch maps the template's RAM file private; the helper that makes that file
+# maps it shared and runs the same devices without the VM's taps and host ports.
+WARM_CASES: dict[str, tuple[VMConfig, dict[str, object]]] = {
+    "warm-launch-debian": (
+        _debian(ssh_keys=[KEY]),
+        {"incoming": True, "ram": RamFile(TEMPLATE_RAM, shared=False)},
+    ),
+    "warm-helper-q35-nics": (
+        _config(
+            machine="q35",
+            nics=[
+                {"forwards": [PortForward(host_port=8080, guest_port=80)]},
+                {"type": "network", "network": "lan", "ip": "10.77.0.5"},
+            ],
+        ),
+        {"incoming": True, "ram": RamFile(TEMPLATE_RAM, shared=True), "detached_nics": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WARM_CASES))
+def test_warm_argv_matches_golden(case: str) -> None:
+    config, options = WARM_CASES[case]
+    rendered = "\n".join(render_argv(config, host_facts(), FILES, **options)) + "\n"  # type: ignore[arg-type]
+    golden = GOLDEN / f"argv-{case}.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert rendered == golden.read_text()
+
+
+def test_helper_argv_holds_no_tap_and_no_host_port() -> None:
+    config, options = WARM_CASES["warm-helper-q35-nics"]
+    argv = render_argv(config, host_facts(), FILES, **options)  # type: ignore[arg-type]
+    joined = " ".join(argv)
+    assert "tap" not in joined and "hostfwd" not in joined and "8080" not in joined
+    assert "hubport,id=net1,hubid=1" in joined
+    # The devices are the VM's own: same MACs, same count.
+    assert [a for a in argv if a.startswith("virtio-net")] == [
+        a for a in render_argv(config, host_facts(), FILES) if a.startswith("virtio-net")
+    ]

@@ -140,6 +140,33 @@ def nic_device(config: VMConfig, index: int, nic: NicConfig) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class RamFile:
+    """Guest RAM backed by a file: a warm template's saved RAM (services/snapshots/ram.py).
+
+    ``shared``: written through to the file (only while a template is made);
+    otherwise the file is mapped private, copy-on-write: the guest starts with its
+    content, reads it lazily, never changes it, and VMs launched from one template
+    share the pages none of them wrote.
+    """
+
+    path: Path
+    shared: bool
+
+
+# The id of each machine's RAM backend when QEMU makes it itself: a saved stream
+# names its RAM block by it, so a file backend must take the same id.
+RAM_IDS = {"microvm": "microvm.ram", "q35": "pc.ram"}
+
+
+def _ram_args(config: VMConfig, ram: RamFile) -> list[str]:
+    return [
+        "-object",
+        f"memory-backend-file,id={RAM_IDS[config.machine]},size={config.memory},"
+        f"mem-path={ram.path},share={'on' if ram.shared else 'off'}",
+    ]
+
+
 def nic_port(slot: int) -> str:
     return f"np{slot}"
 
@@ -149,11 +176,20 @@ def _props(props: dict[str, str], first: str) -> str:
     return ",".join([props[first], *(f"{k}={v}" for k, v in rest.items())])
 
 
-def _nic_args(config: VMConfig, index: int, nic: NicConfig, incoming: bool) -> list[str]:
+def _nic_args(
+    config: VMConfig, index: int, nic: NicConfig, incoming: bool, detached: bool
+) -> list[str]:
     device = _props(nic_device(config, index, nic), "driver")
+    netdev_id = nic_device(config, index, nic)["netdev"]
     if nic.type == "network":
+        if detached:
+            # A hub port of its own: the same device (and no netdev state to save),
+            # without the VM's tap, which the running VM holds.
+            return ["-netdev", f"hubport,id={netdev_id},hubid={index}", "-device", device]
         return ["-netdev", _props(nic_netdev(config, index, nic), "type"), "-device", device]
-    netdev = [f"user,id={nic_device(config, index, nic)['netdev']}"]
+    if detached:
+        nic = nic.model_copy(update={"forwards": ()})  # their host ports are the VM's
+    netdev = [f"user,id={netdev_id}"]
     # A fresh lease table gives the guest its first address (dhcpstart); a resumed
     # one already holds leases, counted from the saved table's own base.
     start = (nic.dhcp_start or nic.address) if incoming else nic.address
@@ -281,14 +317,26 @@ def _agent_args(config: VMConfig, files: VMFiles) -> list[str]:
 
 
 def render_argv(
-    config: VMConfig, host: HostFacts, files: VMFiles, *, incoming: bool = False
+    config: VMConfig,
+    host: HostFacts,
+    files: VMFiles,
+    *,
+    incoming: bool = False,
+    ram: RamFile | None = None,
+    detached_nics: bool = False,
 ) -> list[str]:
     """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP.
 
     ``incoming``: QEMU waits for a saved migration stream (``migrate-incoming`` over
     QMP) instead of booting; the stream only loads into the same machine and devices,
     so everything else must be rendered from the config it was saved with.
+    ``ram``: guest RAM in that file instead of anonymous memory. ``detached_nics``:
+    the same NIC devices on backends of their own (no taps, no port forwards), for a
+    QEMU that only converts a saved guest while the VM itself runs.
     """
+    machine = _MACHINES[config.machine]
+    if ram is not None:
+        machine += f",memory-backend={RAM_IDS[config.machine]}"
     argv = [
         host.qemu_binary,
         "-name",
@@ -305,11 +353,12 @@ def render_argv(
         "-S",
         *accel_args(host, config.cpus),
         "-machine",
-        _MACHINES[config.machine],
+        machine,
         "-smp",
         str(config.cpus),
         "-m",
         f"{config.memory // (1024 * 1024)}M",
+        *(_ram_args(config, ram) if ram is not None else []),
         *_boot_args(config, host, files),
         # Explicit formats at every level: QEMU never probes an image.
         "-blockdev",
@@ -332,7 +381,7 @@ def render_argv(
     if config.cloud_init is not None:
         argv += _seed_args(config, files)
     for index, nic in enumerate(config.nics):
-        argv += _nic_args(config, index, nic, incoming)
+        argv += _nic_args(config, index, nic, incoming, detached_nics)
     argv += [
         "-chardev",
         f"socket,id=console,path={files.console_socket},server=on,wait=off,"

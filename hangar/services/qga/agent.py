@@ -20,8 +20,9 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -50,6 +51,61 @@ class ExecResult(BaseModel):
     stderr: str
     truncated: bool = False
 
+    @classmethod
+    def of(cls, status: dict[str, Any]) -> ExecResult:
+        """From an ended program's ``guest-exec-status`` (the agent forgets it then)."""
+        return cls(
+            exit_code=status.get("exitcode"),
+            signal=status.get("signal"),
+            stdout=_decode(status.get("out-data")),
+            stderr=_decode(status.get("err-data")),
+            truncated=bool(status.get("out-truncated") or status.get("err-truncated")),
+        )
+
+
+class Caller(Protocol):
+    async def call(
+        self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> Any: ...
+
+
+class AgentSession:
+    """One connection to the agent, synced once, for several commands in a row."""
+
+    def __init__(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.name = name
+        self._reader = reader
+        self._writer = writer
+
+    async def call(
+        self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> Any:
+        """Run one agent command and return its ``return`` value. Raises
+        :class:`AgentUnavailable` when it does not answer in ``timeout`` s, and
+        :class:`QemuFailed` when it answers with an error."""
+        message: dict[str, Any] = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        try:
+            self._writer.write(json.dumps(message).encode() + b"\n")
+            await self._writer.drain()
+            if command in ("guest-shutdown",):
+                # Succeeds silently: the guest goes away instead of answering.
+                return None
+            reply = await asyncio.wait_for(_read_json(self._reader), timeout)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            raise AgentUnavailable(
+                f"the guest agent of '{self.name}' did not answer '{command}' in time",
+                hint="the guest may be busy or still booting; try again",
+            ) from exc
+        if "error" in reply:
+            error = reply["error"]
+            raise QemuFailed(
+                f"the guest agent refused '{command}': {error.get('desc', error)}",
+                details={"class": error.get("class", "")},
+            )
+        return reply.get("return")
+
 
 class GuestAgent:
     def __init__(self, socket: Path, name: str):
@@ -57,14 +113,11 @@ class GuestAgent:
         self.name = name
         self.lock = asyncio.Lock()
 
-    async def call(
-        self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10.0
-    ) -> Any:
-        """Run one agent command and return its ``return`` value.
-
-        Raises :class:`AgentUnavailable` when the agent does not answer the sync in
-        ``SYNC_TIMEOUT`` s, and :class:`QemuFailed` when it answers with an error.
-        """
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[AgentSession]:
+        """A synced connection to the agent, held (and others kept waiting) until the
+        block ends. Raises :class:`AgentUnavailable` when the agent does not answer
+        the sync in ``SYNC_TIMEOUT`` s."""
         async with self.lock:
             try:
                 reader, writer = await asyncio.wait_for(
@@ -77,31 +130,18 @@ class GuestAgent:
                 ) from exc
             try:
                 await self._sync(reader, writer)
-                message: dict[str, Any] = {"execute": command}
-                if arguments:
-                    message["arguments"] = arguments
-                writer.write(json.dumps(message).encode() + b"\n")
-                await writer.drain()
-                if command in ("guest-shutdown",):
-                    # Succeeds silently: the guest goes away instead of answering.
-                    return None
-                reply = await asyncio.wait_for(_read_json(reader), timeout)
-            except TimeoutError as exc:
-                raise AgentUnavailable(
-                    f"the guest agent of '{self.name}' did not answer '{command}' in time",
-                    hint="the guest may be busy or still booting; try again",
-                ) from exc
+                yield AgentSession(self.name, reader, writer)
             finally:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
-        if "error" in reply:
-            error = reply["error"]
-            raise QemuFailed(
-                f"the guest agent refused '{command}': {error.get('desc', error)}",
-                details={"class": error.get("class", "")},
-            )
-        return reply.get("return")
+
+    async def call(
+        self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10.0
+    ) -> Any:
+        """Run one agent command on a connection of its own (see :class:`AgentSession`)."""
+        async with self.session() as session:
+            return await session.call(command, arguments, timeout=timeout)
 
     async def _sync(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         token = random.randrange(1, 2**31)
@@ -139,7 +179,20 @@ class GuestAgent:
         if input_data is not None:
             args["input-data"] = base64.b64encode(input_data).decode()
         started = await self.call("guest-exec", args)
-        pid = started["pid"]
+        return await self.wait_exec(int(started["pid"]), argv[0], timeout=timeout, poll=poll)
+
+    async def spawn(self, argv: list[str]) -> int:
+        """Start ``argv`` in the guest with its output captured, without waiting: its
+        guest pid (see :meth:`wait_exec`)."""
+        args = {"path": argv[0], "arg": argv[1:], "capture-output": True}
+        started = await self.call("guest-exec", args)
+        return int(started["pid"])
+
+    async def wait_exec(
+        self, pid: int, what: str, *, timeout: float = 60.0, poll: float = EXEC_POLL
+    ) -> ExecResult:
+        """Wait for the program the agent started as ``pid`` (``what``: its name, for
+        errors) to end; what it printed."""
         deadline = time.monotonic() + timeout
         while True:
             status = await self.call("guest-exec-status", {"pid": pid})
@@ -147,18 +200,34 @@ class GuestAgent:
                 break
             if time.monotonic() > deadline:
                 raise GuestCommandTimeout(
-                    f"'{argv[0]}' still runs in '{self.name}' after {timeout:g} s "
+                    f"'{what}' still runs in '{self.name}' after {timeout:g} s "
                     f"(guest pid {pid}; left running)",
                     hint="raise --timeout, or run it in the background in the guest",
                 )
             await asyncio.sleep(poll)
-        return ExecResult(
-            exit_code=status.get("exitcode"),
-            signal=status.get("signal"),
-            stdout=_decode(status.get("out-data")),
-            stderr=_decode(status.get("err-data")),
-            truncated=bool(status.get("out-truncated") or status.get("err-truncated")),
+        return ExecResult.of(status)
+
+
+async def write_file(agent: Caller, path: str, data: bytes) -> None:
+    """Write ``data`` to the guest file ``path`` (created or truncated) with the agent's
+    own file calls: no program runs in the guest."""
+    handle = await agent.call("guest-file-open", {"path": path, "mode": "w"})
+    try:
+        await agent.call(
+            "guest-file-write", {"handle": handle, "buf-b64": base64.b64encode(data).decode()}
         )
+    finally:
+        await agent.call("guest-file-close", {"handle": handle})
+
+
+async def file_exists(agent: Caller, path: str) -> bool:
+    """Whether the guest can open ``path`` for reading (the agent's own file calls)."""
+    try:
+        handle = await agent.call("guest-file-open", {"path": path, "mode": "r"})
+    except QemuFailed:
+        return False
+    await agent.call("guest-file-close", {"handle": handle})
+    return True
 
 
 async def _read_json(reader: asyncio.StreamReader) -> dict[str, Any]:

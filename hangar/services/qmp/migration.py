@@ -13,6 +13,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ LOAD_TIMEOUT = 600.0
 
 
 ROOT = "root"  # the root disk's node name in hangar's argv
+
+
+@dataclass(frozen=True)
+class SavedGuest:
+    """A guest to resume: a saved stream, and the RAM file it was saved beside (None:
+    the stream holds the RAM too). See services/snapshots/ram.py."""
+
+    stream: Path
+    ram: Path | None = None
 
 
 async def root_node(monitor: Monitor) -> str:
@@ -67,16 +77,32 @@ async def switch_to_overlay(monitor: Monitor, top: str, overlay_node: str) -> No
     await monitor.execute("blockdev-snapshot", {"node": top, "overlay": overlay_node})
 
 
+async def skip_shared_ram(monitor: Monitor) -> None:
+    """Leave RAM that lives in a shared file out of the stream (``x-ignore-shared``):
+    the file holds it. Both the saving and the loading QEMU need it."""
+    await monitor.execute(
+        "migrate-set-capabilities",
+        {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
+    )
+
+
 async def save_memory(
-    monitor: Monitor, target: Path, progress: Callable[[float], None] | None = None
+    monitor: Monitor,
+    target: Path,
+    progress: Callable[[float], None] | None = None,
+    *,
+    ram_in_file: bool = False,
 ) -> None:
-    """Write the paused VM's RAM and device state to the new file ``target``.
+    """Write the paused VM's RAM and device state to the new file ``target``
+    (``ram_in_file``: device state only, its RAM is in a shared file).
 
     After it, QEMU has handed its disks over ("postmigrate"): ``cont`` takes them back.
     On failure or cancel (``progress`` raising) the migration is cancelled and
     ``target`` removed.
     """
     await monitor.execute("migrate-set-parameters", {"max-bandwidth": UNLIMITED_BANDWIDTH})
+    if ram_in_file:
+        await skip_shared_ram(monitor)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     name = f"snap-{uuid.uuid4().hex[:8]}"
     try:
@@ -118,10 +144,16 @@ async def _wait_saved(monitor: Monitor, progress: Callable[[float], None] | None
         await asyncio.sleep(POLL)
 
 
-async def load_memory(monitor: Monitor, source: Path, *, alive: Callable[[], bool]) -> None:
+async def load_memory(
+    monitor: Monitor, source: Path, *, alive: Callable[[], bool], ram_in_file: bool = False
+) -> None:
     """Load a saved stream into a QEMU started with ``-incoming defer`` (and ``-S``):
     it ends paused, with the saved RAM and devices. ``alive`` says whether QEMU still
-    runs (a stream that does not fit the command line makes QEMU exit)."""
+    runs (a stream that does not fit the command line makes QEMU exit).
+    ``ram_in_file``: the stream holds devices only; the RAM comes from the file QEMU
+    maps (argv.RamFile)."""
+    if ram_in_file:
+        await skip_shared_ram(monitor)
     fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     name = f"snap-{uuid.uuid4().hex[:8]}"
     try:

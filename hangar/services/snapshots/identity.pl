@@ -6,7 +6,7 @@
 # calls instead of hostname, ip, sed, ssh-keygen and systemctl (perl-base is Essential
 # in Debian, so every Debian-family image has it).
 #
-# Standard input: records "NAME LENGTH\n" followed by LENGTH bytes and "\n":
+# Standard input (or the FIFO, see --wait below): records "NAME LENGTH\n" followed by LENGTH bytes and "\n":
 #   seed       host randomness (raw bytes)
 #   time       the host's clock: "SECONDS NANOSECONDS" (left alone when absent)
 #   name       the new hostname
@@ -47,9 +47,57 @@ sub put {
     rename($tmp, $path) or fail("$path: $!");
 }
 
-binmode STDIN;
-my $in = do { local $/; <STDIN> };
-my (%arg, @files, @drops);
+# The clock: the guest slept since the template was saved. Setting it wakes every
+# program with timers on the wall clock (systemd re-plans all its timer units), a
+# third of a second of guest CPU under TCG: a child does it once the parent, and
+# with it the identity step, has ended. clock_settime(CLOCK_REALTIME, {sec, nsec})
+# is system call 227 on x86_64; the host's time is moved on by the time spent here.
+my ($started, %arg, @files, @drops);
+sub monotonic {
+    my $buf = "\0" x 16;
+    syscall(228, 1, $buf) == 0 or fail("clock_gettime: $!");    # CLOCK_MONOTONIC
+    my ($sec, $nsec) = unpack('q q', $buf);
+    return $sec * 1_000_000_000 + $nsec;
+}
+sub set_clock_after_exit {
+    return unless defined $arg{time};
+    my ($sec, $nsec) = split / /, $arg{time};
+    my $pid = fork;
+    return if !defined $pid || $pid;    # the parent (or no child: the clock stays)
+    close STDOUT;
+    close STDERR;
+    close STDIN;
+    my $now = $sec * 1_000_000_000 + $nsec + monotonic() - $started;
+    syscall(227, 0, pack('q q', int($now / 1_000_000_000), $now % 1_000_000_000));
+    exit 0;
+}
+
+# "--wait DIR": started when a warm template is saved, and saved with it, waiting.
+# It makes the FIFO DIR/request and the file DIR/ready, then blocks until hangard
+# writes the input into the FIFO: a resumed guest starts its identity at once, with
+# no program to start. Input "cancel 0\n\n" ends it with nothing done (the source VM).
+my $in;
+if (@ARGV && $ARGV[0] eq '--wait') {
+    my $dir = $ARGV[1];
+    require POSIX;
+    mkdir($dir, 0700) or $!{EEXIST} or fail("$dir: $!");
+    chmod(0700, $dir) or fail("$dir: $!");
+    unlink "$dir/request", "$dir/ready";
+    POSIX::mkfifo("$dir/request", 0600) or fail("$dir/request: $!");
+    open(my $ready, '>', "$dir/ready") or fail("$dir/ready: $!");
+    close $ready;
+    open(my $fifo, '<', "$dir/request") or fail("$dir/request: $!");
+    binmode $fifo;
+    $in = do { local $/; <$fifo> };
+    close $fifo;
+    unlink "$dir/request", "$dir/ready";
+    rmdir $dir;
+}
+else {
+    binmode STDIN;
+    $in = do { local $/; <STDIN> };
+}
+$started = monotonic();
 my $at = 0;
 while ($at < length $in) {
     my $eol = index($in, "\n", $at);
@@ -61,6 +109,7 @@ while ($at < length $in) {
     elsif ($key =~ /^drop:(.+)$/) { push @drops, [$1, $value] }
     else { $arg{$key} = $value }
 }
+exit 0 if exists $arg{cancel};
 my ($name, $old, $new) = ($arg{name}, lc $arg{old}, lc $arg{new});
 my $root = defined $arg{root} ? $arg{root} : '';
 my $wait = defined $arg{wait} ? $arg{wait} : 30;
@@ -96,26 +145,28 @@ syswrite($random, $arg{seed}) or fail("/dev/urandom: $!");
 ioctl($random, 0x5207, 0) or fail("reseeding the kernel CRNG: $!");
 close $random;
 
-# 2. The clock: the guest slept since the template was saved.
-# clock_settime(CLOCK_REALTIME, {sec, nsec}) is system call 227 on x86_64.
-if (defined $arg{time}) {
-    my ($sec, $nsec) = split / /, $arg{time};
-    syscall(227, 0, pack('q q', $sec, $nsec)) == 0 or fail("setting the clock: $!");
-}
-
-# 3. Hostname: the kernel's (what sethostname sets), /etc/hostname, /etc/hosts.
+# 2. What the DHCP client sends comes first: its client id, when it is a DUID, is
+# derived from the machine-id, and the server records the hostname.
+put("$root/etc/machine-id", "$arg{'machine-id'}\n");
 open(my $uts, '>', '/proc/sys/kernel/hostname') or fail("hostname: $!");
 print $uts $name;
 close $uts or fail("hostname: $!");
+
+# 3. The new MAC (SIOCSIFHWADDR = 0x8924, on a running NIC: virtio-net changes it
+# live). systemd-networkd notices and restarts DHCP with it; the rest is done while
+# that goes on.
+socket(my $sock, 2, 2, 0) or fail("socket: $!");    # AF_INET, SOCK_DGRAM
+my $ifreq = pack('a16 S C6 x16', $nic, 1, map { hex } split /:/, $new);    # ARPHRD_ETHER
+ioctl($sock, 0x8924, $ifreq) or fail("setting the MAC of $nic: $!");
+close $sock;
+
+# 4. The hostname in /etc/hostname and /etc/hosts.
 put("$root/etc/hostname", "$name\n");
 my $hosts = slurp("$root/etc/hosts");
 $hosts = '' unless defined $hosts;
 $hosts .= "\n" if length $hosts && $hosts !~ /\n$/;
 $hosts .= "127.0.1.1 $name\n" unless $hosts =~ s/^127\.0\.1\.1\b.*$/127.0.1.1 $name/m;
 put("$root/etc/hosts", $hosts);
-
-# 4. machine-id.
-put("$root/etc/machine-id", "$arg{'machine-id'}\n");
 
 # 5. Files made on the host (SSH host keys): sshd reads its host keys at every new
 # connection, so it needs no restart. Old keys of types not given go.
@@ -136,7 +187,7 @@ for my $file (@files) {
 }
 
 # 6. Configuration that names the NIC by its MAC follows it (cloud-init's networkd
-# files match on it).
+# files match on it; networkd reads them again at its next start).
 for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
     opendir(my $d, $dir) or next;
     for my $entry (readdir $d) {
@@ -148,14 +199,7 @@ for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
     closedir $d;
 }
 
-# 7. The new MAC (SIOCSIFHWADDR = 0x8924, on a running NIC: virtio-net changes it
-# live). systemd-networkd notices and restarts DHCP with it.
-socket(my $sock, 2, 2, 0) or fail("socket: $!");    # AF_INET, SOCK_DGRAM
-my $ifreq = pack('a16 S C6 x16', $nic, 1, map { hex } split /:/, $new);    # ARPHRD_ETHER
-ioctl($sock, 0x8924, $ifreq) or fail("setting the MAC of $nic: $!");
-close $sock;
-
-# 8. Wait for networkd's lease for the new MAC. Its client id is new too: the MAC
+# 7. Wait for networkd's lease for the new MAC. Its client id is new too: the MAC
 # itself (ClientIdentifier=mac) or a DUID derived from the machine-id written above;
 # a lease with the old client id and address is the old one being saved again. A
 # server that keeps both the same is accepted after 5 s.
@@ -171,6 +215,7 @@ while (1) {
             && (!defined $before || $id ne $old_id || $address ne $old_address
                 || time - $start > 5)) {
             print "$nic $address\n";
+            set_clock_after_exit();
             exit 0;
         }
     }

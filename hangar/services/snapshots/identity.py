@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hangar.errors import HangarError, QemuFailed
 from hangar.services.qemu.argv import VMFiles
-from hangar.services.qga.agent import GuestAgent
+from hangar.services.qga.agent import ExecResult, GuestAgent, file_exists, write_file
 
 IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
 DONE = "HANGAR-IDENTITY-DONE"
@@ -35,6 +37,12 @@ DONE = "HANGAR-IDENTITY-DONE"
 # milliseconds under TCG (the shell script it replaced took 8 s).
 AGENT_SCRIPT = (Path(__file__).parent / "identity.pl").read_text()
 AGENT_POLL = 0.02  # guest-exec-status: the script takes a few hundred milliseconds
+# The waiting script's folder (tmpfs, root's alone): the FIFO it reads, and the file
+# that says it is ready.
+LISTENER_DIR = "/run/hangar-identity"
+REQUEST = f"{LISTENER_DIR}/request"
+READY = f"{LISTENER_DIR}/ready"
+LISTENER_TIMEOUT = 60.0
 SSH_DIR = "/etc/ssh"
 HOST_KEY_NAMES = r"^ssh_host_.*_key(\.pub)?$"
 
@@ -46,29 +54,77 @@ class GuestFile:
     content: bytes
 
 
-def make_host_keys(hostname: str) -> list[GuestFile]:
-    """New SSH host keys of the three types Debian's cloud-init makes, generated on the
-    host: seconds of guest CPU under TCG, milliseconds here. Blocking (run it in a
-    thread while the guest resumes)."""
-    keys: dict[str, PrivateKeyTypes] = {
-        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=3072),
-        "ecdsa": ec.generate_private_key(ec.SECP256R1()),
-        "ed25519": ed25519.Ed25519PrivateKey.generate(),
-    }
-    files = []
-    for kind, key in keys.items():
-        path = f"{SSH_DIR}/ssh_host_{kind}_key"
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        files.append(GuestFile(path, 0o600, private))
-        files.append(GuestFile(f"{path}.pub", 0o644, public + f" root@{hostname}\n".encode()))
-    return files
+def _new_rsa() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+class HostKeyMaker:
+    """New SSH host keys for each warm launch, of the three types Debian's cloud-init
+    makes, generated on the host: seconds of guest CPU under TCG, milliseconds here.
+
+    An RSA key still takes 0.1-0.4 s, longer than a warm guest takes to resume, so a
+    few are made ahead in a background thread (OpenSSL lets go of the GIL), kept in
+    memory only and each handed out once. Ed25519 and ECDSA keys are made on demand.
+    """
+
+    def __init__(self, spare: int = 2) -> None:
+        self.spare = spare
+        self._rsa: list[rsa.RSAPrivateKey] = []
+        self._lock = threading.Lock()
+        self._filling = False
+
+    def make(self, hostname: str) -> list[GuestFile]:
+        """The key files for a guest called ``hostname``. Blocking (a thread, while the
+        guest resumes); starts refilling the spare RSA keys."""
+        with self._lock:
+            spare = self._rsa.pop() if self._rsa else None
+        keys: dict[str, PrivateKeyTypes] = {
+            "rsa": spare or _new_rsa(),
+            "ecdsa": ec.generate_private_key(ec.SECP256R1()),
+            "ed25519": ed25519.Ed25519PrivateKey.generate(),
+        }
+        self.fill()
+        files = []
+        for kind, key in keys.items():
+            path = f"{SSH_DIR}/ssh_host_{kind}_key"
+            private = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+            public = key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            files.append(GuestFile(path, 0o600, private))
+            files.append(GuestFile(f"{path}.pub", 0o644, public + f" root@{hostname}\n".encode()))
+        return files
+
+    def fill(self) -> None:
+        """Make spare RSA keys in the background, unless there are enough or it is
+        under way."""
+        with self._lock:
+            if self._filling or len(self._rsa) >= self.spare:
+                return
+            self._filling = True
+        threading.Thread(target=self._fill, name="hangar-host-keys", daemon=True).start()
+
+    def ready(self) -> int:
+        """How many spare RSA keys there are."""
+        with self._lock:
+            return len(self._rsa)
+
+    def _fill(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if len(self._rsa) >= self.spare:
+                        return
+                key = _new_rsa()
+                with self._lock:
+                    self._rsa.append(key)
+        finally:
+            with self._lock:
+                self._filling = False
 
 
 def agent_input(
@@ -147,26 +203,38 @@ async def by_agent(
     mac: str,
     machine_id: str,
     files: list[GuestFile],
+    *,
+    listener: int | None = None,
 ) -> str:
     """Through qemu-guest-agent: :data:`AGENT_SCRIPT` with the host's randomness, clock,
-    and ``files`` (see :func:`make_host_keys`). Returns what it printed ("NIC ADDRESS").
+    and ``files`` (see :class:`HostKeyMaker`). Returns what it printed ("NIC ADDRESS").
+
+    ``listener``: the guest pid of the script saved waiting with the template (see
+    :func:`start_listener`); it gets the input through its FIFO. Without it the agent
+    starts the script (a few hundred milliseconds more under TCG).
     Raise :class:`QemuFailed` if it fails or the agent is gone."""
-    data = agent_input(
-        name=name,
-        saved_mac=saved_mac,
-        mac=mac,
-        machine_id=machine_id,
-        seed=os.urandom(64),
-        now_ns=time.time_ns(),
-        files=files,
-    )
-    try:
-        ran = await agent.exec(
-            ["perl", "-e", AGENT_SCRIPT],
-            input_data=data,
-            timeout=IDENTITY_TIMEOUT,
-            poll=AGENT_POLL,
+
+    def data() -> bytes:  # made at the last moment: it carries the host's clock
+        return agent_input(
+            name=name,
+            saved_mac=saved_mac,
+            mac=mac,
+            machine_id=machine_id,
+            seed=os.urandom(64),
+            now_ns=time.time_ns(),
+            files=files,
         )
+
+    try:
+        if listener is not None:
+            ran = await _hand_over(agent, listener, data)
+        else:
+            ran = await agent.exec(
+                ["perl", "-e", AGENT_SCRIPT],
+                input_data=data(),
+                timeout=IDENTITY_TIMEOUT,
+                poll=AGENT_POLL,
+            )
     except HangarError as exc:
         raise QemuFailed(
             f"the guest agent could not give the guest its new identity: {exc.message}",
@@ -179,3 +247,47 @@ async def by_agent(
             hint="see the guest's journal",
         )
     return ran.stdout.strip()
+
+
+async def _hand_over(agent: GuestAgent, listener: int, data: Callable[[], bytes]) -> ExecResult:
+    """Write the input into the waiting script's FIFO and wait for it to end, on one
+    agent connection (each new one costs a sync with the guest)."""
+    deadline = time.monotonic() + IDENTITY_TIMEOUT
+    async with agent.session() as session:
+        await write_file(session, REQUEST, data())
+        while True:
+            status = await session.call("guest-exec-status", {"pid": listener})
+            if status.get("exited"):
+                return ExecResult.of(status)
+            if time.monotonic() > deadline:
+                raise QemuFailed(f"the identity script did not end in {IDENTITY_TIMEOUT:g} s")
+            await asyncio.sleep(AGENT_POLL)
+
+
+async def start_listener(agent: GuestAgent) -> int:
+    """Start :data:`AGENT_SCRIPT` waiting on its FIFO (``--wait``) in a guest about to be
+    saved as a warm template; its guest pid once it waits. Raise :class:`QemuFailed`
+    if it cannot (no perl, say): the template then works without it."""
+    pid = await agent.spawn(["perl", "-e", AGENT_SCRIPT, "--", "--wait", LISTENER_DIR])
+    deadline = time.monotonic() + LISTENER_TIMEOUT
+    while not await file_exists(agent, READY):
+        status = await agent.call("guest-exec-status", {"pid": pid})
+        if status.get("exited"):
+            ended = ExecResult.of(status)
+            raise QemuFailed(
+                f"the identity script ended at once (exit {ended.exit_code}): "
+                f"{ended.stderr.strip()}"
+            )
+        if time.monotonic() > deadline:
+            raise QemuFailed(f"the identity script did not get ready in {LISTENER_TIMEOUT:g} s")
+        await asyncio.sleep(0.05)
+    return pid
+
+
+async def stop_listener(agent: GuestAgent, pid: int) -> None:
+    """End the waiting script in the VM the template was saved from: it has nothing to
+    do there. Only if it still runs (a FIFO without its reader would block the agent)."""
+    status = await agent.call("guest-exec-status", {"pid": pid})
+    if not status.get("exited"):
+        await write_file(agent, REQUEST, b"cancel 0\n\n")
+        await agent.wait_exec(pid, "identity", timeout=LISTENER_TIMEOUT)

@@ -313,7 +313,8 @@ class SnapshotService:
                 if snap.memory is not None:
                     progress("loading memory and device state", percent=30)
                     await self.vms.start_locked(
-                        self.vms.repo.get(vm_name, project), memory=Path(snap.memory)
+                        self.vms.repo.get(vm_name, project),
+                        memory=migration.SavedGuest(Path(snap.memory)),
                     )
                 self.repo.set_head(record.id, snap.id)
             # The disk it replaced held only what no snapshot keeps (force said so).

@@ -29,8 +29,10 @@ from hangar.services.clones import backup
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
+from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp import migration
-from hangar.services.snapshots import identity
+from hangar.services.qmp.migration import SavedGuest
+from hangar.services.snapshots import identity, ram
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
@@ -98,6 +100,9 @@ class WarmService:
         self.runner = runner
         # Guest addresses of warm launches in progress (not in the database yet).
         self._reserved: set[str] = set()
+        self.host_keys = identity.HostKeyMaker()
+        if any(m.warm is not None and m.agent for m in store.list()):
+            self.host_keys.fill()
 
     def warm_state(self, image: str) -> WarmState | None:
         return self.store.get(image).warm
@@ -148,21 +153,42 @@ class WarmService:
         tmp = self.store.root / f".publish-{template}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         monitor = runtime.monitor
+        agent = self.vms.agent(config) if config.agent else None
+        listener = None
         try:
-            progress("pausing the VM", percent=1)
-            await monitor.stop()
+            if agent is not None:
+                listener = await self._start_listener(config, agent)
             try:
-                await asyncio.to_thread(
-                    img.create, self.runner, tmp / DISK, "qcow2", config.disk_size
-                )
-                await backup(
-                    monitor, tmp / DISK, sync="full", progress=span(progress, "disk", 2, 50)
-                )
-                await migration.save_memory(
-                    monitor, tmp / MEMORY, span(progress, "memory and devices", 50, 97)
-                )
+                progress("pausing the VM", percent=1)
+                await monitor.stop()
+                try:
+                    await asyncio.to_thread(
+                        img.create, self.runner, tmp / DISK, "qcow2", config.disk_size
+                    )
+                    await backup(
+                        monitor, tmp / DISK, sync="full", progress=span(progress, "disk", 2, 50)
+                    )
+                    await migration.save_memory(
+                        monitor, tmp / MEMORY, span(progress, "memory and devices", 50, 97)
+                    )
+                finally:
+                    await monitor.cont()  # also takes the disks back after the migration
             finally:
-                await monitor.cont()  # also takes the disks back after the migration
+                if agent is not None and listener is not None:
+                    await self._stop_listener(config, agent, listener)
+            progress("turning the saved memory into a RAM file", percent=97)
+            files = self.vms.files(config)
+            await ram.split_stream(
+                config,
+                self.vms.host,
+                self.runner,
+                stream=tmp / MEMORY,
+                disk=tmp / DISK,
+                seed=files.seed if config.cloud_init is not None else None,
+                folder=tmp,
+                runtime=files.runtime.with_name(f"w-{uuid.uuid4().hex[:10]}"),
+            )
+            (tmp / MEMORY).unlink()
             boot = link_boot_files(config, tmp).boot
             assert boot is not None and config.boot is not None  # checked by publish()
             manifest = ImageManifest(
@@ -189,14 +215,33 @@ class WarmService:
                 cloud_init=config.cloud_init is not None,
                 default_user=config.cloud_init.user if config.cloud_init else "",
                 agent=config.agent,
-                warm=WarmState(memory=MEMORY, config=config),
+                warm=WarmState(memory=ram.STATE, ram=ram.RAM, listener=listener, config=config),
             )
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
             tmp.rename(self.store.path(template))
+            if config.agent:
+                self.host_keys.fill()  # for the launches to come
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return manifest
+
+    @staticmethod
+    async def _start_listener(config: VMConfig, agent: GuestAgent) -> int | None:
+        """The identity script, waiting in the guest, is saved with it: a launch then
+        only hands it its input. A guest where it cannot start still makes a template."""
+        try:
+            return await identity.start_listener(agent)
+        except HangarError as exc:
+            log.warning("VM %s: no waiting identity script (%s)", config.name, exc.message)
+            return None
+
+    @staticmethod
+    async def _stop_listener(config: VMConfig, agent: GuestAgent, pid: int) -> None:
+        try:
+            await identity.stop_listener(agent, pid)
+        except HangarError as exc:
+            log.warning("VM %s: the identity script still waits (%s)", config.name, exc.message)
 
     # --- launch -------------------------------------------------------------------------
 
@@ -259,9 +304,9 @@ class WarmService:
                 await asyncio.to_thread(guest_files.prepare, config, files, self.vms.host, None)
                 saved_mac = warm.config.nics[0].mac if warm.config.nics else ""
 
-                # Made on the host while the guest resumes (see identity.make_host_keys).
+                # Made on the host while the guest resumes (see identity.HostKeyMaker).
                 host_keys = (
-                    asyncio.ensure_future(asyncio.to_thread(identity.make_host_keys, config.name))
+                    asyncio.ensure_future(asyncio.to_thread(self.host_keys.make, config.name))
                     if config.agent
                     else None
                 )
@@ -272,7 +317,9 @@ class WarmService:
                     if host_keys is not None:
                         agent = self.vms.agent(config)
                         keys = await host_keys
-                        await identity.by_agent(agent, config.name, saved_mac, mac, vm_id, keys)
+                        await identity.by_agent(
+                            agent, config.name, saved_mac, mac, vm_id, keys, listener=warm.listener
+                        )
                     else:
                         await identity.by_console(files, config.name, mac, vm_id)
                     log.info(
@@ -286,7 +333,9 @@ class WarmService:
                     config,
                     start=True,
                     project=project,
-                    memory=folder / warm.memory,
+                    memory=SavedGuest(
+                        folder / warm.memory, ram=folder / warm.ram if warm.ram else None
+                    ),
                     ready=ready if config.nics else None,
                 )
             self._reserved -= reserved  # in the database now
