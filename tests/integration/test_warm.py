@@ -112,6 +112,21 @@ def test_a_fork_of_three_from_a_running_vm(client: Client, template: str) -> Non
             client.delete_image(result["template"])
 
 
+def test_a_memory_snapshot_of_a_warm_launched_vm_restores(client: Client, template: str) -> None:
+    """Its QEMU loaded a device-only stream (x-ignore-shared); its own snapshot is an
+    ordinary stream that a fresh QEMU loads."""
+    client.launch({"name": "wm-snap", "image": template})
+    try:
+        guest(client, "wm-snap", "echo kept-$((3*3)) > /root/snap-mark")
+        client.create_snapshot("wm-snap", "s1", memory=True)
+        guest(client, "wm-snap", "rm /root/snap-mark")
+        client.restore_snapshot("wm-snap", "s1", force=True)
+        out = guest(client, "wm-snap", "cat /root/snap-mark; echo R=$((1+2))")
+        assert "kept-9" in out and "R=3" in out, out
+    finally:
+        delete_quietly(client, "wm-snap")
+
+
 def test_a_warm_launch_that_cannot_be_leaves_nothing(
     client: Client, template: str, daemon: Daemon
 ) -> None:

@@ -77,12 +77,14 @@ async def switch_to_overlay(monitor: Monitor, top: str, overlay_node: str) -> No
     await monitor.execute("blockdev-snapshot", {"node": top, "overlay": overlay_node})
 
 
-async def skip_shared_ram(monitor: Monitor) -> None:
+async def skip_shared_ram(monitor: Monitor, skip: bool = True) -> None:
     """Leave RAM that lives in a shared file out of the stream (``x-ignore-shared``):
-    the file holds it. Both the saving and the loading QEMU need it."""
+    the file holds it. Both the saving and the loading QEMU need it. It changes the
+    stream's format, so a QEMU that loaded such a stream turns it off again: its own
+    snapshots later must load anywhere."""
     await monitor.execute(
         "migrate-set-capabilities",
-        {"capabilities": [{"capability": "x-ignore-shared", "state": True}]},
+        {"capabilities": [{"capability": "x-ignore-shared", "state": skip}]},
     )
 
 
@@ -175,6 +177,8 @@ async def load_memory(
         if status != "inmigrate":
             if status != "paused":
                 raise QemuFailed(f"QEMU is '{status}' after loading the saved memory")
+            if ram_in_file:
+                await skip_shared_ram(monitor, False)
             return
         if loop.time() > deadline:
             raise QemuFailed(f"loading the saved memory took over {LOAD_TIMEOUT:g} s")
