@@ -45,16 +45,24 @@ async def console(websocket: WebSocket, name: str, project: str | None = Query(N
         except OSError as exc:
             await websocket.close(code=CLOSE_BASE + 503, reason=f"console not reachable: {exc}")
             return
-        await _pump(websocket, reader, writer)
+        await pump(websocket, reader, writer, closed="console closed (VM stopped)")
     finally:
         _in_use.discard(key)
 
 
-async def _pump(
-    websocket: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+async def pump(
+    websocket: WebSocket,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    closed: str,
+    chunk: int = 4096,
 ) -> None:
+    """Copy bytes both ways between ``websocket`` and a guest's socket until either
+    side ends; then close both (the websocket with reason ``closed``)."""
+
     async def guest_to_client() -> None:
-        while data := await reader.read(4096):
+        while data := await reader.read(chunk):
             await websocket.send_bytes(data)
 
     async def client_to_guest() -> None:
@@ -79,4 +87,4 @@ async def _pump(
         with contextlib.suppress(Exception):
             await writer.wait_closed()
         with contextlib.suppress(Exception):
-            await websocket.close(code=1000, reason="console closed (VM stopped)")
+            await websocket.close(code=1000, reason=closed)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 
-from fastapi import APIRouter, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Request, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hangar.api.auth import OPERATE, READ, Access, Level, authorize_ws
-from hangar.api.console import CLOSE_BASE
+from hangar.api.console import CLOSE_BASE, pump
 from hangar.api.deps import platform_of
 from hangar.errors import HangarError
 from hangar.services.guests import GuestInfo
@@ -94,36 +93,4 @@ async def vnc(websocket: WebSocket, name: str, project: str | None = Query(None)
     except OSError as exc:
         await websocket.close(code=CLOSE_BASE + 503, reason=f"display not reachable: {exc}")
         return
-    await _pump(websocket, reader, writer)
-
-
-async def _pump(
-    websocket: WebSocket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    async def guest_to_client() -> None:
-        while data := await reader.read(65536):
-            await websocket.send_bytes(data)
-
-    async def client_to_guest() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("bytes") or (message.get("text") or "").encode()
-            writer.write(data)
-            await writer.drain()
-
-    tasks = [asyncio.create_task(guest_to_client()), asyncio.create_task(client_to_guest())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
-                await task
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-        with contextlib.suppress(Exception):
-            await websocket.close(code=1000, reason="display closed")
+    await pump(websocket, reader, writer, closed="display closed", chunk=65536)

@@ -100,15 +100,7 @@ class GuestService:
 
     async def screenshot(self, name: str, project: str = DEFAULT_PROJECT) -> bytes:
         """The guest's screen as PNG (QMP screendump, QEMU >= 7.1)."""
-        record = self.vms.repo.get(name, project)
-        state = await self.vms.state_of(record)
-        if state not in (PowerState.RUNNING, PowerState.PAUSED):
-            raise StateConflict(name, "take a screenshot of", state.value, ["running", "paused"])
-        if not record.config.graphics:
-            raise Conflict(
-                f"VM '{name}' has no display",
-                hint="launch it with --graphics (ISO installs have one)",
-            )
+        record = await self._with_display(name, project, "take a screenshot of")
         runtime = self.vms.supervisor.get(record.id)
         if runtime is None:
             raise StateConflict(name, "take a screenshot of", "stopped", ["running", "paused"])
@@ -126,13 +118,21 @@ class GuestService:
 
     async def vnc_socket(self, name: str, project: str = DEFAULT_PROJECT) -> Path:
         """QEMU's VNC socket of a running or paused VM with a display."""
+        record = await self._with_display(name, project, "open the display of")
+        return self.vms.files(record.config).vnc_socket
+
+    async def _with_display(self, name: str, project: str, action: str) -> VMRecord:
+        """VM ``name``, if it runs (or is paused) and has a display."""
         record = self.vms.repo.get(name, project)
         state = await self.vms.state_of(record)
         if state not in (PowerState.RUNNING, PowerState.PAUSED):
-            raise StateConflict(name, "open the display of", state.value, ["running", "paused"])
+            raise StateConflict(name, action, state.value, ["running", "paused"])
         if not record.config.graphics:
-            raise Conflict(f"VM '{name}' has no display", hint="launch it with --graphics")
-        return self.vms.files(record.config).vnc_socket
+            raise Conflict(
+                f"VM '{name}' has no display",
+                hint="launch it with --graphics (ISO installs have one)",
+            )
+        return record
 
 
 def parse_addresses(nics: Any) -> list[GuestAddress]:

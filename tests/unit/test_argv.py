@@ -135,7 +135,11 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_argv_matches_golden(case: str) -> None:
     config, host = CASES[case]
-    rendered = "\n".join(render_argv(config, host, FILES)) + "\n"
+    assert_golden(case, render_argv(config, host, FILES))
+
+
+def assert_golden(case: str, argv: list[str]) -> None:
+    rendered = "\n".join(argv) + "\n"
     golden = GOLDEN / f"argv-{case}.txt"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
@@ -190,11 +194,7 @@ WARM_CASES: dict[str, tuple[VMConfig, dict[str, object]]] = {
 @pytest.mark.parametrize("case", sorted(WARM_CASES))
 def test_warm_argv_matches_golden(case: str) -> None:
     config, options = WARM_CASES[case]
-    rendered = "\n".join(render_argv(config, host_facts(), FILES, **options)) + "\n"  # type: ignore[arg-type]
-    golden = GOLDEN / f"argv-{case}.txt"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(rendered)
-    assert rendered == golden.read_text()
+    assert_golden(case, render_argv(config, host_facts(), FILES, **options))  # type: ignore[arg-type]
 
 
 def test_helper_argv_holds_no_tap_and_no_host_port() -> None:

@@ -64,6 +64,8 @@ class ExecResult(BaseModel):
 
 
 class Caller(Protocol):
+    name: str
+
     async def call(
         self, command: str, arguments: dict[str, Any] | None = None, *, timeout: float = 10.0
     ) -> Any: ...
@@ -191,21 +193,27 @@ class GuestAgent:
     async def wait_exec(
         self, pid: int, what: str, *, timeout: float = 60.0, poll: float = EXEC_POLL
     ) -> ExecResult:
-        """Wait for the program the agent started as ``pid`` (``what``: its name, for
-        errors) to end; what it printed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = await self.call("guest-exec-status", {"pid": pid})
-            if status.get("exited"):
-                break
-            if time.monotonic() > deadline:
-                raise GuestCommandTimeout(
-                    f"'{what}' still runs in '{self.name}' after {timeout:g} s "
-                    f"(guest pid {pid}; left running)",
-                    hint="raise --timeout, or run it in the background in the guest",
-                )
-            await asyncio.sleep(poll)
-        return ExecResult.of(status)
+        """See :func:`wait_exec`; each poll on a connection of its own."""
+        return await wait_exec(self, pid, what, timeout=timeout, poll=poll)
+
+
+async def wait_exec(
+    agent: Caller, pid: int, what: str, *, timeout: float = 60.0, poll: float = EXEC_POLL
+) -> ExecResult:
+    """Wait for the program the agent started as ``pid`` (``what``: its name, for
+    errors) to end; what it printed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await agent.call("guest-exec-status", {"pid": pid})
+        if status.get("exited"):
+            return ExecResult.of(status)
+        if time.monotonic() > deadline:
+            raise GuestCommandTimeout(
+                f"'{what}' still runs in '{agent.name}' after {timeout:g} s "
+                f"(guest pid {pid}; left running)",
+                hint="raise --timeout, or run it in the background in the guest",
+            )
+        await asyncio.sleep(poll)
 
 
 async def write_file(agent: Caller, path: str, data: bytes) -> None:

@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hangar.errors import HangarError, QemuFailed
 from hangar.services.qemu.argv import VMFiles
-from hangar.services.qga.agent import ExecResult, GuestAgent, file_exists, write_file
+from hangar.services.qga.agent import (
+    ExecResult,
+    GuestAgent,
+    file_exists,
+    wait_exec,
+    write_file,
+)
 
 IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
 DONE = "HANGAR-IDENTITY-DONE"
@@ -252,16 +258,11 @@ async def by_agent(
 async def _hand_over(agent: GuestAgent, listener: int, data: Callable[[], bytes]) -> ExecResult:
     """Write the input into the waiting script's FIFO and wait for it to end, on one
     agent connection (each new one costs a sync with the guest)."""
-    deadline = time.monotonic() + IDENTITY_TIMEOUT
     async with agent.session() as session:
         await write_file(session, REQUEST, data())
-        while True:
-            status = await session.call("guest-exec-status", {"pid": listener})
-            if status.get("exited"):
-                return ExecResult.of(status)
-            if time.monotonic() > deadline:
-                raise QemuFailed(f"the identity script did not end in {IDENTITY_TIMEOUT:g} s")
-            await asyncio.sleep(AGENT_POLL)
+        return await wait_exec(
+            session, listener, "identity", timeout=IDENTITY_TIMEOUT, poll=AGENT_POLL
+        )
 
 
 async def start_listener(agent: GuestAgent) -> int:
