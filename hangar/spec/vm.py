@@ -260,6 +260,10 @@ class VMConfig(BaseModel):
     graphics: bool = False
     # A virtio-serial channel to qemu-guest-agent.
     agent: bool = False
+    # hangar's own virtio-serial port next to the agent's: a warm template's identity
+    # script waits on it (services/snapshots/identity.py). False for VMs made before
+    # it existed, whose saved guests must keep loading into the same devices.
+    identity_channel: bool = False
     cloud_init: CloudInit | None = None
 
 

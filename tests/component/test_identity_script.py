@@ -22,7 +22,8 @@ OLD_LEASE = "ADDRESS=10.9.0.5\nCLIENTID=ff00000000aaaa\n"
 NEW_LEASE = "ADDRESS=10.9.0.7\nCLIENTID=ff00000000bbbb\n"
 
 # eth0 stands for the guest's NIC; a lease appears (written and renamed, a new inode,
-# as networkd does) only once eth0 carries the new MAC, unless there is no DHCP server.
+# as networkd does) only once eth0 carries the new MAC, unless there is no DHCP server;
+# its address half a second later.
 SANDBOX = r"""
 set -eu
 mount -t sysfs sysfs /sys
@@ -35,13 +36,29 @@ if [ "$DHCP" = yes ]; then
     (
         while [ "$(cat /sys/class/net/eth0/address)" != "$NEW" ]; do sleep 0.01; done
         printf '%s' "$NEW_LEASE" > "$leases/.new" && mv "$leases/.new" "$leases/$index"
+        # as networkd, the address a little after the lease file
+        sleep 0.5
+        touch "$ROOT/address-added"
+        ip addr add 10.9.0.7/24 dev eth0
     ) &
     helper=$!
 fi
 status=0
-perl -e "$SCRIPT" < "$INPUT" || status=$?
+if [ "$MODE" = fifo ]; then
+    # saved waiting on its FIFO (templates from before the identity port)
+    perl -e "$SCRIPT" -- --wait "$ROOT/listen" > "$ROOT/out" &
+    listener=$!
+    while [ ! -e "$ROOT/listen/ready" ]; do sleep 0.01; done
+    cat "$INPUT" > "$ROOT/listen/request"
+    wait "$listener" || status=$?
+    cat "$ROOT/out"
+    [ ! -e "$ROOT/listen" ] || echo "listen-left" >&2
+else
+    perl -e "$SCRIPT" < "$INPUT" || status=$?
+fi
 echo "hostname=$(cat /proc/sys/kernel/hostname)" >&2
 echo "mac=$(cat /sys/class/net/eth0/address)" >&2
+[ ! -e "$ROOT/address-added" ] || echo "address-added-before-exit" >&2
 [ -z "${helper:-}" ] || kill "$helper" 2>/dev/null || true
 exit $status
 """
@@ -72,7 +89,13 @@ def guest_root(tmp_path: Path) -> Path:
 
 
 def run_identity(
-    tmp_path: Path, root: Path, *, old: str = OLD, dhcp: bool = True, wait: float = 10
+    tmp_path: Path,
+    root: Path,
+    *,
+    old: str = OLD,
+    dhcp: bool = True,
+    wait: float = 10,
+    mode: str = "stdin",
 ) -> subprocess.CompletedProcess[str]:
     data = identity.agent_input(
         name="warm-7",
@@ -94,6 +117,7 @@ def run_identity(
         "OLD_LEASE": OLD_LEASE,
         "NEW_LEASE": NEW_LEASE,
         "DHCP": "yes" if dhcp else "no",
+        "MODE": mode,
         "SCRIPT": identity.AGENT_SCRIPT,
         "INPUT": str(tmp_path / "input"),
     }
@@ -110,6 +134,8 @@ def test_the_guest_gets_its_new_identity_and_lease(tmp_path: Path, guest_root: P
     ran = run_identity(tmp_path, guest_root)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "eth0 10.9.0.7\n"
+    # It waited for the kernel to have the address, not just for the lease file.
+    assert "address-added-before-exit" in ran.stderr
     assert "hostname=warm-7" in ran.stderr
     assert f"mac={NEW}" in ran.stderr
     etc = guest_root / "etc"
@@ -140,6 +166,17 @@ def test_the_guest_gets_its_new_identity_and_lease(tmp_path: Path, guest_root: P
         assert key.with_suffix(".pub").read_text().split()[:2] == derived
         assert key.with_suffix(".pub").read_text().endswith(" root@warm-7\n")
     assert not list(guest_root.rglob("*.hangar-new"))
+
+
+def test_saved_waiting_on_its_fifo_it_takes_its_input_from_there(
+    tmp_path: Path, guest_root: Path
+) -> None:
+    ran = run_identity(tmp_path, guest_root, mode="fifo")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "eth0 10.9.0.7\n"
+    assert "hostname=warm-7" in ran.stderr and f"mac={NEW}" in ran.stderr
+    assert "listen-left" not in ran.stderr  # its FIFO and ready file are gone
+    assert (guest_root / "etc/hostname").read_text() == "warm-7\n"
 
 
 def test_a_guest_without_the_saved_mac_is_left_untouched(tmp_path: Path, guest_root: Path) -> None:

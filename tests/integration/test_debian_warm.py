@@ -48,6 +48,8 @@ def template(daemon: Daemon, debian_image: str, ssh_home: Path) -> Iterator[str]
             # Saved as a RAM file, with the identity script waiting in the guest...
             assert manifest["warm"]["ram"] == "ram.img"
             assert isinstance(manifest["warm"]["listener"], int)
+            # It waits on hangar's own port: launches need no agent call.
+            assert manifest["warm"]["config"]["identity_channel"] is True
             # ... which the source itself no longer runs.
             left = client.exec(SOURCE, ["sh", "-c", "ls /run/hangar-identity; pgrep -x perl"])
             assert left["exit_code"] != 0 and left["stdout"] == "", left

@@ -55,6 +55,10 @@ def template(daemon: Daemon) -> Iterator[str]:
         try:
             wait_for_marker(client, SOURCE, MARKER)
             guest(client, SOURCE, "echo warm-$((6*7)) > /root/mark && sync")
+            # Busy for a few seconds, then done: publish waits for the guest to settle,
+            # so the saved guest has finished (a save at once would resume mid-loop).
+            guest(client, SOURCE, "sh -c '(end=$(($(date +%s) + 4)); while [ $(date +%s) -lt "
+                  "$end ]; do :; done; echo yes > /root/settled) >/dev/null 2>&1 &'")  # fmt: skip
             manifest = client.publish(SOURCE, TEMPLATE, warm=True)
             assert manifest["warm"]["memory"] and client.vm(SOURCE)["state"] == "running"
             yield TEMPLATE
@@ -77,6 +81,7 @@ def test_two_vms_from_one_warm_template_are_distinct_machines(
                 {"name": name, "image": template, "nics": [{"forwards": [forward]}]}
             )
             assert views[name]["state"] == "running"
+            assert "yes" in guest(client, name, "cat /root/settled")
         seen = {name: identity(client, name) for name in ports}
         for name, view in views.items():
             assert seen[name]["mac"] == view["macs"][0]  # the guest uses the new MAC

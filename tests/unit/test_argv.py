@@ -207,3 +207,24 @@ def test_helper_argv_holds_no_tap_and_no_host_port() -> None:
     assert [a for a in argv if a.startswith("virtio-net")] == [
         a for a in render_argv(config, host_facts(), FILES) if a.startswith("virtio-net")
     ]
+
+
+def test_identity_port_only_where_the_config_asks() -> None:
+    """New agent VMs get hangar's identity port; a config from before it existed
+    (identity_channel absent, so False) keeps its devices, or its saved guests would
+    no longer load."""
+    new = _debian(ssh_keys=[KEY])
+    assert new.identity_channel
+    old = VMConfig.model_validate(new.model_dump(exclude={"identity_channel"}))
+    joined_new = " ".join(render_argv(new, host_facts(), FILES))
+    joined_old = " ".join(render_argv(old, host_facts(), FILES))
+    assert "name=org.hangar.identity.0" in joined_new
+    assert f"path={FILES.runtime}/identity.sock,server=on,wait=off" in joined_new
+    assert "identity" not in joined_old
+    assert joined_old == joined_new.replace(
+        f" -chardev socket,id=hangar-id,path={FILES.runtime}/identity.sock,server=on,"
+        "wait=off -device virtserialport,bus=vser.0,chardev=hangar-id,"
+        "name=org.hangar.identity.0",
+        "",
+    )
+    assert "identity" not in " ".join(render_argv(_config(), host_facts(), FILES))  # no agent

@@ -17,7 +17,7 @@ import pytest
 
 from hangar.errors import HostCommandFailed
 from hangar.host import cache
-from hangar.host.accel import TCG_CPU_MODEL, accel_args, accel_args_for
+from hangar.host.accel import TCG_CPU_MODEL, accel_args, accel_args_for, tcg_tb_size_mib
 from hangar.host.facts import HostFacts
 from hangar.host.kvm import (
     ProbeRun,
@@ -234,6 +234,18 @@ def test_accel_args_tcg_smp_is_multithreaded() -> None:
         "-cpu",
         TCG_CPU_MODEL,
     ]
+
+
+def test_tcg_translation_cache_grows_with_the_guest() -> None:
+    mib = 2**20
+    assert tcg_tb_size_mib(None) == 32  # probe guests
+    assert tcg_tb_size_mib(64 * mib) == 32
+    assert tcg_tb_size_mib(128 * mib) == 32
+    assert tcg_tb_size_mib(512 * mib) == 128
+    assert tcg_tb_size_mib(1024 * mib) == 256
+    assert tcg_tb_size_mib(16 * 1024 * mib) == 256
+    assert accel_args_for("tcg", 1, 1024 * mib)[:2] == ["-accel", "tcg,tb-size=256"]
+    assert accel_args_for("kvm", 1, 1024 * mib) == ["-accel", "kvm", "-cpu", "host"]
 
 
 def test_accel_args_kvm() -> None:

@@ -65,6 +65,11 @@ class VMFiles:
         return self.runtime / "qga.sock"
 
     @property
+    def identity_socket(self) -> Path:
+        """hangar's own virtio-serial port (VMConfig.identity_channel)."""
+        return self.runtime / "identity.sock"
+
+    @property
     def vnc_socket(self) -> Path:
         """QEMU's VNC server: reachable only through hangard's authorised proxy (0600)."""
         return self.runtime / "vnc.sock"
@@ -305,8 +310,11 @@ def _seed_args(config: VMConfig, files: VMFiles) -> list[str]:
     ]
 
 
+IDENTITY_PORT = "org.hangar.identity.0"
+
+
 def _agent_args(config: VMConfig, files: VMFiles) -> list[str]:
-    return [
+    argv = [
         "-chardev",
         f"socket,id=qga,path={files.agent_socket},server=on,wait=off",
         "-device",
@@ -314,6 +322,14 @@ def _agent_args(config: VMConfig, files: VMFiles) -> list[str]:
         "-device",
         "virtserialport,bus=vser.0,chardev=qga,name=org.qemu.guest_agent.0",
     ]
+    if config.identity_channel:
+        argv += [
+            "-chardev",
+            f"socket,id=hangar-id,path={files.identity_socket},server=on,wait=off",
+            "-device",
+            f"virtserialport,bus=vser.0,chardev=hangar-id,name={IDENTITY_PORT}",
+        ]
+    return argv
 
 
 def render_argv(
@@ -351,7 +367,7 @@ def render_argv(
         # and decides what to do, instead of a guest spinning at 100 % CPU.
         "-no-reboot",
         "-S",
-        *accel_args(host, config.cpus),
+        *accel_args(host, config.cpus, memory=config.memory),
         "-machine",
         machine,
         "-smp",

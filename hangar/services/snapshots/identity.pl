@@ -1,6 +1,6 @@
 # hangar: give a guest resumed from a warm template its own identity.
 #
-# Run as root by qemu-guest-agent (guest-exec: perl -e THIS). One process and no
+# Run as root by qemu-guest-agent (guest-exec: perl -e THIS), or saved waiting (below). One process and no
 # modules: under TCG every program started in a freshly resumed guest costs tens of
 # milliseconds of translation, so everything is done with perl builtins and system
 # calls instead of hostname, ip, sed, ssh-keygen and systemctl (perl-base is Essential
@@ -21,7 +21,10 @@
 # Prints "NIC ADDRESS" once the NIC has a DHCP lease for its new MAC.
 # Exit codes: 1 a step failed, 3 no NIC with the saved MAC, 4 no lease in time.
 
-sub fail { print STDERR "$_[0]\n"; exit($_[1] || 1) }
+# With --port (below) the answer also goes back to hangard on the port.
+my $reply;
+sub answer { syswrite($reply, "$_[0]\n") if $reply }
+sub fail { print STDERR "$_[0]\n"; answer("fail " . ($_[1] || 1) . " $_[0]"); exit($_[1] || 1) }
 
 sub slurp {
     open(my $f, '<', $_[0]) or return undef;
@@ -67,6 +70,7 @@ sub set_clock_after_exit {
     close STDOUT;
     close STDERR;
     close STDIN;
+    close $reply if $reply;
     my $now = $sec * 1_000_000_000 + $nsec + monotonic() - $started;
     syscall(227, 0, pack('q q', int($now / 1_000_000_000), $now % 1_000_000_000));
     exit 0;
@@ -76,8 +80,61 @@ sub set_clock_after_exit {
 # It makes the FIFO DIR/request and the file DIR/ready, then blocks until hangard
 # writes the input into the FIFO: a resumed guest starts its identity at once, with
 # no program to start. Input "cancel 0\n\n" ends it with nothing done (the source VM).
+#
+# "--port NAME DIR": the same, but waiting on hangar's own virtio-serial port NAME,
+# so a launch needs no agent call at all: hangard connects to the port's socket and
+# writes "LENGTH\n" and the input; the answer comes back on the port: "ok NIC
+# ADDRESS STEPS", "fail CODE MESSAGE" or "cancelled" (STEPS: "random=40,mac=96,..",
+# milliseconds from the input to the end of each step). While hangard is not
+# connected a read returns end-of-file at once; the driver sends SIGIO when it connects or data
+# comes, so the script sleeps in sigsuspend until then (SIGIO blocked in between,
+# so none is lost). DIR/ready says it waits.
 my $in;
-if (@ARGV && $ARGV[0] eq '--wait') {
+if (@ARGV && $ARGV[0] eq '--port') {
+    my ($want, $dir) = @ARGV[1, 2];
+    require POSIX;
+    my $device;
+    opendir(my $ports, '/sys/class/virtio-ports') or fail("/sys/class/virtio-ports: $!");
+    for my $entry (readdir $ports) {
+        my $name = slurp("/sys/class/virtio-ports/$entry/name");
+        next unless defined $name;
+        chomp $name;
+        $device = "/dev/$entry" if $name eq $want;
+    }
+    closedir $ports;
+    fail("no virtio-serial port named $want") unless defined $device;
+    my $sigio = POSIX::SigSet->new(29);    # SIGIO
+    POSIX::sigprocmask(POSIX::SIG_BLOCK(), $sigio) or fail("sigprocmask: $!");
+    $SIG{IO} = sub { };    # its default action ends the process
+    sysopen(my $port, $device, 2) or fail("$device: $!");    # O_RDWR
+    binmode $port;
+    fcntl($port, 8, 0 + $$) or fail("F_SETOWN $device: $!");
+    my $flags = fcntl($port, 3, 0) or fail("F_GETFL $device: $!");
+    fcntl($port, 4, $flags | 0x2000) or fail("O_ASYNC $device: $!");
+    mkdir($dir, 0700) or $!{EEXIST} or fail("$dir: $!");
+    open(my $ready, '>', "$dir/ready") or fail("$dir/ready: $!");
+    close $ready;
+    my $buf = '';
+    while (1) {
+        my $n = sysread($port, $buf, 65536, length $buf);
+        if (!defined $n) {
+            next if $!{EINTR};
+            fail("$device: $!");
+        }
+        if ($n == 0) {    # hangard is not connected: wait for it
+            POSIX::sigsuspend(POSIX::SigSet->new());
+            next;
+        }
+        if ($buf =~ /^(\d+)\n/ && length($buf) >= length($1) + 1 + $1) {
+            $in = substr($buf, length($1) + 1, $1);
+            last;
+        }
+    }
+    unlink "$dir/ready";
+    rmdir $dir;
+    $reply = $port;
+}
+elsif (@ARGV && $ARGV[0] eq '--wait') {
     my $dir = $ARGV[1];
     require POSIX;
     mkdir($dir, 0700) or $!{EEXIST} or fail("$dir: $!");
@@ -98,6 +155,9 @@ else {
     $in = do { local $/; <STDIN> };
 }
 $started = monotonic();
+# Milliseconds since the input came, step by step: they go back with the answer.
+my @steps;
+sub mark { push @steps, "$_[0]=" . int((monotonic() - $started) / 1e6) }
 my $at = 0;
 while ($at < length $in) {
     my $eol = index($in, "\n", $at);
@@ -109,7 +169,7 @@ while ($at < length $in) {
     elsif ($key =~ /^drop:(.+)$/) { push @drops, [$1, $value] }
     else { $arg{$key} = $value }
 }
-exit 0 if exists $arg{cancel};
+if (exists $arg{cancel}) { answer("cancelled"); exit 0 }
 my ($name, $old, $new) = ($arg{name}, lc $arg{old}, lc $arg{new});
 my $root = defined $arg{root} ? $arg{root} : '';
 my $wait = defined $arg{wait} ? $arg{wait} : 30;
@@ -145,6 +205,7 @@ syswrite($random, $arg{seed}) or fail("/dev/urandom: $!");
 ioctl($random, 0x5207, 0) or fail("reseeding the kernel CRNG: $!");
 close $random;
 
+mark("random");
 # 2. What the DHCP client sends comes first: its client id, when it is a DUID, is
 # derived from the machine-id, and the server records the hostname.
 put("$root/etc/machine-id", "$arg{'machine-id'}\n");
@@ -160,6 +221,7 @@ my $ifreq = pack('a16 S C6 x16', $nic, 1, map { hex } split /:/, $new);    # ARP
 ioctl($sock, 0x8924, $ifreq) or fail("setting the MAC of $nic: $!");
 close $sock;
 
+mark("mac");
 # 4. The hostname in /etc/hostname and /etc/hosts.
 put("$root/etc/hostname", "$name\n");
 my $hosts = slurp("$root/etc/hosts");
@@ -186,6 +248,7 @@ for my $file (@files) {
     put("$root$path", substr($value, 5), oct substr($value, 0, 4));
 }
 
+mark("files");
 # 6. Configuration that names the NIC by its MAC follows it (cloud-init's networkd
 # files match on it; networkd reads them again at its next start).
 for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
@@ -199,7 +262,17 @@ for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
     closedir $d;
 }
 
-# 7. Wait for networkd's lease for the new MAC. Its client id is new too: the MAC
+mark("netfiles");
+# networkd writes the lease file before the kernel has the address: until then a
+# connection to it is dropped, and the sender only tries again seconds later. The
+# kernel's local routes (/proc/net/fib_trie) say when it has it.
+sub address_is_local {
+    my $trie = slurp('/proc/net/fib_trie');
+    return 1 unless defined $trie;    # no way to tell: the lease will do
+    return $trie =~ /\|-- \Q$_[0]\E\n(?:[ \t]+\/[^\n]*\n)*?[ \t]+\/32 host LOCAL/;
+}
+
+# 7. Wait for networkd's lease for the new MAC, and for its address. Its client id is new too: the MAC
 # itself (ClientIdentifier=mac) or a DUID derived from the machine-id written above;
 # a lease with the old client id and address is the old one being saved again. A
 # server that keeps both the same is accepted after 5 s.
@@ -207,14 +280,17 @@ my $start = time;
 while (1) {
     my $inode = (stat $lease)[1] || 0;
     if ($inode && $inode != $old_inode) {
+        mark("lease") unless grep { /^lease=/ } @steps;
         my $text = slurp($lease);
         my ($address) = defined $text ? $text =~ /^ADDRESS=(\S+)/m : ();
         my ($id) = defined $text ? $text =~ /^CLIENTID=(\S+)/m : ();
         $id = '' unless defined $id;
-        if (defined $address
+        if (defined $address && address_is_local($address)
             && (!defined $before || $id ne $old_id || $address ne $old_address
                 || time - $start > 5)) {
             print "$nic $address\n";
+            mark("done");
+            answer("ok $nic $address " . join(",", @steps));
             set_clock_after_exit();
             exit 0;
         }

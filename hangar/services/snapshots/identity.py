@@ -4,8 +4,10 @@ the guest sees it), DHCP lease and, where it runs sshd, SSH host keys.
 Two ways in, by what the image offers:
 
 * the tiny image's ``hangar-identity`` hook, typed on the serial console;
-* qemu-guest-agent (cloud images such as debian-12): identity.pl runs through
-  ``guest-exec`` with what the host made (SSH host keys, randomness, the clock).
+* identity.pl (cloud images such as debian-12), with what the host made (SSH host
+  keys, randomness, the clock): saved waiting on hangar's own virtio-serial port, so
+  a launch writes to a socket and nothing else; in templates saved before VMs had
+  that port, waiting on a FIFO that the agent writes; else started by the agent.
 
 The migration stream carries the virtio-net device's MAC, so the guest keeps the
 saved one until it is told: both ways set the new MAC inside the guest.
@@ -14,6 +16,7 @@ saved one until it is told: both ways set the new MAC inside the guest.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -27,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hangar.errors import HangarError, QemuFailed
-from hangar.services.qemu.argv import VMFiles
+from hangar.services.qemu.argv import IDENTITY_PORT, VMFiles
 from hangar.services.qga.agent import (
     ExecResult,
     GuestAgent,
@@ -35,6 +38,8 @@ from hangar.services.qga.agent import (
     wait_exec,
     write_file,
 )
+
+log = logging.getLogger(__name__)
 
 IDENTITY_TIMEOUT = 60.0  # TCG on a loaded host: a DHCP exchange can take seconds
 DONE = "HANGAR-IDENTITY-DONE"
@@ -211,12 +216,14 @@ async def by_agent(
     files: list[GuestFile],
     *,
     listener: int | None = None,
+    channel: Path | None = None,
 ) -> str:
     """Through qemu-guest-agent: :data:`AGENT_SCRIPT` with the host's randomness, clock,
     and ``files`` (see :class:`HostKeyMaker`). Returns what it printed ("NIC ADDRESS").
 
     ``listener``: the guest pid of the script saved waiting with the template (see
-    :func:`start_listener`); it gets the input through its FIFO. Without it the agent
+    :func:`start_listener`); it gets the input through the identity port's socket
+    ``channel`` when it waits there, else through its FIFO. Without it the agent
     starts the script (a few hundred milliseconds more under TCG).
     Raise :class:`QemuFailed` if it fails or the agent is gone."""
 
@@ -231,6 +238,8 @@ async def by_agent(
             files=files,
         )
 
+    if listener is not None and channel is not None:
+        return await _over_channel(channel, data)
     try:
         if listener is not None:
             ran = await _hand_over(agent, listener, data)
@@ -255,6 +264,49 @@ async def by_agent(
     return ran.stdout.strip()
 
 
+async def _over_channel(channel: Path, data: Callable[[], bytes]) -> str:
+    """Write the input to the script waiting on the identity port and read its answer:
+    no agent call, so no program in the guest but the script wakes up."""
+    answer = await _exchange(channel, data, "give the guest its new identity")
+    status, _, rest = answer.partition(" ")
+    if status == "ok":
+        nic, address, steps = [*rest.split(), "", "", ""][:3]
+        log.info("identity of %s %s: %s (ms from the input)", nic, address, steps)
+        return f"{nic} {address}"
+    if status == "fail":
+        code, _, message = rest.partition(" ")
+        raise QemuFailed(
+            f"the identity script failed in the guest (exit {code}): {message}",
+            hint="see the guest's journal",
+        )
+    raise QemuFailed(f"the identity script answered {answer!r}")
+
+
+async def _exchange(channel: Path, data: Callable[[], bytes], what: str) -> str:
+    """Send "LENGTH\\n" + input on the identity port's socket; the answer's line."""
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(channel))
+    except OSError as exc:
+        raise QemuFailed(f"cannot reach the guest's identity port to {what}: {exc}") from exc
+    try:
+        payload = data()
+        writer.write(b"%d\n" % len(payload) + payload)
+        await writer.drain()
+        async with asyncio.timeout(IDENTITY_TIMEOUT):
+            line = await reader.readline()
+    except TimeoutError as exc:
+        raise QemuFailed(
+            f"the guest's identity script did not answer in {IDENTITY_TIMEOUT:g} s"
+        ) from exc
+    except OSError as exc:
+        raise QemuFailed(f"the guest's identity port failed: {exc}") from exc
+    finally:
+        writer.close()
+    if not line.endswith(b"\n"):
+        raise QemuFailed("the guest's identity port closed before the script answered")
+    return line.decode(errors="replace").strip()
+
+
 async def _hand_over(agent: GuestAgent, listener: int, data: Callable[[], bytes]) -> ExecResult:
     """Write the input into the waiting script's FIFO and wait for it to end, on one
     agent connection (each new one costs a sync with the guest)."""
@@ -265,11 +317,13 @@ async def _hand_over(agent: GuestAgent, listener: int, data: Callable[[], bytes]
         )
 
 
-async def start_listener(agent: GuestAgent) -> int:
-    """Start :data:`AGENT_SCRIPT` waiting on its FIFO (``--wait``) in a guest about to be
-    saved as a warm template; its guest pid once it waits. Raise :class:`QemuFailed`
-    if it cannot (no perl, say): the template then works without it."""
-    pid = await agent.spawn(["perl", "-e", AGENT_SCRIPT, "--", "--wait", LISTENER_DIR])
+async def start_listener(agent: GuestAgent, *, port: bool) -> int:
+    """Start :data:`AGENT_SCRIPT` waiting in a guest about to be saved as a warm
+    template: on the identity port when the VM has one (``port``), else on a FIFO;
+    its guest pid once it waits. Raise :class:`QemuFailed` if it cannot (no perl,
+    say): the template then works without it."""
+    mode = ["--port", IDENTITY_PORT] if port else ["--wait"]
+    pid = await agent.spawn(["perl", "-e", AGENT_SCRIPT, "--", *mode, LISTENER_DIR])
     deadline = time.monotonic() + LISTENER_TIMEOUT
     while not await file_exists(agent, READY):
         status = await agent.call("guest-exec-status", {"pid": pid})
@@ -285,10 +339,17 @@ async def start_listener(agent: GuestAgent) -> int:
     return pid
 
 
-async def stop_listener(agent: GuestAgent, pid: int) -> None:
+async def stop_listener(agent: GuestAgent, pid: int, channel: Path | None = None) -> None:
     """End the waiting script in the VM the template was saved from: it has nothing to
-    do there. Only if it still runs (a FIFO without its reader would block the agent)."""
+    do there. Only if it still runs (a FIFO without its reader would block the agent).
+    ``channel``: the identity port's socket, when it waits there."""
     status = await agent.call("guest-exec-status", {"pid": pid})
     if not status.get("exited"):
-        await write_file(agent, REQUEST, b"cancel 0\n\n")
+        cancel = b"cancel 0\n\n"
+        if channel is not None:
+            answer = await _exchange(channel, lambda: cancel, "end the identity script")
+            if answer != "cancelled":
+                raise QemuFailed(f"the identity script answered {answer!r} to cancel")
+        else:
+            await write_file(agent, REQUEST, cancel)
         await agent.wait_exec(pid, "identity", timeout=LISTENER_TIMEOUT)

@@ -33,6 +33,7 @@ from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp import migration
 from hangar.services.qmp.migration import SavedGuest
 from hangar.services.snapshots import identity, ram
+from hangar.services.snapshots import settle as settling
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
@@ -116,9 +117,12 @@ class WarmService:
         *,
         project: str = DEFAULT_PROJECT,
         progress: Reporter = quiet,
+        settle: bool = True,
     ) -> ImageManifest:
         """Save running VM ``vm_name`` (disk, RAM, devices) as warm template ``template``.
-        The VM keeps running; it is paused while its state is saved."""
+        The VM keeps running; it is paused while its state is saved. ``settle``: first
+        wait for the guest to go quiet (see :mod:`settle`), so launches do not redo
+        what it was busy with."""
         check_name(template, what="template name")
         record = self.vms.repo.get(vm_name, project)
         if self.store.path(template).exists():
@@ -144,10 +148,10 @@ class WarmService:
                     "needs a VM that boots the image's kernel directly",
                     hint="publish it without --warm, or launch from the image without --firmware",
                 )
-            return await self._publish(record.config, runtime, template, progress)
+            return await self._publish(record.config, runtime, template, progress, settle)
 
     async def _publish(
-        self, config: VMConfig, runtime: Runtime, template: str, progress: Reporter
+        self, config: VMConfig, runtime: Runtime, template: str, progress: Reporter, settle: bool
     ) -> ImageManifest:
         self.store.root.mkdir(parents=True, exist_ok=True)
         tmp = self.store.root / f".publish-{template}-{uuid.uuid4().hex[:8]}"
@@ -158,8 +162,10 @@ class WarmService:
         try:
             if agent is not None:
                 listener = await self._start_listener(config, agent)
+            if settle:
+                await self._settle(config, runtime, progress)
             try:
-                progress("pausing the VM", percent=1)
+                progress("pausing the VM", percent=2)
                 await monitor.stop()
                 try:
                     await asyncio.to_thread(
@@ -227,19 +233,30 @@ class WarmService:
         return manifest
 
     @staticmethod
+    async def _settle(config: VMConfig, runtime: Runtime, progress: Reporter) -> None:
+        progress("waiting for the guest to settle", percent=1)
+        pid = runtime.pid
+        if not await settling.wait_quiet(lambda: settling.qemu_cpu_seconds(pid), config.cpus):
+            log.warning(
+                "VM %s: still busy after %g s; saved as it is",
+                config.name,
+                settling.QUIET_TIMEOUT,
+            )
+
+    @staticmethod
     async def _start_listener(config: VMConfig, agent: GuestAgent) -> int | None:
         """The identity script, waiting in the guest, is saved with it: a launch then
         only hands it its input. A guest where it cannot start still makes a template."""
         try:
-            return await identity.start_listener(agent)
+            return await identity.start_listener(agent, port=config.identity_channel)
         except HangarError as exc:
             log.warning("VM %s: no waiting identity script (%s)", config.name, exc.message)
             return None
 
-    @staticmethod
-    async def _stop_listener(config: VMConfig, agent: GuestAgent, pid: int) -> None:
+    async def _stop_listener(self, config: VMConfig, agent: GuestAgent, pid: int) -> None:
+        channel = self.vms.files(config).identity_socket if config.identity_channel else None
         try:
-            await identity.stop_listener(agent, pid)
+            await identity.stop_listener(agent, pid, channel)
         except HangarError as exc:
             log.warning("VM %s: the identity script still waits (%s)", config.name, exc.message)
 
@@ -318,7 +335,14 @@ class WarmService:
                         agent = self.vms.agent(config)
                         keys = await host_keys
                         await identity.by_agent(
-                            agent, config.name, saved_mac, mac, vm_id, keys, listener=warm.listener
+                            agent,
+                            config.name,
+                            saved_mac,
+                            mac,
+                            vm_id,
+                            keys,
+                            listener=warm.listener,
+                            channel=files.identity_socket if config.identity_channel else None,
                         )
                     else:
                         await identity.by_console(files, config.name, mac, vm_id)
@@ -428,7 +452,8 @@ class WarmService:
                     hint="pick another --prefix, or delete that VM first",
                 )
         template = f"fork-{vm_name[:40]}-{uuid.uuid4().hex[:8]}"
-        await self.publish(record.name, template, project=project, progress=progress)
+        # The state of now, busy or not: that is what a fork copies.
+        await self.publish(record.name, template, project=project, progress=progress, settle=False)
         made: list[VMView] = []
         try:
             for i, name in enumerate(names):
