@@ -1,6 +1,7 @@
 """debian-12 warm template: two VMs launched from it resume the saved guest, and the
-guest agent makes each a distinct machine (MAC seen by the guest, DHCP address,
-hostname, machine-id, SSH host keys), reachable over SSH with the caller's key."""
+guest agent makes each a distinct machine (MAC seen by the guest, DHCP address and
+client id, hostname, machine-id, SSH host keys), reachable over SSH with the caller's
+key."""
 
 from __future__ import annotations
 
@@ -22,9 +23,12 @@ FACTS = (
     "echo $(cat /sys/class/net/eth0/address) $(ip -4 -o addr show eth0 | awk '{print $4}') "
     "$(hostname) $(cat /etc/machine-id) "
     "$(ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}') "
-    "$(cat /run/warm-mark) $(systemctl is-active ssh) $(date +%s)"
+    "$(cat /run/warm-mark) $(systemctl is-active ssh) $(date +%s) "
+    "$(sed -n 's/^CLIENTID=//p' /run/systemd/netif/leases/*)"
 )
-KEYS = ("mac", "address", "hostname", "machine_id", "host_key", "mark", "sshd", "clock")
+KEYS = (
+    "mac", "address", "hostname", "machine_id", "host_key", "mark", "sshd", "clock", "client_id"
+)  # fmt: skip
 
 
 def facts(client: Client, name: str) -> dict[str, str]:
@@ -51,7 +55,8 @@ def template(daemon: Daemon, debian_image: str, ssh_home: Path) -> Iterator[str]
             # It waits on hangar's own port: launches need no agent call.
             assert manifest["warm"]["config"]["identity_channel"] is True
             # ... which the source itself no longer runs.
-            left = client.exec(SOURCE, ["sh", "-c", "ls /run/hangar-identity; pgrep -x perl"])
+            left = client.exec(SOURCE, ["sh", "-c", "ls /run/hangar-identity; pgrep -x perl; "
+                                            "ls /run/systemd/network/*.d/hangar-*"])  # fmt: skip
             assert left["exit_code"] != 0 and left["stdout"] == "", left
             yield TEMPLATE
         finally:
@@ -77,11 +82,13 @@ def test_two_debian_vms_from_a_warm_template_are_distinct_and_reachable(
             assert seen[name]["mark"] == "warm-42"
             assert seen[name]["sshd"] == "active"
             assert abs(int(seen[name]["clock"]) - time.time()) < 60, seen[name]
+            # networkd's DHCP client id follows the new MAC (not the source's DUID).
+            assert seen[name]["client_id"] == "01" + view["macs"][0].replace(":", "")
             # SSH with the caller's key, to the VM's own forwarded port.
             ran = daemon.cli("shell", name, "--", "hostname", env={"HOME": str(ssh_home)})
             assert ran.code == 0 and ran.stdout == f"{name}\n", ran
             assert "guest agent" not in ran.stderr, ran
-        for key in ("mac", "address", "hostname", "machine_id", "host_key"):
+        for key in ("mac", "address", "hostname", "machine_id", "host_key", "client_id"):
             values = {seen["dw-a"][key], seen["dw-b"][key], source[key]}
             assert len(values) == 3, (key, values)
     finally:

@@ -317,6 +317,36 @@ async def _hand_over(agent: GuestAgent, listener: int, data: Callable[[], bytes]
         )
 
 
+# systemd-networkd's DHCP client id is by default derived from the machine-id it read
+# when it started: every VM resumed from one template would send the source's, and a
+# DHCP server that keys its leases on it (dnsmasq, a LAN's router on a bridged NIC)
+# would hand them one address. With ClientIdentifier=mac it follows the MAC that
+# identity.pl sets. A drop-in in /run: the guest's next boot forgets it (and starts
+# networkd with the guest's own machine-id).
+CLIENT_ID_DROPIN = "hangar-warm-client-id.conf"
+_CLIENT_ID_ON = """
+for f in /etc/systemd/network/*.network /run/systemd/network/*.network; do
+    [ -f "$f" ] || continue
+    d=/run/systemd/network/${f##*/}.d
+    mkdir -p "$d" && printf '[DHCPv4]\\nClientIdentifier=mac\\n' > "$d/DROPIN"
+done
+networkctl reload
+"""
+_CLIENT_ID_OFF = "rm -f /run/systemd/network/*.network.d/DROPIN; networkctl reload"
+
+
+async def mac_client_id(agent: GuestAgent, *, on: bool) -> None:
+    """Make networkd's DHCP client id the NIC's MAC (``on``), in a guest about to be
+    saved as a warm template, or undo it in that guest once saved. Raise
+    :class:`QemuFailed` if the guest cannot (no networkd)."""
+    script = (_CLIENT_ID_ON if on else _CLIENT_ID_OFF).replace("DROPIN", CLIENT_ID_DROPIN)
+    ran = await agent.exec(["sh", "-c", script], timeout=LISTENER_TIMEOUT)
+    if ran.exit_code != 0:
+        raise QemuFailed(
+            f"setting networkd's DHCP client id failed (exit {ran.exit_code}): {ran.stderr.strip()}"
+        )
+
+
 async def start_listener(agent: GuestAgent, *, port: bool) -> int:
     """Start :data:`AGENT_SCRIPT` waiting in a guest about to be saved as a warm
     template: on the identity port when the VM has one (``port``), else on a FIFO;

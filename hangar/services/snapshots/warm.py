@@ -159,12 +159,14 @@ class WarmService:
         monitor = runtime.monitor
         agent = self.vms.agent(config) if config.agent else None
         listener = None
+        mac_client_id = False
         try:
-            if agent is not None:
-                listener = await self._start_listener(config, agent)
-            if settle:
-                await self._settle(config, runtime, progress)
             try:
+                if agent is not None:
+                    mac_client_id = await self._mac_client_id(config, agent, on=True)
+                    listener = await self._start_listener(config, agent)
+                if settle:
+                    await self._settle(config, runtime, progress)
                 progress("pausing the VM", percent=2)
                 await monitor.stop()
                 try:
@@ -182,6 +184,8 @@ class WarmService:
             finally:
                 if agent is not None and listener is not None:
                     await self._stop_listener(config, agent, listener)
+                if agent is not None and mac_client_id:
+                    await self._mac_client_id(config, agent, on=False)
             progress("turning the saved memory into a RAM file", percent=97)
             files = self.vms.files(config)
             await ram.split_stream(
@@ -242,6 +246,17 @@ class WarmService:
                 config.name,
                 settling.QUIET_TIMEOUT,
             )
+
+    @staticmethod
+    async def _mac_client_id(config: VMConfig, agent: GuestAgent, *, on: bool) -> bool:
+        """See :func:`identity.mac_client_id`; True if it was done. Without it the
+        template still works, its VMs sharing the source's DHCP client id."""
+        try:
+            await identity.mac_client_id(agent, on=on)
+        except HangarError as exc:
+            log.warning("VM %s: DHCP client id left as it is (%s)", config.name, exc.message)
+            return False
+        return True
 
     @staticmethod
     async def _start_listener(config: VMConfig, agent: GuestAgent) -> int | None:
