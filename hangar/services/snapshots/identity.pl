@@ -1,12 +1,13 @@
 # hangar: give a guest resumed from a warm template its own identity.
 #
-# Run as root by qemu-guest-agent (guest-exec: perl -e THIS), or saved waiting (below). One process and no
-# modules: under TCG every program started in a freshly resumed guest costs tens of
-# milliseconds of translation, so everything is done with perl builtins and system
-# calls instead of hostname, ip, sed, ssh-keygen and systemctl (perl-base is Essential
-# in Debian, so every Debian-family image has it).
+# Run as root by qemu-guest-agent (guest-exec: perl -e THIS), or saved waiting
+# (below). One process and no modules: under TCG every program started in a freshly
+# resumed guest costs tens of milliseconds of translation, so everything is done
+# with perl builtins and system calls instead of hostname, ip, sed, ssh-keygen and
+# systemctl (perl-base is Essential in Debian, so every Debian-family image has it).
 #
-# Standard input (or the FIFO, see --wait below): records "NAME LENGTH\n" followed by LENGTH bytes and "\n":
+# Standard input (or what comes on the port or FIFO, see --port and --wait below):
+# records "NAME LENGTH\n" followed by LENGTH bytes and "\n":
 #   seed       host randomness (raw bytes)
 #   time       the host's clock: "SECONDS NANOSECONDS" (left alone when absent)
 #   name       the new hostname
@@ -24,7 +25,11 @@
 # With --port (below) the answer also goes back to hangard on the port.
 my $reply;
 sub answer { syswrite($reply, "$_[0]\n") if $reply }
-sub fail { print STDERR "$_[0]\n"; answer("fail " . ($_[1] || 1) . " $_[0]"); exit($_[1] || 1) }
+sub fail {
+    print STDERR "$_[0]\n";
+    answer("fail " . ($_[1] || 1) . " $_[0]");
+    exit($_[1] || 1);
+}
 
 sub slurp {
     open(my $f, '<', $_[0]) or return undef;
@@ -86,9 +91,9 @@ sub set_clock_after_exit {
 # writes "LENGTH\n" and the input; the answer comes back on the port: "ok NIC
 # ADDRESS STEPS", "fail CODE MESSAGE" or "cancelled" (STEPS: "random=40,mac=96,..",
 # milliseconds from the input to the end of each step). While hangard is not
-# connected a read returns end-of-file at once; the driver sends SIGIO when it connects or data
-# comes, so the script sleeps in sigsuspend until then (SIGIO blocked in between,
-# so none is lost). DIR/ready says it waits.
+# connected a read returns end-of-file at once; the driver sends SIGIO when it
+# connects or data comes, so the script sleeps in sigsuspend until then (SIGIO
+# blocked in between, so none is lost). DIR/ready says it waits.
 my $in;
 if (@ARGV && $ARGV[0] eq '--port') {
     my ($want, $dir) = @ARGV[1, 2];
@@ -206,8 +211,7 @@ ioctl($random, 0x5207, 0) or fail("reseeding the kernel CRNG: $!");
 close $random;
 
 mark("random");
-# 2. What the DHCP client sends comes first: its client id, when it is a DUID, is
-# derived from the machine-id, and the server records the hostname.
+# 2. The machine-id, then the hostname, which the DHCP client sends.
 put("$root/etc/machine-id", "$arg{'machine-id'}\n");
 open(my $uts, '>', '/proc/sys/kernel/hostname') or fail("hostname: $!");
 print $uts $name;
@@ -272,10 +276,10 @@ sub address_is_local {
     return $trie =~ /\|-- \Q$_[0]\E\n(?:[ \t]+\/[^\n]*\n)*?[ \t]+\/32 host LOCAL/;
 }
 
-# 7. Wait for networkd's lease for the new MAC, and for its address. Its client id is new too: the MAC
-# itself (ClientIdentifier=mac) or a DUID derived from the machine-id written above;
-# a lease with the old client id and address is the old one being saved again. A
-# server that keeps both the same is accepted after 5 s.
+# 7. Wait for networkd's lease for the new MAC, and for its address. Its client id
+# is new too: the MAC itself (hangard set ClientIdentifier=mac before the template
+# was saved); a lease with the old client id and address is the old one being saved
+# again. A server that keeps both the same is accepted after 5 s.
 my $start = time;
 while (1) {
     my $inode = (stat $lease)[1] || 0;
