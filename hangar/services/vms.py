@@ -495,6 +495,8 @@ class VMService:
                     alive=lambda: not files.exit_status.exists(),
                     ram_in_file=ram is not None,
                 )
+                if memory.loaded is not None:
+                    await memory.loaded()
             await runtime.monitor.cont()
             if ready is not None:
                 await ready(runtime)

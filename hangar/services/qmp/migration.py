@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ class SavedGuest:
 
     stream: Path
     ram: Path | None = None
+    # Run once the guest is loaded, before it runs (a warm launch connects to the
+    # guest's identity port then: see services/snapshots/identity.py).
+    loaded: Callable[[], Awaitable[None]] | None = None
 
 
 async def root_node(monitor: Monitor) -> str:

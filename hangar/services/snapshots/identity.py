@@ -216,14 +216,14 @@ async def by_agent(
     files: list[GuestFile],
     *,
     listener: int | None = None,
-    channel: Path | None = None,
+    port: IdentityPort | None = None,
 ) -> str:
     """Through qemu-guest-agent: :data:`AGENT_SCRIPT` with the host's randomness, clock,
     and ``files`` (see :class:`HostKeyMaker`). Returns what it printed ("NIC ADDRESS").
 
     ``listener``: the guest pid of the script saved waiting with the template (see
-    :func:`start_listener`); it gets the input through the identity port's socket
-    ``channel`` when it waits there, else through its FIFO. Without it the agent
+    :func:`start_listener`); it gets the input through the identity ``port``
+    (connected) when it waits there, else through its FIFO. Without it the agent
     starts the script (a few hundred milliseconds more under TCG).
     Raise :class:`QemuFailed` if it fails or the agent is gone."""
 
@@ -238,8 +238,8 @@ async def by_agent(
             files=files,
         )
 
-    if listener is not None and channel is not None:
-        return await _over_channel(channel, data)
+    if listener is not None and port is not None:
+        return await _over_port(port, data)
     try:
         if listener is not None:
             ran = await _hand_over(agent, listener, data)
@@ -264,10 +264,53 @@ async def by_agent(
     return ran.stdout.strip()
 
 
-async def _over_channel(channel: Path, data: Callable[[], bytes]) -> str:
+class IdentityPort:
+    """hangard's end of a VM's identity port: a connection to QEMU's socket for it.
+
+    The guest's driver tells the waiting script whether the host end is connected.
+    A template is saved with hangard connected (the script then waits in a plain
+    read) and a launch connects before the guest runs, so the resumed guest sees no
+    change: the input alone wakes it, with no event and no signal to handle first.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def connect(cls, socket: Path) -> IdentityPort:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(socket))
+        except OSError as exc:
+            raise QemuFailed(f"cannot reach the guest's identity port: {exc}") from exc
+        return cls(reader, writer)
+
+    async def exchange(self, data: Callable[[], bytes]) -> str:
+        """Send "LENGTH\\n" + input; the answer's line."""
+        try:
+            payload = data()
+            self._writer.write(b"%d\n" % len(payload) + payload)
+            await self._writer.drain()
+            async with asyncio.timeout(IDENTITY_TIMEOUT):
+                line = await self._reader.readline()
+        except TimeoutError as exc:
+            raise QemuFailed(
+                f"the guest's identity script did not answer in {IDENTITY_TIMEOUT:g} s"
+            ) from exc
+        except OSError as exc:
+            raise QemuFailed(f"the guest's identity port failed: {exc}") from exc
+        if not line.endswith(b"\n"):
+            raise QemuFailed("the guest's identity port closed before the script answered")
+        return line.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def _over_port(port: IdentityPort, data: Callable[[], bytes]) -> str:
     """Write the input to the script waiting on the identity port and read its answer:
     no agent call, so no program in the guest but the script wakes up."""
-    answer = await _exchange(channel, data, "give the guest its new identity")
+    answer = await port.exchange(data)
     status, _, rest = answer.partition(" ")
     if status == "ok":
         nic, address, steps = [*rest.split(), "", "", ""][:3]
@@ -280,31 +323,6 @@ async def _over_channel(channel: Path, data: Callable[[], bytes]) -> str:
             hint="see the guest's journal",
         )
     raise QemuFailed(f"the identity script answered {answer!r}")
-
-
-async def _exchange(channel: Path, data: Callable[[], bytes], what: str) -> str:
-    """Send "LENGTH\\n" + input on the identity port's socket; the answer's line."""
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(channel))
-    except OSError as exc:
-        raise QemuFailed(f"cannot reach the guest's identity port to {what}: {exc}") from exc
-    try:
-        payload = data()
-        writer.write(b"%d\n" % len(payload) + payload)
-        await writer.drain()
-        async with asyncio.timeout(IDENTITY_TIMEOUT):
-            line = await reader.readline()
-    except TimeoutError as exc:
-        raise QemuFailed(
-            f"the guest's identity script did not answer in {IDENTITY_TIMEOUT:g} s"
-        ) from exc
-    except OSError as exc:
-        raise QemuFailed(f"the guest's identity port failed: {exc}") from exc
-    finally:
-        writer.close()
-    if not line.endswith(b"\n"):
-        raise QemuFailed("the guest's identity port closed before the script answered")
-    return line.decode(errors="replace").strip()
 
 
 async def _hand_over(agent: GuestAgent, listener: int, data: Callable[[], bytes]) -> ExecResult:
@@ -377,7 +395,11 @@ async def stop_listener(agent: GuestAgent, pid: int, channel: Path | None = None
     if not status.get("exited"):
         cancel = b"cancel 0\n\n"
         if channel is not None:
-            answer = await _exchange(channel, lambda: cancel, "end the identity script")
+            port = await IdentityPort.connect(channel)
+            try:
+                answer = await port.exchange(lambda: cancel)
+            finally:
+                port.close()
             if answer != "cancelled":
                 raise QemuFailed(f"the identity script answered {answer!r} to cancel")
         else:

@@ -160,11 +160,17 @@ class WarmService:
         agent = self.vms.agent(config) if config.agent else None
         listener = None
         mac_client_id = False
+        held: identity.IdentityPort | None = None
         try:
             try:
                 if agent is not None:
                     mac_client_id = await self._mac_client_id(config, agent, on=True)
                     listener = await self._start_listener(config, agent)
+                if listener is not None and config.identity_channel:
+                    # Saved with hangard connected: see identity.IdentityPort.
+                    held = await identity.IdentityPort.connect(
+                        self.vms.files(config).identity_socket
+                    )
                 if settle:
                     await self._settle(config, runtime, progress)
                 progress("pausing the VM", percent=2)
@@ -182,6 +188,8 @@ class WarmService:
                 finally:
                     await monitor.cont()  # also takes the disks back after the migration
             finally:
+                if held is not None:
+                    held.close()
                 if agent is not None and listener is not None:
                     await self._stop_listener(config, agent, listener)
                 if agent is not None and mac_client_id:
@@ -343,6 +351,13 @@ class WarmService:
                     else None
                 )
 
+                # Connected before the guest runs, as when it was saved (IdentityPort).
+                ports: list[identity.IdentityPort] = []
+
+                async def loaded() -> None:
+                    if config.identity_channel and warm.listener is not None and config.nics:
+                        ports.append(await identity.IdentityPort.connect(files.identity_socket))
+
                 async def ready(runtime: Runtime) -> None:
                     t0 = time.monotonic()
                     mac = config.nics[0].mac
@@ -357,7 +372,7 @@ class WarmService:
                             vm_id,
                             keys,
                             listener=warm.listener,
-                            channel=files.identity_socket if config.identity_channel else None,
+                            port=ports[0] if ports else None,
                         )
                     else:
                         await identity.by_console(files, config.name, mac, vm_id)
@@ -368,15 +383,21 @@ class WarmService:
                         time.monotonic() - t0,
                     )
 
-                view = await self.vms.adopt_copy(
-                    config,
-                    start=True,
-                    project=project,
-                    memory=SavedGuest(
-                        folder / warm.memory, ram=folder / warm.ram if warm.ram else None
-                    ),
-                    ready=ready if config.nics else None,
-                )
+                try:
+                    view = await self.vms.adopt_copy(
+                        config,
+                        start=True,
+                        project=project,
+                        memory=SavedGuest(
+                            folder / warm.memory,
+                            ram=folder / warm.ram if warm.ram else None,
+                            loaded=loaded,
+                        ),
+                        ready=ready if config.nics else None,
+                    )
+                finally:
+                    for port in ports:
+                        port.close()
             self._reserved -= reserved  # in the database now
             return view
 
