@@ -218,14 +218,14 @@ async def by_agent(
     listener: int | None = None,
     port: IdentityPort | None = None,
 ) -> str:
-    """Through qemu-guest-agent: :data:`AGENT_SCRIPT` with the host's randomness, clock,
-    and ``files`` (see :class:`HostKeyMaker`). Returns what it printed ("NIC ADDRESS").
+    """:data:`AGENT_SCRIPT` in the guest with the host's randomness, clock, and
+    ``files`` (see :class:`HostKeyMaker`). Returns what it printed ("NIC ADDRESS").
 
     ``listener``: the guest pid of the script saved waiting with the template (see
     :func:`start_listener`); it gets the input through the identity ``port``
-    (connected) when it waits there, else through its FIFO. Without it the agent
-    starts the script (a few hundred milliseconds more under TCG).
-    Raise :class:`QemuFailed` if it fails or the agent is gone."""
+    (connected) when it waits there, else through its FIFO, which the agent writes.
+    Without it the agent starts the script (a few hundred milliseconds more under TCG).
+    Raise :class:`QemuFailed` if it fails or cannot be reached."""
 
     def data() -> bytes:  # made at the last moment: it carries the host's clock
         return agent_input(
@@ -238,10 +238,10 @@ async def by_agent(
             files=files,
         )
 
-    if listener is not None and port is not None:
-        return await _over_port(port, data)
     try:
-        if listener is not None:
+        if port is not None:
+            ran = await _over_port(port, data)
+        elif listener is not None:
             ran = await _hand_over(agent, listener, data)
         else:
             ran = await agent.exec(
@@ -252,7 +252,7 @@ async def by_agent(
             )
     except HangarError as exc:
         raise QemuFailed(
-            f"the guest agent could not give the guest its new identity: {exc.message}",
+            f"could not give the guest its new identity: {exc.message}",
             hint="a warm template of a cloud image needs qemu-guest-agent and perl in it",
         ) from exc
     if ran.exit_code != 0:
@@ -307,21 +307,19 @@ class IdentityPort:
         self._writer.close()
 
 
-async def _over_port(port: IdentityPort, data: Callable[[], bytes]) -> str:
-    """Write the input to the script waiting on the identity port and read its answer:
-    no agent call, so no program in the guest but the script wakes up."""
+async def _over_port(port: IdentityPort, data: Callable[[], bytes]) -> ExecResult:
+    """Write the input to the script waiting on the identity port and read its answer
+    ("ok NIC ADDRESS STEPS" or "fail CODE MESSAGE"), as if the agent had run it: no
+    agent call, so no program in the guest but the script wakes up."""
     answer = await port.exchange(data)
     status, _, rest = answer.partition(" ")
     if status == "ok":
         nic, address, steps = [*rest.split(), "", "", ""][:3]
         log.info("identity of %s %s: %s (ms from the input)", nic, address, steps)
-        return f"{nic} {address}"
-    if status == "fail":
-        code, _, message = rest.partition(" ")
-        raise QemuFailed(
-            f"the identity script failed in the guest (exit {code}): {message}",
-            hint="see the guest's journal",
-        )
+        return ExecResult(exit_code=0, stdout=f"{nic} {address}\n", stderr="")
+    code, _, message = rest.partition(" ")
+    if status == "fail" and code.isdigit():
+        return ExecResult(exit_code=int(code), stdout="", stderr=message)
     raise QemuFailed(f"the identity script answered {answer!r}")
 
 
@@ -387,19 +385,15 @@ async def start_listener(agent: GuestAgent, *, port: bool) -> int:
     return pid
 
 
-async def stop_listener(agent: GuestAgent, pid: int, channel: Path | None = None) -> None:
+async def stop_listener(agent: GuestAgent, pid: int, port: IdentityPort | None = None) -> None:
     """End the waiting script in the VM the template was saved from: it has nothing to
     do there. Only if it still runs (a FIFO without its reader would block the agent).
-    ``channel``: the identity port's socket, when it waits there."""
+    ``port``: the identity port (connected), when it waits there."""
     status = await agent.call("guest-exec-status", {"pid": pid})
     if not status.get("exited"):
         cancel = b"cancel 0\n\n"
-        if channel is not None:
-            port = await IdentityPort.connect(channel)
-            try:
-                answer = await port.exchange(lambda: cancel)
-            finally:
-                port.close()
+        if port is not None:
+            answer = await port.exchange(lambda: cancel)
             if answer != "cancelled":
                 raise QemuFailed(f"the identity script answered {answer!r} to cancel")
         else:

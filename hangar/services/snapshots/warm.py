@@ -188,10 +188,10 @@ class WarmService:
                 finally:
                     await monitor.cont()  # also takes the disks back after the migration
             finally:
+                if agent is not None and listener is not None:
+                    await self._stop_listener(config, agent, listener, held)
                 if held is not None:
                     held.close()
-                if agent is not None and listener is not None:
-                    await self._stop_listener(config, agent, listener)
                 if agent is not None and mac_client_id:
                     await self._mac_client_id(config, agent, on=False)
             progress("turning the saved memory into a RAM file", percent=97)
@@ -276,10 +276,12 @@ class WarmService:
             log.warning("VM %s: no waiting identity script (%s)", config.name, exc.message)
             return None
 
-    async def _stop_listener(self, config: VMConfig, agent: GuestAgent, pid: int) -> None:
-        channel = self.vms.files(config).identity_socket if config.identity_channel else None
+    @staticmethod
+    async def _stop_listener(
+        config: VMConfig, agent: GuestAgent, pid: int, port: identity.IdentityPort | None
+    ) -> None:
         try:
-            await identity.stop_listener(agent, pid, channel)
+            await identity.stop_listener(agent, pid, port)
         except HangarError as exc:
             log.warning("VM %s: the identity script still waits (%s)", config.name, exc.message)
 
