@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, OPERATE, Access
 from hangar.api.deps import platform_of
+from hangar.errors import InvalidInput
 from hangar.services.operations import Operation, OperationView
+from hangar.services.snapshots.standby import MAX_STANDBY, StandbyView, unfit_source
 from hangar.services.storage.exporter import ExportFormat
 from hangar.services.storage.formats import Format
 from hangar.spec.vm import Size
@@ -55,6 +57,17 @@ class PublishBody(BaseModel):
     template: str
     # Save the running VM's guest (RAM and devices) too: launches resume it.
     warm: bool = False
+    # With warm: standby VMs to keep resumed for launches to claim (see StandbyBody).
+    standby: int = Field(default=0, ge=0, le=MAX_STANDBY)
+
+
+class StandbyBody(BaseModel):
+    """How many VMs hangard keeps resumed from a warm template, each already a
+    distinct machine, for launches to claim: a launch then only renames one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=0, le=MAX_STANDBY)
 
 
 class ForkBody(BaseModel):
@@ -82,8 +95,31 @@ async def import_image(request: Request, body: ImportBody, scope: Access = HOST)
 
 @router.delete("/1.0/images/{name}", status_code=204)
 async def delete_image(request: Request, name: str, _: Access = HOST) -> Response:
-    await platform_of(request).transfer.delete_image(name)
+    platform = platform_of(request)
+    # Its standby VMs are linked clones of it: they go first, and come back if the
+    # template stays.
+    await platform.warm.standby.drain(name)
+    try:
+        await platform.transfer.delete_image(name)
+    except BaseException:
+        platform.warm.standby.refill(name)
+        raise
     return Response(status_code=204)
+
+
+@router.put("/1.0/images/{name}/standby")
+async def set_standby(
+    request: Request, name: str, body: StandbyBody, _: Access = HOST
+) -> StandbyView:
+    """Keep COUNT standby VMs of warm template NAME (0: none); they are made in the
+    background."""
+    return platform_of(request).warm.standby.set_count(name, body.count)
+
+
+@router.get("/1.0/images/{name}/standby")
+async def get_standby(request: Request, name: str, _: Access = HOST) -> StandbyView:
+    """How many standby VMs warm template NAME asks for, and which wait for a launch."""
+    return platform_of(request).warm.standby.view(name)
 
 
 @router.post("/1.0/exports", status_code=202)
@@ -132,13 +168,24 @@ async def publish_vm(
     """Capture a stopped VM as a generalized template (an image VMs of every project
     launch from). The operation's result is the template's manifest."""
     platform = platform_of(request)
-    platform.vms.repo.get(name, scope.project)
+    record = platform.vms.repo.get(name, scope.project)
+    if body.standby:
+        why = unfit_source(record.config) if body.warm else "it needs --warm"
+        if why is not None:
+            raise InvalidInput(
+                f"VM '{name}' cannot make a template with standby VMs: {why}",
+                hint="publish without --standby",
+            )
 
     async def work(op: Operation) -> BaseModel:
         if body.warm:
-            return await platform.warm.publish(
+            manifest = await platform.warm.publish(
                 name, body.template, project=scope.project, progress=op.progress
             )
+            if body.standby:
+                platform.warm.standby.set_count(body.template, body.standby)
+                manifest = platform.images.store.get(body.template)
+            return manifest
         op.progress(f"generalizing and capturing VM '{name}'")
         return await platform.clones.publish(name, body.template, project=scope.project)
 

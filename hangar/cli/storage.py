@@ -132,6 +132,27 @@ def copy(source: str, name: str, full: bool, start: bool, no_wait: bool, fmt: st
     )
 
 
+@image.command(name="standby")
+@click.argument("template")
+@click.argument("count", type=click.IntRange(0, 8), required=False)
+@format_option
+@handle_errors
+def image_standby(template: str, count: int | None, fmt: str) -> None:
+    """Keep COUNT VMs resumed from warm TEMPLATE, each already a distinct machine: a
+    launch claims one and only renames it (0: none). They run in hangard's project
+    '_standby' and are made again in the background. Without COUNT: what it has."""
+    with connect() as client:
+        view = client.standby(template) if count is None else client.set_standby(template, count)
+    if fmt == "json":
+        emit_json(view)
+        return
+    ready = ", ".join(view["ready"]) or "none yet"
+    out.print(
+        f"template [bold]{template}[/]: {view['count']} standby VM(s); ready: {ready}",
+        highlight=False,
+    )
+
+
 @cli.command()
 @click.argument("vm")
 @click.argument("template")
@@ -140,14 +161,20 @@ def copy(source: str, name: str, full: bool, start: bool, no_wait: bool, fmt: st
     is_flag=True,
     help="save the running VM's guest too: launches resume it (under a new identity)",
 )
+@click.option(
+    "--standby",
+    type=click.IntRange(0, 8),
+    default=0,
+    help="with --warm: keep N VMs resumed from it, which launches claim (fastest start)",
+)
 @NO_WAIT
 @format_option
 @handle_errors
-def publish(vm: str, template: str, warm: bool, no_wait: bool, fmt: str) -> None:
+def publish(vm: str, template: str, warm: bool, standby: int, no_wait: bool, fmt: str) -> None:
     """Capture stopped VM as TEMPLATE (generalized), or with --warm a running VM as it
     runs; launch VMs from it with 'hangar launch'."""
     with connect() as client:
-        op = client.start_publish(vm, template, warm=warm)
+        op = client.start_publish(vm, template, warm=warm, standby=standby)
         manifest = _finish(client, op, no_wait=no_wait, as_json=fmt == "json")
     if manifest is None:
         return

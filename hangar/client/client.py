@@ -237,13 +237,30 @@ class Client(PlatformApi, NetworkApi, GuestsApi):
         """Copy a VM and wait; returns the new VM."""
         return self._result(self.start_copy(name, new_name, full=full, start=start))
 
-    def start_publish(self, name: str, template: str, *, warm: bool = False) -> dict[str, Any]:
-        body = {"template": template, "warm": warm}
+    def start_publish(
+        self, name: str, template: str, *, warm: bool = False, standby: int = 0
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"template": template, "warm": warm}
+        if standby:
+            body["standby"] = standby
         return cast(dict[str, Any], self.request("POST", f"/1.0/vms/{name}/publish", json=body))
 
-    def publish(self, name: str, template: str, *, warm: bool = False) -> dict[str, Any]:
+    def publish(
+        self, name: str, template: str, *, warm: bool = False, standby: int = 0
+    ) -> dict[str, Any]:
         """Publish a VM as a template and wait; returns the template's manifest."""
-        return self._result(self.start_publish(name, template, warm=warm))
+        return self._result(self.start_publish(name, template, warm=warm, standby=standby))
+
+    def standby(self, template: str) -> dict[str, Any]:
+        """A warm template's standby count and the standby VMs ready."""
+        return cast(dict[str, Any], self.request("GET", f"/1.0/images/{template}/standby"))
+
+    def set_standby(self, template: str, count: int) -> dict[str, Any]:
+        """Keep ``count`` standby VMs of a warm template; returns :meth:`standby`."""
+        body = {"count": count}
+        return cast(
+            dict[str, Any], self.request("PUT", f"/1.0/images/{template}/standby", json=body)
+        )
 
     def start_fork(self, name: str, count: int, *, prefix: str | None = None) -> dict[str, Any]:
         body = {"count": count, "prefix": prefix}

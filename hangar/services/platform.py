@@ -62,7 +62,8 @@ class Platform:
         events = EventBus()
         network_repo = NetworkRepository(db)
         networks = NetworkService(paths, network_repo, vm_repo, runner, events)
-        projects = ProjectService(ProjectRepository(db), vm_repo, volume_repo, network_repo)
+        project_repo = ProjectRepository(db)
+        projects = ProjectService(project_repo, vm_repo, volume_repo, network_repo)
         vms = VMService(
             paths,
             vm_repo,
@@ -92,7 +93,7 @@ class Platform:
                 paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
             ),
             snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
-            warm=WarmService(vms, store, runner),
+            warm=WarmService(vms, store, runner, project_repo),
             guests=GuestService(vms),
         )
         vm_repo.listeners.append(platform._vm_changed)
@@ -128,11 +129,13 @@ class Platform:
         # Networks first: adopted VMs keep their taps, stopped ones get them back.
         await self.networks.restore()
         await self.vms.reconcile()
+        await self.warm.standby.start()
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
         await self.operations.shutdown()
+        await self.warm.standby.stop()
         await self.vms.shutdown()
         self.db.close()

@@ -39,6 +39,8 @@ class WarmState(BaseModel):
     # The config of the VM it was saved from: a stream only loads into the same
     # machine and devices, so launches render their QEMU command line from it.
     config: VMConfig
+    # Standby VMs hangard keeps resumed and ready for launches to claim (standby.py).
+    standby: int = Field(default=0, ge=0, le=8)
 
 
 class ImageManifest(BaseModel):

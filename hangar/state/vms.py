@@ -138,6 +138,30 @@ class VMRepository:
                 (config.model_dump_json(), now(), config.id),
             )
 
+    def move(self, vm_id: str, project: str, config: VMConfig) -> VMRecord:
+        """Give VM ``vm_id`` a new project and config (its name among them), in one
+        change: a claimed standby VM (services/snapshots/standby.py). Listeners see it
+        leave its old project and arrive in the new one."""
+        before = self.by_id(vm_id)
+        if before is None:
+            raise NotFound(f"no VM with id {vm_id}")
+        try:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "UPDATE vms SET project = ?, name = ?, config = ?, updated_at = ? WHERE id = ?",
+                    (project, config.name, config.model_dump_json(), now(), vm_id),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(
+                f"a VM named '{config.name}' already exists in project '{project}'",
+                hint="pick another name, or delete the existing VM first",
+            ) from exc
+        after = self.by_id(vm_id)
+        assert after is not None
+        self._changed(before, None)
+        self._changed(None, after)
+        return after
+
     def set_state(self, vm_id: str, state: str, reason: str = "") -> None:
         before = self.by_id(vm_id) if self.listeners else None
         with self.db.transaction() as conn:

@@ -96,8 +96,9 @@ def run_identity(
     dhcp: bool = True,
     wait: float = 10,
     mode: str = "stdin",
+    data: bytes | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    data = identity.agent_input(
+    data = data or identity.agent_input(
         name="warm-7",
         saved_mac=old,
         mac=NEW,
@@ -177,6 +178,36 @@ def test_saved_waiting_on_its_fifo_it_takes_its_input_from_there(
     assert "hostname=warm-7" in ran.stderr and f"mac={NEW}" in ran.stderr
     assert "listen-left" not in ran.stderr  # its FIFO and ready file are gone
     assert (guest_root / "etc/hostname").read_text() == "warm-7\n"
+
+
+def test_a_new_name_alone_keeps_the_mac_lease_machine_id_and_keys(
+    tmp_path: Path, guest_root: Path
+) -> None:
+    # What a standby VM's guest gets when a launch claims it (identity.rename).
+    etc = guest_root / "etc"
+    kept = {p: p.read_bytes() for p in (etc / "ssh").iterdir()}
+    kept[etc / "machine-id"] = (etc / "machine-id").read_bytes()
+    network = etc / "systemd/network/10-cloud-init-eth0.network"
+    kept[network] = network.read_bytes()
+    data = identity.agent_input(
+        name="claimed-1",
+        saved_mac=OLD,
+        mac=OLD,
+        machine_id=None,
+        seed=os.urandom(32),
+        now_ns=None,
+        files=[],
+        root=str(guest_root),
+    )
+    started = time.monotonic()
+    ran = run_identity(tmp_path, guest_root, data=data)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "eth0 10.9.0.5\n"  # the lease it had: no DHCP to wait for
+    assert time.monotonic() - started < 5
+    assert "hostname=claimed-1" in ran.stderr and f"mac={OLD}" in ran.stderr
+    assert (etc / "hostname").read_text() == "claimed-1\n"
+    assert "127.0.1.1 claimed-1\n" in (etc / "hosts").read_text()
+    assert {p: p.read_bytes() for p in kept} == kept
 
 
 def test_a_guest_without_the_saved_mac_is_left_untouched(tmp_path: Path, guest_root: Path) -> None:

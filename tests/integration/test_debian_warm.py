@@ -6,6 +6,7 @@ key."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from hangar.client.client import ApiError, Client
 from tests.support.daemon import Daemon
-from tests.support.waiting import wait_for_agent
+from tests.support.waiting import free_port, wait_for_agent
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(1500)]
 SOURCE = "dw-src"
@@ -95,3 +96,90 @@ def test_two_debian_vms_from_a_warm_template_are_distinct_and_reachable(
         for name in names:
             with contextlib.suppress(ApiError):
                 client.delete(name, force=True)
+
+
+def ready_standby(client: Client, template: str, timeout: float = 180) -> dict[str, object]:
+    """The one standby VM of ``template`` ready for a launch, once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = client.standby(template)["ready"]
+        if ready:
+            return next(v for v in client.vms(all_projects=True) if v["name"] == ready[0])
+        time.sleep(0.5)
+    raise AssertionError(f"no standby VM of {template} ready in {timeout} s")
+
+
+def alive(pid: object) -> bool:
+    try:
+        os.kill(int(str(pid)), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# Last in this module: it ends by deleting the template.
+def test_launches_claim_standby_vms_which_are_made_again(
+    daemon: Daemon, client: Client, template: str, ssh_home: Path
+) -> None:
+    source = facts(client, SOURCE)
+    assert client.set_standby(template, 1)["count"] == 1
+    try:
+        standby = ready_standby(client, template)
+        assert standby["project"] == "_standby" and standby["state"] == "running"
+        assert standby["name"] not in [v["name"] for v in client.vms()]
+
+        vm = client.launch({"name": "dw-s", "image": template})
+        # The standby VM itself, now the caller's under the caller's name.
+        assert (vm["id"], vm["pid"]) == (standby["id"], standby["pid"])
+        assert (vm["project"], vm["state"]) == ("default", "running")
+        seen = facts(client, "dw-s")
+        assert seen["hostname"] == "dw-s" and seen["mac"] == vm["macs"][0]
+        assert seen["mark"] == "warm-42" and seen["sshd"] == "active"
+        assert seen["client_id"] == "01" + vm["macs"][0].replace(":", "")
+        assert abs(int(seen["clock"]) - time.time()) < 60, seen
+        for key in ("mac", "address", "machine_id", "host_key", "client_id"):
+            assert seen[key] != source[key], key
+        hosts = client.exec("dw-s", ["sh", "-c", "cat /etc/hostname; grep 127.0.1.1 /etc/hosts"])
+        assert hosts["stdout"] == "dw-s\n127.0.1.1 dw-s\n", hosts
+        ran = daemon.cli("shell", "dw-s", "--", "hostname", env={"HOME": str(ssh_home)})
+        assert ran.code == 0 and ran.stdout == "dw-s\n", ran
+
+        # Another standby VM takes its place.
+        second = ready_standby(client, template)
+        assert second["id"] != standby["id"]
+        # A launch that asks for more than a name resumes the template as before.
+        nics = [{"forwards": [{"host_port": free_port(), "guest_port": 8080}]}]
+        other = client.launch({"name": "dw-f", "image": template, "nics": nics})
+        assert other["id"] != second["id"] and client.standby(template)["ready"] == [second["name"]]
+        assert facts(client, "dw-f")["hostname"] == "dw-f"
+
+        # hangard killed: the standby VM it left is replaced when it starts again.
+        daemon.kill()
+        assert alive(second["pid"])
+        daemon.start()
+        with daemon.client() as fresh:
+            assert not alive(second["pid"])
+            third = ready_standby(fresh, template)
+            assert third["id"] != second["id"]
+            assert {v["name"] for v in fresh.vms(all_projects=True)} >= {"dw-s", "dw-f", SOURCE}
+
+            # While VMs use the template it stays, and so does its standby VM.
+            with pytest.raises(ApiError) as in_use:
+                fresh.delete_image(template)
+            assert in_use.value.status == 409
+            assert sorted(in_use.value.details["vms"]) == ["dw-f", "dw-s"]
+            assert ready_standby(fresh, template)["project"] == "_standby"
+            for name in ("dw-s", "dw-f"):
+                fresh.delete(name, force=True)
+            # Deleting it takes its standby VMs first.
+            last = ready_standby(fresh, template)
+            fresh.delete_image(template)
+            assert not alive(last["pid"])
+            assert [v for v in fresh.vms(all_projects=True) if v["project"] == "_standby"] == []
+    finally:
+        with daemon.client() as fresh:
+            with contextlib.suppress(ApiError):
+                fresh.set_standby(template, 0)
+            for name in ("dw-s", "dw-f"):
+                with contextlib.suppress(ApiError):
+                    fresh.delete(name, force=True)

@@ -155,6 +155,16 @@ def test_a_warm_launch_that_cannot_be_leaves_nothing(
     with pytest.raises(ApiError) as not_running:
         client.fork("wm-nope", 2)
     assert not_running.value.status == 404
+    # The tiny image has no identity script to wait again: no standby VMs, and a
+    # publish that asks for them makes no template.
+    with pytest.raises(ApiError) as no_standby:
+        client.set_standby(template, 1)
+    assert no_standby.value.status == 400 and "identity port" in no_standby.value.message
+    assert client.standby(template) == {"template": template, "count": 0, "ready": []}
+    with pytest.raises(ApiError) as no_publish:
+        client.publish(SOURCE, "wm-standby", warm=True, standby=1)
+    assert no_publish.value.status == 400 and "identity port" in no_publish.value.message
+    assert "wm-standby" not in [i["name"] for i in client.images()]
 
 
 @contextlib.contextmanager

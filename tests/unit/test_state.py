@@ -7,7 +7,7 @@ from hangar.spec.resolve import resolve
 from hangar.spec.vm import VMCreate
 from hangar.state.db import Database
 from hangar.state.migrations import MIGRATIONS
-from hangar.state.vms import VMRepository
+from hangar.state.vms import VMRecord, VMRepository
 from tests.support.factories import host_facts, tiny_manifest
 
 
@@ -55,3 +55,29 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
         conn.execute("INSERT INTO vms VALUES ('x','default','x','{}','stopped','','t','t')")
         raise RuntimeError("boom")
     assert db.query("SELECT COUNT(*) FROM vms")[0][0] == 0
+
+
+def test_moving_a_vm_renames_it_into_another_project_at_once(tmp_path: Path) -> None:
+    db = Database(tmp_path / "h.db")
+    db.query("SELECT 1")
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO projects (name, description, created_at) VALUES ('_s', '', 't')")
+    repo = VMRepository(db)
+    seen: list[tuple[str | None, str | None]] = []
+
+    def where(record: VMRecord | None) -> str | None:
+        return f"{record.project}/{record.name}" if record else None
+
+    repo.listeners.append(lambda before, after: seen.append((where(before), where(after))))
+    standby = _config("standby-1", "a" * 32)
+    repo.insert(standby, "running", "_s")
+    repo.insert(_config("taken", "b" * 32), "stopped")
+    seen.clear()
+    with pytest.raises(Conflict, match="'taken' already exists in project 'default'"):
+        repo.move(standby.id, "default", standby.model_copy(update={"name": "taken"}))
+    assert repo.get("standby-1", "_s").config == standby and seen == []
+    moved = repo.move(standby.id, "default", standby.model_copy(update={"name": "web"}))
+    assert (moved.project, moved.name, moved.state) == ("default", "web", "running")
+    assert repo.get("web").id == standby.id and repo.find("standby-1", "_s") is None
+    # Listeners (the event stream) see it leave one project and arrive in the other.
+    assert seen == [("_s/standby-1", None), (None, "default/web")]

@@ -94,7 +94,13 @@ sub set_clock_after_exit {
 # connected a read returns end-of-file at once; the driver sends SIGIO when it
 # connects or data comes, so the script sleeps in sigsuspend until then (SIGIO
 # blocked in between, so none is lost). DIR/ready says it waits.
-my $in;
+#
+# On the port, input with an "again" record makes it wait for more input once it
+# has answered: a standby VM (warm.py) takes a first identity at once, which has
+# TCG translate this whole path, and its final name when a launch claims it. Input
+# whose new MAC is the old one changes only what it carries (the name): no MAC, no
+# lease to wait for.
+my ($in, $next_input);
 if (@ARGV && $ARGV[0] eq '--port') {
     my ($want, $dir) = @ARGV[1, 2];
     require POSIX;
@@ -119,22 +125,23 @@ if (@ARGV && $ARGV[0] eq '--port') {
     mkdir($dir, 0700) or $!{EEXIST} or fail("$dir: $!");
     open(my $ready, '>', "$dir/ready") or fail("$dir/ready: $!");
     close $ready;
-    my $buf = '';
-    while (1) {
-        my $n = sysread($port, $buf, 65536, length $buf);
-        if (!defined $n) {
-            next if $!{EINTR};
-            fail("$device: $!");
+    $next_input = sub {
+        my $buf = '';
+        while (1) {
+            my $n = sysread($port, $buf, 65536, length $buf);
+            if (!defined $n) {
+                next if $!{EINTR};
+                fail("$device: $!");
+            }
+            if ($n == 0) {    # hangard is not connected: wait for it
+                POSIX::sigsuspend(POSIX::SigSet->new());
+                next;
+            }
+            return substr($buf, length($1) + 1, $1)
+                if $buf =~ /^(\d+)\n/ && length($buf) >= length($1) + 1 + $1;
         }
-        if ($n == 0) {    # hangard is not connected: wait for it
-            POSIX::sigsuspend(POSIX::SigSet->new());
-            next;
-        }
-        if ($buf =~ /^(\d+)\n/ && length($buf) >= length($1) + 1 + $1) {
-            $in = substr($buf, length($1) + 1, $1);
-            last;
-        }
-    }
+    };
+    $in = $next_input->();
     unlink "$dir/ready";
     rmdir $dir;
     $reply = $port;
@@ -159,114 +166,30 @@ else {
     binmode STDIN;
     $in = do { local $/; <STDIN> };
 }
-$started = monotonic();
 # Milliseconds since the input came, step by step: they go back with the answer.
 my @steps;
 sub mark { push @steps, "$_[0]=" . int((monotonic() - $started) / 1e6) }
-my $at = 0;
-while ($at < length $in) {
-    my $eol = index($in, "\n", $at);
-    fail("bad input at byte $at") if $eol < 0;
-    my ($key, $len) = split / /, substr($in, $at, $eol - $at);
-    my $value = substr($in, $eol + 1, $len);
-    $at = $eol + 1 + $len + 1;
-    if ($key =~ /^file:(.+)$/) { push @files, [$1, $value] }
-    elsif ($key =~ /^drop:(.+)$/) { push @drops, [$1, $value] }
-    else { $arg{$key} = $value }
-}
-if (exists $arg{cancel}) { answer("cancelled"); exit 0 }
-my ($name, $old, $new) = ($arg{name}, lc $arg{old}, lc $arg{new});
-my $root = defined $arg{root} ? $arg{root} : '';
-my $wait = defined $arg{wait} ? $arg{wait} : 30;
-
-# The NIC that has the saved MAC, first: a guest without it is left untouched.
-my $nic;
-opendir(my $net, '/sys/class/net') or fail("/sys/class/net: $!");
-for my $entry (readdir $net) {
-    next if $entry =~ /^\./;
-    my $mac = slurp("/sys/class/net/$entry/address");
-    next unless defined $mac;
-    chomp $mac;
-    $nic = $entry if lc $mac eq $old;
-}
-closedir $net;
-fail("no NIC with MAC $old", 3) unless defined $nic;
-my $ifindex = slurp("/sys/class/net/$nic/ifindex");
-chomp $ifindex;
-my $lease = "$root/run/systemd/netif/leases/$ifindex";
-my $before = slurp($lease);
-my ($old_address) = defined $before ? $before =~ /^ADDRESS=(\S+)/m : ();
-my ($old_id) = defined $before ? $before =~ /^CLIENTID=(\S+)/m : ();
-$old_address = '' unless defined $old_address;
-$old_id = '' unless defined $old_id;
-my $old_inode = (stat $lease)[1] || 0;
-
-# 1. Randomness before anything else: every VM resumed from one template starts with
-# the same kernel random state. The host's bytes go into the pool and the CRNG is
-# reseeded from it (RNDRESEEDCRNG = 0x5207).
-open(my $random, '>', '/dev/urandom') or fail("/dev/urandom: $!");
-binmode $random;
-syswrite($random, $arg{seed}) or fail("/dev/urandom: $!");
-ioctl($random, 0x5207, 0) or fail("reseeding the kernel CRNG: $!");
-close $random;
-
-mark("random");
-# 2. The machine-id, then the hostname, which the DHCP client sends.
-put("$root/etc/machine-id", "$arg{'machine-id'}\n");
-open(my $uts, '>', '/proc/sys/kernel/hostname') or fail("hostname: $!");
-print $uts $name;
-close $uts or fail("hostname: $!");
-
-# 3. The new MAC (SIOCSIFHWADDR = 0x8924, on a running NIC: virtio-net changes it
-# live). systemd-networkd notices and restarts DHCP with it; the rest is done while
-# that goes on.
-socket(my $sock, 2, 2, 0) or fail("socket: $!");    # AF_INET, SOCK_DGRAM
-my $ifreq = pack('a16 S C6 x16', $nic, 1, map { hex } split /:/, $new);    # ARPHRD_ETHER
-ioctl($sock, 0x8924, $ifreq) or fail("setting the MAC of $nic: $!");
-close $sock;
-
-mark("mac");
-# 4. The hostname in /etc/hostname and /etc/hosts.
-put("$root/etc/hostname", "$name\n");
-my $hosts = slurp("$root/etc/hosts");
-$hosts = '' unless defined $hosts;
-$hosts .= "\n" if length $hosts && $hosts !~ /\n$/;
-$hosts .= "127.0.1.1 $name\n" unless $hosts =~ s/^127\.0\.1\.1\b.*$/127.0.1.1 $name/m;
-put("$root/etc/hosts", $hosts);
-
-# 5. Files made on the host (SSH host keys): sshd reads its host keys at every new
-# connection, so it needs no restart. Old keys of types not given go.
-my %given = map { $_->[0] => 1 } @files;
-for my $drop (@drops) {
-    my ($dir, $pattern) = ("$root$drop->[0]", $drop->[1]);
-    opendir(my $d, $dir) or next;
-    for my $entry (readdir $d) {
-        unlink "$dir/$entry" if $entry =~ /$pattern/ && !$given{"$drop->[0]/$entry"};
+while (1) {
+    $started = monotonic();
+    (%arg, @files, @drops, @steps) = ();
+    my $at = 0;
+    while ($at < length $in) {
+        my $eol = index($in, "\n", $at);
+        fail("bad input at byte $at") if $eol < 0;
+        my ($key, $len) = split / /, substr($in, $at, $eol - $at);
+        my $value = substr($in, $eol + 1, $len);
+        $at = $eol + 1 + $len + 1;
+        if ($key =~ /^file:(.+)$/) { push @files, [$1, $value] }
+        elsif ($key =~ /^drop:(.+)$/) { push @drops, [$1, $value] }
+        else { $arg{$key} = $value }
     }
-    closedir $d;
-}
-for my $file (@files) {
-    my ($path, $value) = @$file;
-    (my $dir = "$root$path") =~ s{/[^/]*$}{};
-    next unless -d $dir;
-    put("$root$path", substr($value, 5), oct substr($value, 0, 4));
+    if (exists $arg{cancel}) { answer("cancelled"); exit 0 }
+    apply();
+    set_clock_after_exit();
+    exit 0 unless exists $arg{again} && $next_input;
+    $in = $next_input->();
 }
 
-mark("files");
-# 6. Configuration that names the NIC by its MAC follows it (cloud-init's networkd
-# files match on it; networkd reads them again at its next start).
-for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
-    opendir(my $d, $dir) or next;
-    for my $entry (readdir $d) {
-        my $path = "$dir/$entry";
-        next unless -f $path;
-        my $text = slurp($path);
-        put($path, $text) if defined $text && $text =~ s/\Q$old\E/$new/gi;
-    }
-    closedir $d;
-}
-
-mark("netfiles");
 # networkd writes the lease file before the kernel has the address: until then a
 # connection to it is dropped, and the sender only tries again seconds later. The
 # kernel's local routes (/proc/net/fib_trie) say when it has it.
@@ -276,29 +199,133 @@ sub address_is_local {
     return $trie =~ /\|-- \Q$_[0]\E\n(?:[ \t]+\/[^\n]*\n)*?[ \t]+\/32 host LOCAL/;
 }
 
-# 7. Wait for networkd's lease for the new MAC, and for its address. Its client id
-# is new too: the MAC itself (hangard set ClientIdentifier=mac before the template
-# was saved); a lease with the old client id and address is the old one being saved
-# again. A server that keeps both the same is accepted after 5 s.
-my $start = time;
-while (1) {
-    my $inode = (stat $lease)[1] || 0;
-    if ($inode && $inode != $old_inode) {
-        mark("lease") unless grep { /^lease=/ } @steps;
-        my $text = slurp($lease);
-        my ($address) = defined $text ? $text =~ /^ADDRESS=(\S+)/m : ();
-        my ($id) = defined $text ? $text =~ /^CLIENTID=(\S+)/m : ();
-        $id = '' unless defined $id;
-        if (defined $address && address_is_local($address)
-            && (!defined $before || $id ne $old_id || $address ne $old_address
-                || time - $start > 5)) {
-            print "$nic $address\n";
-            mark("done");
-            answer("ok $nic $address " . join(",", @steps));
-            set_clock_after_exit();
-            exit 0;
-        }
+# One identity from the input in %arg, @files and @drops; answers, or fails.
+sub apply {
+    my ($name, $old, $new) = ($arg{name}, lc $arg{old}, lc $arg{new});
+    my $root = defined $arg{root} ? $arg{root} : '';
+    my $wait = defined $arg{wait} ? $arg{wait} : 30;
+
+    # The NIC that has the saved MAC, first: a guest without it is left untouched.
+    my $nic;
+    opendir(my $net, '/sys/class/net') or fail("/sys/class/net: $!");
+    for my $entry (readdir $net) {
+        next if $entry =~ /^\./;
+        my $mac = slurp("/sys/class/net/$entry/address");
+        next unless defined $mac;
+        chomp $mac;
+        $nic = $entry if lc $mac eq $old;
     }
-    fail("no DHCP lease on $nic for MAC $new", 4) if time - $start > $wait;
-    select(undef, undef, undef, 0.02);
+    closedir $net;
+    fail("no NIC with MAC $old", 3) unless defined $nic;
+    my $ifindex = slurp("/sys/class/net/$nic/ifindex");
+    chomp $ifindex;
+    my $lease = "$root/run/systemd/netif/leases/$ifindex";
+    my $before = slurp($lease);
+    my ($old_address) = defined $before ? $before =~ /^ADDRESS=(\S+)/m : ();
+    my ($old_id) = defined $before ? $before =~ /^CLIENTID=(\S+)/m : ();
+    $old_address = '' unless defined $old_address;
+    $old_id = '' unless defined $old_id;
+    my $old_inode = (stat $lease)[1] || 0;
+
+    # 1. Randomness before anything else: every VM resumed from one template starts with
+    # the same kernel random state. The host's bytes go into the pool and the CRNG is
+    # reseeded from it (RNDRESEEDCRNG = 0x5207).
+    open(my $random, '>', '/dev/urandom') or fail("/dev/urandom: $!");
+    binmode $random;
+    syswrite($random, $arg{seed}) or fail("/dev/urandom: $!");
+    ioctl($random, 0x5207, 0) or fail("reseeding the kernel CRNG: $!");
+    close $random;
+
+    mark("random");
+    # 2. The machine-id, then the hostname, which the DHCP client sends.
+    put("$root/etc/machine-id", "$arg{'machine-id'}\n") if defined $arg{'machine-id'};
+    open(my $uts, '>', '/proc/sys/kernel/hostname') or fail("hostname: $!");
+    print $uts $name;
+    close $uts or fail("hostname: $!");
+
+    # 3. The new MAC (SIOCSIFHWADDR = 0x8924, on a running NIC: virtio-net changes it
+    # live). systemd-networkd notices and restarts DHCP with it; the rest is done while
+    # that goes on.
+    my $same = $old eq $new;    # a new name only (a standby VM claimed)
+    if (!$same) {
+        socket(my $sock, 2, 2, 0) or fail("socket: $!");    # AF_INET, SOCK_DGRAM
+        my $ifreq = pack('a16 S C6 x16', $nic, 1, map { hex } split /:/, $new);    # ARPHRD_ETHER
+        ioctl($sock, 0x8924, $ifreq) or fail("setting the MAC of $nic: $!");
+        close $sock;
+    }
+
+    mark("mac");
+    # 4. The hostname in /etc/hostname and /etc/hosts.
+    put("$root/etc/hostname", "$name\n");
+    my $hosts = slurp("$root/etc/hosts");
+    $hosts = '' unless defined $hosts;
+    $hosts .= "\n" if length $hosts && $hosts !~ /\n$/;
+    $hosts .= "127.0.1.1 $name\n" unless $hosts =~ s/^127\.0\.1\.1\b.*$/127.0.1.1 $name/m;
+    put("$root/etc/hosts", $hosts);
+
+    # 5. Files made on the host (SSH host keys): sshd reads its host keys at every new
+    # connection, so it needs no restart. Old keys of types not given go.
+    my %given = map { $_->[0] => 1 } @files;
+    for my $drop (@drops) {
+        my ($dir, $pattern) = ("$root$drop->[0]", $drop->[1]);
+        opendir(my $d, $dir) or next;
+        for my $entry (readdir $d) {
+            unlink "$dir/$entry" if $entry =~ /$pattern/ && !$given{"$drop->[0]/$entry"};
+        }
+        closedir $d;
+    }
+    for my $file (@files) {
+        my ($path, $value) = @$file;
+        (my $dir = "$root$path") =~ s{/[^/]*$}{};
+        next unless -d $dir;
+        put("$root$path", substr($value, 5), oct substr($value, 0, 4));
+    }
+
+    mark("files");
+    if ($same) {    # the lease and address it has stay
+        fail("no DHCP lease on $nic") unless $old_address ne '';
+        print "$nic $old_address\n";
+        mark("done");
+        answer("ok $nic $old_address " . join(",", @steps));
+        return;
+    }
+    # 6. Configuration that names the NIC by its MAC follows it (cloud-init's networkd
+    # files match on it; networkd reads them again at its next start).
+    for my $dir ("$root/etc/systemd/network", "$root/run/systemd/network") {
+        opendir(my $d, $dir) or next;
+        for my $entry (readdir $d) {
+            my $path = "$dir/$entry";
+            next unless -f $path;
+            my $text = slurp($path);
+            put($path, $text) if defined $text && $text =~ s/\Q$old\E/$new/gi;
+        }
+        closedir $d;
+    }
+
+    mark("netfiles");
+    # 7. Wait for networkd's lease for the new MAC, and for its address. Its client id
+    # is new too: the MAC itself (hangard set ClientIdentifier=mac before the template
+    # was saved); a lease with the old client id and address is the old one being saved
+    # again. A server that keeps both the same is accepted after 5 s.
+    my $start = time;
+    while (1) {
+        my $inode = (stat $lease)[1] || 0;
+        if ($inode && $inode != $old_inode) {
+            mark("lease") unless grep { /^lease=/ } @steps;
+            my $text = slurp($lease);
+            my ($address) = defined $text ? $text =~ /^ADDRESS=(\S+)/m : ();
+            my ($id) = defined $text ? $text =~ /^CLIENTID=(\S+)/m : ();
+            $id = '' unless defined $id;
+            if (defined $address && address_is_local($address)
+                && (!defined $before || $id ne $old_id || $address ne $old_address
+                    || time - $start > 5)) {
+                print "$nic $address\n";
+                mark("done");
+                answer("ok $nic $address " . join(",", @steps));
+                return;
+            }
+        }
+        fail("no DHCP lease on $nic for MAC $new", 4) if time - $start > $wait;
+        select(undef, undef, undef, 0.02);
+    }
 }

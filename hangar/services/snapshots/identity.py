@@ -143,17 +143,21 @@ def agent_input(
     name: str,
     saved_mac: str,
     mac: str,
-    machine_id: str,
+    machine_id: str | None,
     seed: bytes,
     now_ns: int | None,
     files: list[GuestFile],
     root: str | None = None,
     wait: float | None = None,
+    again: bool = False,
 ) -> bytes:
     """identity.pl's standard input: records "NAME LENGTH\\n" + bytes + "\\n". Pure.
-    ``now_ns`` None leaves the clock alone, ``root`` stands for / and ``wait`` bounds
-    the wait for a lease (seconds; for tests)."""
+    ``now_ns`` None leaves the clock alone, ``machine_id`` None the machine-id;
+    ``again``: the script then waits on its port for more input (a standby VM);
+    ``root`` stands for / and ``wait`` bounds the wait for a lease (seconds; tests)."""
     records: list[tuple[str, bytes]] = [("seed", seed)]
+    if again:
+        records.append(("again", b""))
     if now_ns is not None:
         records.append(("time", f"{now_ns // 10**9} {now_ns % 10**9}".encode()))
     if root is not None:
@@ -164,8 +168,9 @@ def agent_input(
         ("name", name.encode()),
         ("old", saved_mac.encode()),
         ("new", mac.encode()),
-        ("machine-id", machine_id.encode()),
     ]
+    if machine_id is not None:
+        records.append(("machine-id", machine_id.encode()))
     if files:
         records.append((f"drop:{SSH_DIR}", HOST_KEY_NAMES.encode()))
     records += [(f"file:{f.path}", b"%04o " % f.mode + f.content) for f in files]
@@ -217,6 +222,7 @@ async def by_agent(
     *,
     listener: int | None = None,
     port: IdentityPort | None = None,
+    again: bool = False,
 ) -> str:
     """:data:`AGENT_SCRIPT` in the guest with the host's randomness, clock, and
     ``files`` (see :class:`HostKeyMaker`). Returns what it printed ("NIC ADDRESS").
@@ -225,7 +231,8 @@ async def by_agent(
     :func:`start_listener`); it gets the input through the identity ``port``
     (connected) when it waits there, else through its FIFO, which the agent writes.
     Without it the agent starts the script (a few hundred milliseconds more under TCG).
-    Raise :class:`QemuFailed` if it fails or cannot be reached."""
+    ``again`` (with ``port``): the script then waits for a :func:`rename` (a standby
+    VM). Raise :class:`QemuFailed` if it fails or cannot be reached."""
 
     def data() -> bytes:  # made at the last moment: it carries the host's clock
         return agent_input(
@@ -236,6 +243,7 @@ async def by_agent(
             seed=os.urandom(64),
             now_ns=time.time_ns(),
             files=files,
+            again=again and port is not None,
         )
 
     try:
@@ -260,6 +268,32 @@ async def by_agent(
             f"the identity script failed in the guest (exit {ran.exit_code}): "
             f"{ran.stderr.strip() or ran.stdout.strip()}",
             hint="see the guest's journal",
+        )
+    return ran.stdout.strip()
+
+
+async def rename(port: IdentityPort, name: str, mac: str) -> str:
+    """Give a standby VM's guest, whose script waits on its identity ``port`` after a
+    first identity (``by_agent(..., again=True)``), its final ``name``: its MAC,
+    machine-id, host keys, lease and clock stay. Returns "NIC ADDRESS"; raise
+    :class:`QemuFailed` if it fails."""
+
+    def data() -> bytes:
+        return agent_input(
+            name=name,
+            saved_mac=mac,
+            mac=mac,
+            machine_id=None,
+            seed=os.urandom(32),
+            now_ns=None,
+            files=[],
+        )
+
+    ran = await _over_port(port, data)
+    if ran.exit_code != 0:
+        raise QemuFailed(
+            f"the guest could not take the name '{name}' (exit {ran.exit_code}): "
+            f"{ran.stderr.strip()}"
         )
     return ran.stdout.strip()
 

@@ -34,6 +34,7 @@ from hangar.services.qmp import migration
 from hangar.services.qmp.migration import SavedGuest
 from hangar.services.snapshots import identity, ram
 from hangar.services.snapshots import settle as settling
+from hangar.services.snapshots.standby import StandbyPool
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
@@ -41,6 +42,7 @@ from hangar.services.vms import VMService, VMView, link_boot_files
 from hangar.spec.image import ImageDefaults, ImageManifest, WarmState
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import NicConfig, VMConfig, VMCreate, check_name
+from hangar.state.projects import ProjectRepository
 from hangar.state.vms import DEFAULT_PROJECT
 
 log = logging.getLogger(__name__)
@@ -95,10 +97,17 @@ class ForkResult(BaseModel):
 
 
 class WarmService:
-    def __init__(self, vms: VMService, store: ImageStore, runner: CommandRunner):
+    def __init__(
+        self,
+        vms: VMService,
+        store: ImageStore,
+        runner: CommandRunner,
+        projects: ProjectRepository | None = None,
+    ):
         self.vms = vms
         self.store = store
         self.runner = runner
+        self.standby = StandbyPool(self, projects)
         # Guest addresses of warm launches in progress (not in the database yet).
         self._reserved: set[str] = set()
         self.host_keys = identity.HostKeyMaker()
@@ -326,82 +335,107 @@ class WarmService:
                     f"a VM named '{request.name}' already exists in project '{project}'",
                     hint="pick another name, or delete the existing VM first",
                 )
-            vm_id = uuid.uuid4().hex
-            folder = self.store.path(image.name)
-            config = self._config(request, warm, image, folder, vm_id, self._addresses())
-            if config.cloud_init is not None:
-                config = guest_files.with_ssh_forward(config, self.vms.port_owners(config))
-            files = self.vms.files(config)
-            reserved = {nic.address for nic in config.nics if nic.address}
-            self._reserved |= reserved
-            async with revert_on_error() as undo:
-                undo.push("release addresses", lambda: self._reserved.difference_update(reserved))
-                files.dir.mkdir(parents=True)
-                undo.push("remove VM folder", lambda: shutil.rmtree(files.dir, True))
-                await asyncio.to_thread(
-                    img.create_overlay, self.runner, folder / image.disk, files.disk,
-                    config.disk_size,
-                )  # fmt: skip
+            claimed = await self.standby.claim(image, request, project)
+            if claimed is not None:
+                return claimed
+            view, _ = await self.resume(request, image, warm, project)
+            return view
 
-                await asyncio.to_thread(guest_files.prepare, config, files, self.vms.host, None)
-                saved_mac = warm.config.nics[0].mac if warm.config.nics else ""
+    async def resume(
+        self,
+        request: VMCreate,
+        image: ImageManifest,
+        warm: WarmState,
+        project: str,
+        *,
+        standby: bool = False,
+    ) -> tuple[VMView, identity.IdentityPort | None]:
+        """Resume ``image``'s saved guest as new VM ``request.name`` (checked free) and
+        give it its identity. ``standby``: its identity script then waits for a final
+        name (identity.rename), over the identity port returned (None: the template's
+        guest has no such script; it cannot be a standby)."""
+        vm_id = uuid.uuid4().hex
+        folder = self.store.path(image.name)
+        config = self._config(request, warm, image, folder, vm_id, self._addresses())
+        if config.cloud_init is not None:
+            config = guest_files.with_ssh_forward(config, self.vms.port_owners(config))
+        files = self.vms.files(config)
+        reserved = {nic.address for nic in config.nics if nic.address}
+        self._reserved |= reserved
+        async with revert_on_error() as undo:
+            undo.push("release addresses", lambda: self._reserved.difference_update(reserved))
+            files.dir.mkdir(parents=True)
+            undo.push("remove VM folder", lambda: shutil.rmtree(files.dir, True))
+            await asyncio.to_thread(
+                img.create_overlay, self.runner, folder / image.disk, files.disk,
+                config.disk_size,
+            )  # fmt: skip
 
-                # Made on the host while the guest resumes (see identity.HostKeyMaker).
-                host_keys = (
-                    asyncio.ensure_future(asyncio.to_thread(self.host_keys.make, config.name))
-                    if config.agent
-                    else None
+            await asyncio.to_thread(guest_files.prepare, config, files, self.vms.host, None)
+            saved_mac = warm.config.nics[0].mac if warm.config.nics else ""
+
+            # Made on the host while the guest resumes (see identity.HostKeyMaker).
+            host_keys = (
+                asyncio.ensure_future(asyncio.to_thread(self.host_keys.make, config.name))
+                if config.agent
+                else None
+            )
+
+            # Connected before the guest runs, as when it was saved (IdentityPort).
+            ports: list[identity.IdentityPort] = []
+
+            async def loaded() -> None:
+                if config.identity_channel and warm.listener is not None and config.nics:
+                    ports.append(await identity.IdentityPort.connect(files.identity_socket))
+
+            async def ready(runtime: Runtime) -> None:
+                t0 = time.monotonic()
+                mac = config.nics[0].mac
+                if host_keys is not None:
+                    agent = self.vms.agent(config)
+                    keys = await host_keys
+                    await identity.by_agent(
+                        agent,
+                        config.name,
+                        saved_mac,
+                        mac,
+                        vm_id,
+                        keys,
+                        listener=warm.listener,
+                        port=ports[0] if ports else None,
+                        again=standby,
+                    )
+                else:
+                    await identity.by_console(files, config.name, mac, vm_id)
+                log.info(
+                    "VM %s: resumed %.3f s after QEMU started; new identity in %.3f s",
+                    config.name,
+                    t0 - runtime.started,
+                    time.monotonic() - t0,
                 )
 
-                # Connected before the guest runs, as when it was saved (IdentityPort).
-                ports: list[identity.IdentityPort] = []
-
-                async def loaded() -> None:
-                    if config.identity_channel and warm.listener is not None and config.nics:
-                        ports.append(await identity.IdentityPort.connect(files.identity_socket))
-
-                async def ready(runtime: Runtime) -> None:
-                    t0 = time.monotonic()
-                    mac = config.nics[0].mac
-                    if host_keys is not None:
-                        agent = self.vms.agent(config)
-                        keys = await host_keys
-                        await identity.by_agent(
-                            agent,
-                            config.name,
-                            saved_mac,
-                            mac,
-                            vm_id,
-                            keys,
-                            listener=warm.listener,
-                            port=ports[0] if ports else None,
-                        )
-                    else:
-                        await identity.by_console(files, config.name, mac, vm_id)
-                    log.info(
-                        "VM %s: resumed %.3f s after QEMU started; new identity in %.3f s",
-                        config.name,
-                        t0 - runtime.started,
-                        time.monotonic() - t0,
-                    )
-
-                try:
-                    view = await self.vms.adopt_copy(
-                        config,
-                        start=True,
-                        project=project,
-                        memory=SavedGuest(
-                            folder / warm.memory,
-                            ram=folder / warm.ram if warm.ram else None,
-                            loaded=loaded,
-                        ),
-                        ready=ready if config.nics else None,
-                    )
-                finally:
-                    for port in ports:
-                        port.close()
-            self._reserved -= reserved  # in the database now
-            return view
+            try:
+                view = await self.vms.adopt_copy(
+                    config,
+                    start=True,
+                    project=project,
+                    memory=SavedGuest(
+                        folder / warm.memory,
+                        ram=folder / warm.ram if warm.ram else None,
+                        loaded=loaded,
+                    ),
+                    ready=ready if config.nics else None,
+                )
+            except BaseException:
+                for port in ports:
+                    port.close()
+                raise
+        self._reserved -= reserved  # in the database now
+        held = ports[0] if ports else None
+        if held is not None and not standby:
+            held.close()
+            held = None
+        return view, held
 
     def _addresses(self) -> set[str]:
         taken = set(self._reserved)

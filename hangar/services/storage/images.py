@@ -85,6 +85,13 @@ class ImageStore:
                     removed.append(entry.name)
         return removed
 
+    def write(self, manifest: ImageManifest) -> None:
+        """Replace installed image ``manifest.name``'s manifest (whole: renamed over)."""
+        target = self.path(manifest.name) / MANIFEST
+        tmp = target.with_name(f".{MANIFEST}.tmp")
+        tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+        tmp.replace(target)
+
     def file(self, name: str, member: str) -> Path:
         return self.path(name) / member
 

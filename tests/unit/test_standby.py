@@ -1,0 +1,63 @@
+"""Which warm templates can keep standby VMs, and which launches a standby VM serves."""
+
+from __future__ import annotations
+
+from hangar.services.snapshots.standby import _claimed, can_stand_by, fits, unfit_source
+from hangar.spec.image import WarmState
+from hangar.spec.resolve import resolve
+from hangar.spec.vm import CloudInit, NicConfig, NicCreate, PortForward, VMConfig, VMCreate
+from tests.support.factories import host_facts, tiny_manifest
+
+K2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK2 me@host"
+
+
+def _source(**update: object) -> VMConfig:
+    config = resolve(
+        VMCreate(name="src", image="tiny"),
+        tiny_manifest(),
+        host_facts(),
+        vm_id="a" * 32,
+        kernel_path="/k",
+        initrd_path=None,
+    )
+    fields: dict[str, object] = {"agent": True, "identity_channel": True}
+    return config.model_copy(update={**fields, **update})
+
+
+def _warm(config: VMConfig, listener: int | None = 812) -> WarmState:
+    return WarmState(memory="state.bin", ram="ram.img", listener=listener, config=config)
+
+
+def test_only_guests_waiting_on_the_identity_port_with_user_nics_can_stand_by() -> None:
+    assert unfit_source(_source()) is None
+    assert can_stand_by(_warm(_source())) is None
+    assert "identity port" in (unfit_source(_source(agent=False)) or "")
+    assert "identity port" in (unfit_source(_source(identity_channel=False)) or "")
+    network = NicConfig(type="network", mac="52:54:00:00:00:01", forwards=(), network="lan")
+    assert "user-mode" in (unfit_source(_source(nics=(network,))) or "")
+    assert "user-mode" in (unfit_source(_source(nics=())) or "")
+    # Saved without its waiting script: nothing would answer a claim.
+    assert "did not start" in (can_stand_by(_warm(_source(), listener=None)) or "")
+
+
+def test_a_standby_serves_launches_that_ask_for_a_name_only() -> None:
+    warm = _warm(_source())
+    assert fits(VMCreate(name="web", image="t"), warm)
+    assert fits(VMCreate(name="web", image="t", ssh_keys=(K2,)), warm)
+    assert fits(VMCreate(name="web", image="t", disk=warm.config.disk_size), warm)
+    assert not fits(VMCreate(name="web", image="t", disk=warm.config.disk_size * 2), warm)
+    forward = PortForward(host_port=8080, guest_port=80)
+    assert not fits(VMCreate(name="web", image="t", nics=(NicCreate(forwards=(forward,)),)), warm)
+    assert fits(VMCreate(name="web", image="t", nics=(NicCreate(),)), warm)
+
+
+def test_a_claimed_config_changes_the_name_and_cloud_init_settings_only() -> None:
+    seeded = _source(cloud_init=CloudInit(hostname="standby-1", user="debian", ssh_keys=("k1",)))
+    claimed = _claimed(seeded, VMCreate(name="web", image="t", ssh_keys=(K2,)))
+    assert claimed.name == "web"
+    assert claimed.cloud_init is not None and seeded.cloud_init is not None
+    assert (claimed.cloud_init.hostname, claimed.cloud_init.ssh_keys) == ("web", (K2,))
+    assert claimed.model_copy(update={"name": "src", "cloud_init": seeded.cloud_init}) == seeded
+    # No keys asked for: the template's stay.
+    kept = _claimed(seeded, VMCreate(name="web", image="t"))
+    assert kept.cloud_init is not None and kept.cloud_init.ssh_keys == ("k1",)
