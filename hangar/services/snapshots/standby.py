@@ -226,6 +226,9 @@ class StandbyPool:
         except (OSError, TimeoutError, HangarError) as exc:
             # Only slower: the claim still works.
             log.warning("standby VM %s: sshd not warmed up (%s)", name, exc)
+        except BaseException:  # cancelled (drained): it is in no list yet
+            await self._discard(entry)
+            raise
         return entry
 
     async def _discard(self, entry: Standby) -> None:
