@@ -32,10 +32,11 @@ class FakePort:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.closed = False
+        self.answer = "ok eth0 10.0.2.20 random=1,done=2"
 
     async def exchange(self, data: Callable[[], bytes]) -> str:
         self.sent.append(data())
-        return "ok eth0 10.0.2.20 random=1,done=2"
+        return self.answer
 
     def close(self) -> None:
         self.closed = True
@@ -195,6 +196,18 @@ async def test_a_dead_standby_is_dropped_and_the_launch_resumes_instead(pool: St
     assert await pool.claim(image, VMCreate(name="web", image="tw"), "default") is None
     assert pool.vms.repo.find(name, PROJECT) is None and pool.vms.repo.find("web") is None
     assert _fake(pool).ports[0].closed
+
+
+async def test_a_guest_that_fails_the_rename_is_dropped_and_nothing_moves(
+    pool: StandbyPool,
+) -> None:
+    await pool.start()
+    [name] = await _filled(pool, 1)
+    _fake(pool).ports[0].answer = "fail 1 /etc/hostname: Read-only file system"
+    image = pool.warm.store.get("tw")
+    assert await pool.claim(image, VMCreate(name="web", image="tw"), "default") is None
+    assert pool.vms.repo.find("web") is None and pool.vms.repo.find(name, PROJECT) is None
+    assert _fake(pool).vms.deleted == [name] and pool.view("tw").ready == []
 
 
 async def test_launches_that_ask_for_more_than_a_name_leave_the_standby(

@@ -71,6 +71,9 @@ class Standby:
     name: str
     mac: str
     port: identity.IdentityPort  # held connected: the script waits on it
+    # A claim was interrupted after it wrote to the port: the next answer there
+    # would be that claim's, so it cannot be claimed again.
+    spoiled: bool = False
 
 
 def unfit_source(config: VMConfig) -> str | None:
@@ -262,7 +265,10 @@ class StandbyPool:
             await self._discard(entry)
             return None
         except BaseException:
-            ready.insert(0, entry)  # the quota said no: it stays a standby
+            if entry.spoiled:
+                await self._discard(entry)
+            else:
+                ready.insert(0, entry)  # the quota said no: it stays a standby
             raise
         finally:
             # Later: a new standby's resume would take CPU from the VM just claimed
@@ -288,10 +294,16 @@ class StandbyPool:
                     macs = [nic.mac for nic in config.nics]
                     seed = render_seed(config.cloud_init, config.id, macs)
                     await asyncio.to_thread(write_seed_iso, seed, vms.files(config).seed)
+                entry.spoiled = True
                 await identity.rename(entry.port, request.name, entry.mac)
-            except HangarError as exc:
+            except BaseException as exc:
                 vms.repo.move(entry.vm_id, PROJECT, record.config)  # then discarded
-                raise _Unclaimable(exc.message) from exc
+                if isinstance(exc, HangarError):
+                    raise _Unclaimable(exc.message) from exc
+                if isinstance(exc, Exception):
+                    raise _Unclaimable(str(exc)) from exc
+                entry.spoiled = True
+                raise
             runtime.name = request.name
         entry.port.close()
         return await vms.get(request.name, project)
