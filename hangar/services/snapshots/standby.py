@@ -40,7 +40,7 @@ from hangar.services.lifecycle import PowerState
 from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
 from hangar.spec.image import ImageManifest, WarmState
-from hangar.spec.vm import VMConfig, VMCreate
+from hangar.spec.vm import CloudInit, VMConfig, VMCreate
 from hangar.state.projects import ProjectRepository
 
 if TYPE_CHECKING:
@@ -313,17 +313,24 @@ class _Unclaimable(Exception):
     pass
 
 
+def launched_seed(cloud_init: CloudInit | None, request: VMCreate) -> CloudInit | None:
+    """The seed settings of a VM made from a warm template as ``request`` asks: its
+    name, and the caller's keys and user-data when given (they take effect at the
+    guest's next boot, as a new cloud-init instance). Pure."""
+    if cloud_init is None:
+        return None
+    return cloud_init.model_copy(
+        update={
+            "hostname": request.name,
+            "ssh_keys": request.ssh_keys or cloud_init.ssh_keys,
+            "user_data": request.user_data or cloud_init.user_data,
+        }
+    )
+
+
 def _claimed(config: VMConfig, request: VMCreate) -> VMConfig:
     """A standby VM's config under the name (and cloud-init settings) ``request`` asks."""
-    cloud_init = config.cloud_init
-    if cloud_init is not None:
-        cloud_init = cloud_init.model_copy(
-            update={
-                "hostname": request.name,
-                "ssh_keys": request.ssh_keys or cloud_init.ssh_keys,
-                "user_data": request.user_data or cloud_init.user_data,
-            }
-        )
+    cloud_init = launched_seed(config.cloud_init, request)
     return config.model_copy(update={"name": request.name, "cloud_init": cloud_init})
 
 

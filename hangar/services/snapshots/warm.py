@@ -34,7 +34,7 @@ from hangar.services.qmp import migration
 from hangar.services.qmp.migration import SavedGuest
 from hangar.services.snapshots import identity, ram
 from hangar.services.snapshots import settle as settling
-from hangar.services.snapshots.standby import StandbyPool
+from hangar.services.snapshots.standby import StandbyPool, launched_seed
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
@@ -473,17 +473,7 @@ class WarmService:
                 "initrd": str(folder / image.initrd) if image.initrd else None,
             }
         )
-        cloud_init = saved.cloud_init
-        if cloud_init is not None:
-            # Its own seed: the name, and the caller's keys and user-data when given
-            # (they take effect at the guest's next boot, as a new cloud-init instance).
-            cloud_init = cloud_init.model_copy(
-                update={
-                    "hostname": request.name,
-                    "ssh_keys": request.ssh_keys or cloud_init.ssh_keys,
-                    "user_data": request.user_data or cloud_init.user_data,
-                }
-            )
+        cloud_init = launched_seed(saved.cloud_init, request)  # its own seed
         return saved.model_copy(
             update={
                 "id": vm_id,
