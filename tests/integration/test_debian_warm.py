@@ -126,6 +126,8 @@ def test_launches_claim_standby_vms_which_are_made_again(
     try:
         standby = ready_standby(client, template)
         assert standby["project"] == "_standby" and standby["state"] == "running"
+        shown = daemon.cli("image", "standby", template)
+        assert shown.code == 0 and f"1 standby VM(s); ready: {standby['name']}" in shown.stdout
         assert standby["name"] not in [v["name"] for v in client.vms()]
 
         vm = client.launch({"name": "dw-s", "image": template})
