@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hangar.client.client import ApiError, Client
@@ -109,6 +110,18 @@ def ready_standby(client: Client, template: str, timeout: float = 180) -> dict[s
     raise AssertionError(f"no standby VM of {template} ready in {timeout} s")
 
 
+def wait_http(port: int, path: str, timeout: float = 60) -> str:
+    """The body of GET ``path`` on 127.0.0.1:``port``, once something answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).text
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def alive(pid: object) -> bool:
     try:
         os.kill(int(str(pid)), 0)
@@ -149,29 +162,42 @@ def test_launches_claim_standby_vms_which_are_made_again(
         # Another standby VM takes its place.
         second = ready_standby(client, template)
         assert second["id"] != standby["id"]
-        # A launch that asks for more than a name resumes the template as before.
-        nics = [{"forwards": [{"host_port": free_port(), "guest_port": 8080}]}]
+        # A launch with a forward of its own to sshd resumes the template as before.
+        nics = [{"forwards": [{"host_port": free_port(), "guest_port": 22}]}]
         other = client.launch({"name": "dw-f", "image": template, "nics": nics})
         assert other["id"] != second["id"] and client.standby(template)["ready"] == [second["name"]]
         assert facts(client, "dw-f")["hostname"] == "dw-f"
+        # One with other forwards claims the standby VM, which gets them while it runs.
+        port = free_port()
+        nics = [{"forwards": [{"host_port": port, "guest_port": 8000}]}]
+        web = client.launch({"name": "dw-h", "image": template, "nics": nics})
+        assert web["id"] == second["id"]
+        assert {f["host_port"]: f["guest_port"] for f in web["forwards"]}[port] == 8000
+        client.exec(
+            "dw-h",
+            ["sh", "-c", "cd /etc && (setsid python3 -m http.server 8000 >/dev/null 2>&1 &)"],
+        )
+        assert wait_http(port, "/hostname") == "dw-h\n"
+        third = ready_standby(client, template)
 
         # hangard killed: the standby VM it left is replaced when it starts again.
         daemon.kill()
-        assert alive(second["pid"])
+        assert alive(third["pid"])
         daemon.start()
         with daemon.client() as fresh:
-            assert not alive(second["pid"])
-            third = ready_standby(fresh, template)
-            assert third["id"] != second["id"]
-            assert {v["name"] for v in fresh.vms(all_projects=True)} >= {"dw-s", "dw-f", SOURCE}
+            assert not alive(third["pid"])
+            fourth = ready_standby(fresh, template)
+            assert fourth["id"] != third["id"]
+            users = {"dw-s", "dw-f", "dw-h"}
+            assert {v["name"] for v in fresh.vms(all_projects=True)} >= {*users, SOURCE}
 
             # While VMs use the template it stays, and so does its standby VM.
             with pytest.raises(ApiError) as in_use:
                 fresh.delete_image(template)
             assert in_use.value.status == 409
-            assert sorted(in_use.value.details["vms"]) == ["dw-f", "dw-s"]
+            assert sorted(in_use.value.details["vms"]) == sorted(users)
             assert ready_standby(fresh, template)["project"] == "_standby"
-            for name in ("dw-s", "dw-f"):
+            for name in users:
                 fresh.delete(name, force=True)
             # Deleting it takes its standby VMs first.
             last = ready_standby(fresh, template)
@@ -182,6 +208,6 @@ def test_launches_claim_standby_vms_which_are_made_again(
         with daemon.client() as fresh:
             with contextlib.suppress(ApiError):
                 fresh.set_standby(template, 0)
-            for name in ("dw-s", "dw-f"):
+            for name in ("dw-s", "dw-f", "dw-h"):
                 with contextlib.suppress(ApiError):
                     fresh.delete(name, force=True)

@@ -47,8 +47,11 @@ def test_a_standby_serves_launches_that_ask_for_a_name_only() -> None:
     assert fits(VMCreate(name="web", image="t", disk=warm.config.disk_size), warm)
     assert not fits(VMCreate(name="web", image="t", disk=warm.config.disk_size * 2), warm)
     forward = PortForward(host_port=8080, guest_port=80)
-    assert not fits(VMCreate(name="web", image="t", nics=(NicCreate(forwards=(forward,)),)), warm)
+    assert fits(VMCreate(name="web", image="t", nics=(NicCreate(forwards=(forward,)),)), warm)
     assert fits(VMCreate(name="web", image="t", nics=(NicCreate(),)), warm)
+    # A standby VM forwards a port of its own to sshd: not the caller's.
+    ssh = PortForward(host_port=2222, guest_port=22)
+    assert not fits(VMCreate(name="web", image="t", nics=(NicCreate(forwards=(ssh,)),)), warm)
 
 
 def test_a_claimed_config_changes_the_name_and_cloud_init_settings_only() -> None:
@@ -61,3 +64,13 @@ def test_a_claimed_config_changes_the_name_and_cloud_init_settings_only() -> Non
     # No keys asked for: the template's stay.
     kept = _claimed(seeded, VMCreate(name="web", image="t"))
     assert kept.cloud_init is not None and kept.cloud_init.ssh_keys == ("k1",)
+
+
+def test_a_claimed_config_adds_the_asked_forwards_after_its_own() -> None:
+    own = PortForward(host_port=40022, guest_port=22)
+    nic = _source().nics[0]
+    seeded = _source(nics=(nic.model_copy(update={"forwards": (own,)}),))
+    web = PortForward(host_port=8080, guest_port=80)
+    claimed = _claimed(seeded, VMCreate(name="web", image="t", nics=(NicCreate(forwards=(web,)),)))
+    assert claimed.nics[0].forwards == (own, web)
+    assert _claimed(seeded, VMCreate(name="web", image="t")).nics == seeded.nics

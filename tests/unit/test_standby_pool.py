@@ -6,6 +6,7 @@ the launch resumes the template instead), the launch asks for more than a name."
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hangar.errors import QuotaExceeded
+from hangar.errors import Conflict, QuotaExceeded
 from hangar.services.lifecycle import PowerState
 from hangar.services.snapshots import standby as standby_module
 from hangar.services.snapshots.standby import PROJECT, StandbyPool
@@ -42,10 +43,21 @@ class FakePort:
         self.closed = True
 
 
+class FakeMonitor:
+    def __init__(self) -> None:
+        self.hmp: list[str] = []
+
+    async def execute(self, command: str, arguments: dict[str, str]) -> str:
+        assert command == "human-monitor-command"
+        self.hmp.append(arguments["command-line"])
+        return ""  # HMP's success
+
+
 class FakeRuntime:
     def __init__(self, name: str) -> None:
         self.name = name
         self.state = PowerState.RUNNING
+        self.monitor = FakeMonitor()
 
     async def power_state(self) -> PowerState:
         return self.state
@@ -66,6 +78,9 @@ class FakeVMs:
     def quota_check(self, project: str, config: VMConfig) -> None:
         if self.quota is not None:
             self.quota(project, config)
+
+    def port_owners(self, config: VMConfig) -> dict[tuple[str, int], str]:
+        return {}
 
     def files(self, config: VMConfig) -> Any:
         return SimpleNamespace(seed=self.paths.vm_dir(config.id) / "seed.iso")
@@ -210,15 +225,91 @@ async def test_a_guest_that_fails_the_rename_is_dropped_and_nothing_moves(
     assert _fake(pool).vms.deleted == [name] and pool.view("tw").ready == []
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _with_forward(port: int) -> VMCreate:
+    forward = PortForward(host_port=port, guest_port=80)
+    return VMCreate(name="web", image="tw", nics=(NicCreate(forwards=(forward,)),))
+
+
+async def test_a_claim_adds_the_launch_port_forwards_to_the_running_vm(
+    pool: StandbyPool,
+) -> None:
+    await pool.start()
+    [name] = await _filled(pool, 1)
+    runtime = _fake(pool).vms.runtimes[pool.vms.repo.get(name, PROJECT).id]
+    port = free_port()
+    claimed = await pool.claim(pool.warm.store.get("tw"), _with_forward(port), "default")
+    assert claimed is not None
+    assert runtime.monitor.hmp == [f"hostfwd_add net0 tcp:127.0.0.1:{port}-:80"]
+    assert [f.host_port for f in pool.vms.repo.get("web").config.nics[0].forwards] == [port]
+
+
+async def test_a_forward_qemu_refuses_is_undone_and_the_standby_dropped(
+    pool: StandbyPool,
+) -> None:
+    await pool.start()
+    [name] = await _filled(pool, 1)
+    runtime = _fake(pool).vms.runtimes[pool.vms.repo.get(name, PROJECT).id]
+    web, api = free_port(), free_port()
+    request = VMCreate(
+        name="web",
+        image="tw",
+        nics=(
+            NicCreate(
+                forwards=(
+                    PortForward(host_port=web, guest_port=80),
+                    PortForward(host_port=api, guest_port=8080),
+                )
+            ),
+        ),
+    )
+    calls = 0
+
+    async def second_refused(command: str, arguments: dict[str, str]) -> str:
+        nonlocal calls
+        runtime.monitor.hmp.append(arguments["command-line"])
+        calls += 1
+        return "could not set up host forwarding rule" if calls == 2 else ""
+
+    runtime.monitor.execute = second_refused  # type: ignore[method-assign]
+    assert await pool.claim(pool.warm.store.get("tw"), request, "default") is None
+    assert runtime.monitor.hmp == [
+        f"hostfwd_add net0 tcp:127.0.0.1:{web}-:80",
+        f"hostfwd_add net0 tcp:127.0.0.1:{api}-:8080",
+        f"hostfwd_remove net0 tcp:127.0.0.1:{web}",
+    ]
+    assert pool.vms.repo.find("web") is None and pool.vms.repo.find(name, PROJECT) is None
+
+
+async def test_a_forward_to_a_taken_port_is_refused_and_the_standby_stays(
+    pool: StandbyPool,
+) -> None:
+    await pool.start()
+    [name] = await _filled(pool, 1)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        with pytest.raises(Conflict, match="not available"):
+            await pool.claim(pool.warm.store.get("tw"), _with_forward(taken), "default")
+    assert pool.view("tw").ready == [name] and pool.vms.repo.find("web") is None
+
+
 async def test_launches_that_ask_for_more_than_a_name_leave_the_standby(
     pool: StandbyPool,
 ) -> None:
     await pool.start()
     [name] = await _filled(pool, 1)
     image = pool.warm.store.get("tw")
-    forward = PortForward(host_port=8080, guest_port=80)
+    ssh = PortForward(host_port=free_port(), guest_port=22)
     asks = [
-        VMCreate(name="web", image="tw", nics=(NicCreate(forwards=(forward,)),)),
+        VMCreate(name="web", image="tw", nics=(NicCreate(forwards=(ssh,)),)),
         VMCreate(name="web", image="tw", disk=2 * image.disk_virtual_size),
     ]
     for request in asks:

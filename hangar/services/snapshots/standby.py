@@ -11,10 +11,11 @@ the identity port. A launch that fits claims one: the VM moves to the caller's
 project under the caller's name, the guest takes that hostname over the port, and a
 new standby is made in the background.
 
-A claim only changes the name, so it serves launches that ask for nothing else: no
-port forwards of their own, the template's disk size, user-mode NICs (a managed
-network would need the VM attached in the caller's project). Others, and launches
-that find no standby ready, resume the template as usual. Standby VMs are deleted
+A claim changes the name and adds the launch's port forwards (HMP hostfwd_add), so
+it serves launches that ask for nothing else: the template's disk size, no forward
+to sshd (a standby VM has its own), user-mode NICs (a managed network would need
+the VM attached in the caller's project). Others, and launches that find no
+standby ready, resume the template as usual. Standby VMs are deleted
 when hangard stops and made again when it starts: they hold nothing of anyone's.
 """
 
@@ -35,16 +36,19 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel
 
 from hangar.errors import HangarError, InvalidInput, NotFound, QemuFailed
+from hangar.services import ports
 from hangar.services.guest_files import SSH_PORT
 from hangar.services.lifecycle import PowerState
+from hangar.services.qemu.argv import nic_device
 from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
 from hangar.spec.image import ImageManifest, WarmState
-from hangar.spec.vm import CloudInit, VMConfig, VMCreate
+from hangar.spec.vm import CloudInit, PortForward, VMConfig, VMCreate
 from hangar.state.projects import ProjectRepository
 
 if TYPE_CHECKING:
     from hangar.services.snapshots.warm import WarmService
+    from hangar.services.supervisor import Runtime
     from hangar.services.vms import VMService, VMView
 
 log = logging.getLogger(__name__)
@@ -98,9 +102,12 @@ def can_stand_by(warm: WarmState) -> str | None:
 
 
 def fits(request: VMCreate, warm: WarmState) -> bool:
-    """Whether a claimed standby VM is what ``request`` asks for: nothing but a name
-    (and cloud-init settings, which only its seed holds). Pure."""
-    if request.nics is not None and any(n.forwards for n in request.nics):
+    """Whether a claimed standby VM is what ``request`` asks for: a name, cloud-init
+    settings (which only its seed holds) and port forwards (added to the running
+    VM), but not one to sshd, which a standby VM forwards already. Pure."""
+    if request.nics is not None and any(
+        f.guest_port == SSH_PORT for nic in request.nics for f in nic.forwards
+    ):
         return False
     return request.disk is None or request.disk == warm.config.disk_size
 
@@ -284,12 +291,24 @@ class StandbyPool:
         if await runtime.power_state() is not PowerState.RUNNING:
             raise _Unclaimable("it is not running")
         config = _claimed(record.config, request)
+        added = [
+            (i, fwd)
+            for i, nic in enumerate(config.nics)
+            for fwd in nic.forwards
+            if fwd not in record.config.nics[i].forwards
+        ]
         async with vms.locks[entry.vm_id]:
             async with vms.locks[f"project:{project}"]:
+                ports.check_free((fwd for _, fwd in added), owners=vms.port_owners(config))
                 if vms.quota_check is not None:
                     vms.quota_check(project, config)
                 vms.repo.move(entry.vm_id, project, config)
+            forwarded: list[str] = []
             try:
+                for i, fwd in added:
+                    add, remove = _hostfwd(config, i, fwd)
+                    await _hmp(runtime, f"hostfwd_add {add}")
+                    forwarded.append(remove)
                 if config.cloud_init is not None:
                     macs = [nic.mac for nic in config.nics]
                     seed = render_seed(config.cloud_init, config.id, macs)
@@ -298,6 +317,9 @@ class StandbyPool:
                 await identity.rename(entry.port, request.name, entry.mac)
             except BaseException as exc:
                 vms.repo.move(entry.vm_id, PROJECT, record.config)  # then discarded
+                for remove in forwarded:
+                    with contextlib.suppress(HangarError):
+                        await _hmp(runtime, f"hostfwd_remove {remove}")
                 if isinstance(exc, HangarError):
                     raise _Unclaimable(exc.message) from exc
                 if isinstance(exc, Exception):
@@ -329,9 +351,33 @@ def launched_seed(cloud_init: CloudInit | None, request: VMCreate) -> CloudInit 
 
 
 def _claimed(config: VMConfig, request: VMCreate) -> VMConfig:
-    """A standby VM's config under the name (and cloud-init settings) ``request`` asks."""
+    """A standby VM's config under the name, cloud-init settings and with the port
+    forwards (after its own, to sshd) that ``request`` asks. Pure."""
     cloud_init = launched_seed(config.cloud_init, request)
-    return config.model_copy(update={"name": request.name, "cloud_init": cloud_init})
+    nics = tuple(
+        nic.model_copy(update={"forwards": (*nic.forwards, *request.nics[i].forwards)})
+        if request.nics is not None and i < len(request.nics)
+        else nic
+        for i, nic in enumerate(config.nics)
+    )
+    return config.model_copy(update={"name": request.name, "cloud_init": cloud_init, "nics": nics})
+
+
+def _hostfwd(config: VMConfig, index: int, fwd: PortForward) -> tuple[str, str]:
+    """HMP's hostfwd_add and hostfwd_remove arguments for ``fwd`` on NIC ``index``
+    (QEMU 7.2 has them in HMP only; as -netdev user,hostfwd= writes them)."""
+    nic = config.nics[index]
+    netdev = nic_device(config, index, nic)["netdev"]
+    host = f"{fwd.protocol}:{fwd.host_address}:{fwd.host_port}"
+    return f"{netdev} {host}-{nic.address or ''}:{fwd.guest_port}", f"{netdev} {host}"
+
+
+async def _hmp(runtime: Runtime, command: str) -> None:
+    """Run an HMP command; raise :class:`QemuFailed` with what it printed, if anything
+    (HMP reports errors as text, not as QMP errors)."""
+    said = await runtime.monitor.execute("human-monitor-command", {"command-line": command})
+    if str(said or "").strip():
+        raise QemuFailed(f"QEMU refused '{command}': {str(said).strip()}")
 
 
 async def warm_up_sshd(view: VMView, folder: Path) -> None:
