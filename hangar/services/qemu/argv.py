@@ -12,7 +12,7 @@ from pathlib import Path
 from hangar.errors import InvalidInput
 from hangar.host.accel import accel_args
 from hangar.host.facts import HostFacts
-from hangar.spec.vm import DataDisk, NicConfig, VMConfig, vm_uuid
+from hangar.spec.vm import DataDisk, NicConfig, PortForward, VMConfig, vm_uuid
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,12 @@ def _props(props: dict[str, str], first: str) -> str:
     return ",".join([props[first], *(f"{k}={v}" for k, v in rest.items())])
 
 
+def hostfwd_rule(nic: NicConfig, fwd: PortForward) -> str:
+    """A user-mode NIC's forward as slirp spells it (-netdev user,hostfwd=RULE and
+    HMP hostfwd_add): PROTO:HOSTADDR:HOSTPORT-GUESTADDR:GUESTPORT."""
+    return f"{fwd.protocol}:{fwd.host_address}:{fwd.host_port}-{nic.address or ''}:{fwd.guest_port}"
+
+
 def _nic_args(
     config: VMConfig, index: int, nic: NicConfig, incoming: bool, detached: bool
 ) -> list[str]:
@@ -200,11 +206,7 @@ def _nic_args(
     start = (nic.dhcp_start or nic.address) if incoming else nic.address
     if start:
         netdev.append(f"dhcpstart={start}")
-    for fwd in nic.forwards:
-        netdev.append(
-            f"hostfwd={fwd.protocol}:{fwd.host_address}:{fwd.host_port}"
-            f"-{nic.address or ''}:{fwd.guest_port}"
-        )
+    netdev += [f"hostfwd={hostfwd_rule(nic, fwd)}" for fwd in nic.forwards]
     return ["-netdev", ",".join(netdev), "-device", device]
 
 

@@ -39,7 +39,7 @@ from hangar.errors import HangarError, InvalidInput, NotFound, QemuFailed
 from hangar.services import ports
 from hangar.services.guest_files import SSH_PORT
 from hangar.services.lifecycle import PowerState
-from hangar.services.qemu.argv import nic_device
+from hangar.services.qemu.argv import hostfwd_rule, nic_device
 from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
 from hangar.spec.image import ImageManifest, WarmState
@@ -365,11 +365,11 @@ def _claimed(config: VMConfig, request: VMCreate) -> VMConfig:
 
 def _hostfwd(config: VMConfig, index: int, fwd: PortForward) -> tuple[str, str]:
     """HMP's hostfwd_add and hostfwd_remove arguments for ``fwd`` on NIC ``index``
-    (QEMU 7.2 has them in HMP only; as -netdev user,hostfwd= writes them)."""
+    (QEMU 7.2 has them in HMP only)."""
     nic = config.nics[index]
     netdev = nic_device(config, index, nic)["netdev"]
     host = f"{fwd.protocol}:{fwd.host_address}:{fwd.host_port}"
-    return f"{netdev} {host}-{nic.address or ''}:{fwd.guest_port}", f"{netdev} {host}"
+    return f"{netdev} {hostfwd_rule(nic, fwd)}", f"{netdev} {host}"
 
 
 async def _hmp(runtime: Runtime, command: str) -> None:
