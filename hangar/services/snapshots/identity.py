@@ -98,11 +98,7 @@ class HostKeyMaker:
         files = []
         for kind, key in keys.items():
             path = f"{SSH_DIR}/ssh_host_{kind}_key"
-            private = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
+            private = openssh_private(key)
             public = key.public_key().public_bytes(
                 serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
             )
@@ -263,13 +259,27 @@ async def by_agent(
             f"could not give the guest its new identity: {exc.message}",
             hint="a warm template of a cloud image needs qemu-guest-agent and perl in it",
         ) from exc
+    return _printed(ran, "the identity script failed in the guest")
+
+
+def _printed(ran: ExecResult, failure: str) -> str:
+    """What the identity script printed ("NIC ADDRESS"), or :class:`QemuFailed` saying
+    ``failure`` and why when it did not succeed."""
     if ran.exit_code != 0:
         raise QemuFailed(
-            f"the identity script failed in the guest (exit {ran.exit_code}): "
-            f"{ran.stderr.strip() or ran.stdout.strip()}",
+            f"{failure} (exit {ran.exit_code}): {ran.stderr.strip() or ran.stdout.strip()}",
             hint="see the guest's journal",
         )
     return ran.stdout.strip()
+
+
+def openssh_private(key: PrivateKeyTypes) -> bytes:
+    """``key`` as an unencrypted OpenSSH private key file."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
 
 
 async def rename(port: IdentityPort, name: str, mac: str) -> str:
@@ -289,13 +299,7 @@ async def rename(port: IdentityPort, name: str, mac: str) -> str:
             files=[],
         )
 
-    ran = await _over_port(port, data)
-    if ran.exit_code != 0:
-        raise QemuFailed(
-            f"the guest could not take the name '{name}' (exit {ran.exit_code}): "
-            f"{ran.stderr.strip()}"
-        )
-    return ran.stdout.strip()
+    return _printed(await _over_port(port, data), f"the guest could not take the name '{name}'")
 
 
 class IdentityPort:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pydantic import BaseModel
 
@@ -399,11 +398,7 @@ async def warm_up_sshd(view: VMView, folder: Path) -> None:
                 writer.close()
             return
         key = folder / f".warmup-{uuid.uuid4().hex[:8]}"
-        private = ed25519.Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
+        private = identity.openssh_private(ed25519.Ed25519PrivateKey.generate())
         key.touch(mode=0o600)
         try:
             key.write_bytes(private)
