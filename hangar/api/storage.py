@@ -18,9 +18,10 @@ from hangar.api.auth import HOST, OPERATE, Access
 from hangar.api.deps import platform_of
 from hangar.errors import InvalidInput
 from hangar.services.operations import Operation, OperationView
-from hangar.services.snapshots.standby import MAX_STANDBY, StandbyView, unfit_source
+from hangar.services.snapshots.standby import StandbyView, unfit_source
 from hangar.services.storage.exporter import ExportFormat
 from hangar.services.storage.formats import Format
+from hangar.spec.image import MAX_STANDBY
 from hangar.spec.vm import Size
 
 router = APIRouter(tags=["storage"])

@@ -15,6 +15,7 @@ from hangar.spec.units import format_size, parse_size
 # The CLI speaks only the API: these mirror the API's enums (see /openapi.json).
 FORMATS = ("qcow2", "raw", "vmdk", "vdi", "vhdx", "ova")
 EXPORT_FORMATS = ("qcow2", "raw", "vmdk", "vhdx", "ova")
+MAX_STANDBY = 8  # hangar.spec.image.MAX_STANDBY (importing it would load pydantic)
 NO_WAIT = click.option("--no-wait", is_flag=True, help="print the operation id and return at once")
 
 
@@ -134,7 +135,7 @@ def copy(source: str, name: str, full: bool, start: bool, no_wait: bool, fmt: st
 
 @image.command(name="standby")
 @click.argument("template")
-@click.argument("count", type=click.IntRange(0, 8), required=False)
+@click.argument("count", type=click.IntRange(0, MAX_STANDBY), required=False)
 @format_option
 @handle_errors
 def image_standby(template: str, count: int | None, fmt: str) -> None:
@@ -163,7 +164,7 @@ def image_standby(template: str, count: int | None, fmt: str) -> None:
 )
 @click.option(
     "--standby",
-    type=click.IntRange(0, 8),
+    type=click.IntRange(0, MAX_STANDBY),
     default=0,
     help="with --warm: keep N VMs resumed from it, which launches claim (fastest start)",
 )

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from hangar.spec.vm import VMConfig
 
 IMAGE_FORMAT_VERSION = 1
+# The most standby VMs a warm template keeps (services/snapshots/standby.py).
+MAX_STANDBY = 8
 
 
 class ImageDefaults(BaseModel):
@@ -40,7 +42,7 @@ class WarmState(BaseModel):
     # machine and devices, so launches render their QEMU command line from it.
     config: VMConfig
     # Standby VMs hangard keeps resumed and ready for launches to claim (standby.py).
-    standby: int = Field(default=0, ge=0, le=8)
+    standby: int = Field(default=0, ge=0, le=MAX_STANDBY)
 
 
 class ImageManifest(BaseModel):

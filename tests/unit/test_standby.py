@@ -74,3 +74,10 @@ def test_a_claimed_config_adds_the_asked_forwards_after_its_own() -> None:
     claimed = _claimed(seeded, VMCreate(name="web", image="t", nics=(NicCreate(forwards=(web,)),)))
     assert claimed.nics[0].forwards == (own, web)
     assert _claimed(seeded, VMCreate(name="web", image="t")).nics == seeded.nics
+
+
+def test_the_cli_mirrors_the_standby_limit() -> None:
+    from hangar.cli import storage as cli_storage
+    from hangar.spec.image import MAX_STANDBY
+
+    assert cli_storage.MAX_STANDBY == MAX_STANDBY

@@ -41,7 +41,7 @@ from hangar.services.lifecycle import PowerState
 from hangar.services.qemu.argv import hostfwd_rule, nic_device
 from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
-from hangar.spec.image import ImageManifest, WarmState
+from hangar.spec.image import MAX_STANDBY, ImageManifest, WarmState
 from hangar.spec.vm import CloudInit, PortForward, VMConfig, VMCreate
 from hangar.state.projects import ProjectRepository
 
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 # hangard's project for standby VMs: not a name a user can give a project.
 PROJECT = "_standby"
-MAX_STANDBY = 8
 # A template whose standby VMs keep failing to start is left without for a while.
 RETRIES = 3
 RETRY_DELAY = 5.0
