@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from hangar.host.facts import HostFacts
-from hangar.spec.image import ImageManifest
+from hangar.spec.image import ImageManifest, WarmState
+from hangar.spec.resolve import resolve
+from hangar.spec.vm import VMCreate
 
 
 def host_facts(**overrides: object) -> HostFacts:
@@ -58,3 +60,23 @@ def debian_manifest(**overrides: object) -> ImageManifest:
     }
     values.update(overrides)
     return ImageManifest.model_validate(values)
+
+
+def warm_state(listener: int | None = 812, **config: object) -> WarmState:
+    """A warm template's saved guest: a tiny VM with an agent and hangar's identity
+    port, its script waiting (``listener``); ``config`` overrides the VM's config."""
+    source = resolve(
+        VMCreate(name="src", image="tiny"),
+        tiny_manifest(),
+        host_facts(),
+        vm_id="f" * 32,
+        kernel_path="/k",
+        initrd_path=None,
+    )
+    fields: dict[str, object] = {"agent": True, "identity_channel": True, **config}
+    return WarmState(
+        memory="state.bin",
+        ram="ram.img",
+        listener=listener,
+        config=source.model_copy(update=fields),
+    )

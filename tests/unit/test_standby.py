@@ -4,24 +4,14 @@ from __future__ import annotations
 
 from hangar.services.snapshots.standby import _claimed, can_stand_by, fits, unfit_source
 from hangar.spec.image import WarmState
-from hangar.spec.resolve import resolve
 from hangar.spec.vm import CloudInit, NicConfig, NicCreate, PortForward, VMConfig, VMCreate
-from tests.support.factories import host_facts, tiny_manifest
+from tests.support.factories import warm_state
 
 K2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK2 me@host"
 
 
 def _source(**update: object) -> VMConfig:
-    config = resolve(
-        VMCreate(name="src", image="tiny"),
-        tiny_manifest(),
-        host_facts(),
-        vm_id="a" * 32,
-        kernel_path="/k",
-        initrd_path=None,
-    )
-    fields: dict[str, object] = {"agent": True, "identity_channel": True}
-    return config.model_copy(update={**fields, **update})
+    return warm_state(**update).config
 
 
 def _warm(config: VMConfig, listener: int | None = 812) -> WarmState:

@@ -21,12 +21,11 @@ from hangar.services.snapshots import standby as standby_module
 from hangar.services.snapshots.standby import PROJECT, StandbyPool
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.spec.image import ImageManifest, WarmState
-from hangar.spec.resolve import resolve
 from hangar.spec.vm import NicCreate, PortForward, VMConfig, VMCreate
 from hangar.state.db import Database
 from hangar.state.projects import ProjectRepository
 from hangar.state.vms import VMRepository
-from tests.support.factories import host_facts, tiny_manifest
+from tests.support.factories import tiny_manifest, warm_state
 
 
 class FakePort:
@@ -129,16 +128,7 @@ def pool(tmp_path: Path) -> StandbyPool:
     db = Database(tmp_path / "h.db")
     repo = VMRepository(db)
     store = ImageStore(tmp_path / "images")
-    source = resolve(
-        VMCreate(name="src", image="tiny"),
-        tiny_manifest(),
-        host_facts(),
-        vm_id="f" * 32,
-        kernel_path="/k",
-        initrd_path=None,
-    ).model_copy(update={"agent": True, "identity_channel": True})
-    warm = WarmState(memory="state.bin", ram="ram.img", listener=812, config=source)
-    manifest = tiny_manifest(name="tw", warm=warm)
+    manifest = tiny_manifest(name="tw", warm=warm_state())
     (store.path("tw")).mkdir(parents=True)
     (store.path("tw") / MANIFEST).write_text(manifest.model_dump_json())
     fake = FakeWarm(FakeVMs(repo, tmp_path / "vms"), store)
