@@ -8,10 +8,19 @@ rendered to a QEMU command line.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hangar.errors import InvalidInput
 from hangar.spec.units import parse_size
@@ -72,6 +81,20 @@ class PortForward(BaseModel):
     # unless the user asks for it.
     host_address: str = "127.0.0.1"
 
+    @field_validator("host_address")
+    @classmethod
+    def _ipv4_literal(cls, value: str) -> str:
+        # It is spliced into QEMU's option string (-netdev user,hostfwd=...) and an HMP
+        # command (hostfwd_add): anything but a dotted IPv4 literal could add options
+        # such as ",guestfwd=...-cmd:..." (a shell). slirp forwards IPv4 only.
+        try:
+            address = ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(
+                f"host address '{value}' is not an IPv4 address such as 127.0.0.1"
+            ) from None
+        return str(address)
+
     @classmethod
     def parse(cls, text: str) -> PortForward:
         """Parse ``[HOST_IP:]HOSTPORT:GUESTPORT[/tcp|udp]`` as the CLI's --forward takes it."""
@@ -91,8 +114,10 @@ class PortForward(BaseModel):
             values["host_address"] = parts[0]
         try:
             return cls.model_validate(values)
-        except ValueError as exc:
-            raise InvalidInput(f"port forward '{text}' is out of range", hint=hint) from exc
+        except ValidationError as exc:
+            bad_address = any(e["loc"] == ("host_address",) for e in exc.errors())
+            why = "names no IPv4 host address" if bad_address else "is out of range"
+            raise InvalidInput(f"port forward '{text}' {why}", hint=hint) from exc
 
 
 class NicCreate(BaseModel):

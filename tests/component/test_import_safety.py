@@ -175,6 +175,18 @@ def test_qcow2_to_vmdk_to_qcow2_round_trip(
 # --- unsafe images: refused, nothing left, decoy untouched -----------------------------
 
 
+def test_raw_file_that_is_not_whole_sectors_is_refused(store: ImageStore, tmp_path: Path) -> None:
+    # /etc/passwd-like text: qemu-img would happily call it a raw disk.
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 10)
+    assert text.stat().st_size % 512
+    with pytest.raises(UnsafeImage, match="multiple of 512 bytes"):
+        run_import(store, text, format="raw")
+    with pytest.raises(UnsafeImage, match="multiple of 512 bytes"):
+        run_import(store, text)  # detected as raw: the same refusal
+    assert_nothing_left(store)
+
+
 def test_qcow2_with_backing_file_naming_a_host_file(
     store: ImageStore, decoy: Path, tmp_path: Path
 ) -> None:

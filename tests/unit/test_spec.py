@@ -89,5 +89,24 @@ def test_port_forward_parse_rejects(text: str) -> None:
         PortForward.parse(text)
 
 
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1,guestfwd=tcp:10.0.2.9:1-cmd:sh", "localhost", "::1", "127.0.0.1 ", "1.2.3"],
+)
+def test_forward_host_address_must_be_an_ipv4_literal(address: str) -> None:
+    # The address is spliced into -netdev user,hostfwd=... and HMP hostfwd_add.
+    with pytest.raises(ValueError, match="not an IPv4 address"):
+        PortForward(host_port=8080, guest_port=80, host_address=address)
+    forward = {"host_port": 8080, "guest_port": 80, "host_address": address}
+    body = {"name": "a", "image": "tiny", "nics": [{"forwards": [forward]}]}
+    with pytest.raises(ValueError, match="not an IPv4 address"):
+        VMCreate.model_validate(body)
+
+
+def test_forward_parse_names_a_bad_host_address() -> None:
+    with pytest.raises(InvalidInput, match="names no IPv4 host address"):
+        PortForward.parse("evil,guestfwd=x:8080:80")
+
+
 def test_vm_uuid_is_canonical() -> None:
     assert vm_uuid("0123456789abcdef0123456789abcdef") == "01234567-89ab-cdef-0123-456789abcdef"

@@ -109,6 +109,22 @@ def looks_like(head: bytes) -> str | None:
     return None
 
 
+# A disk is a whole number of 512-byte sectors; a raw file that is not (a text
+# file, a truncated download, /etc/passwd) is not a disk image.
+SECTOR = 512
+
+
+def check_raw_size(size: int, *, what: str = "the image") -> None:
+    """Refuse a raw disk whose size is not a whole number of 512-byte sectors."""
+    if size % SECTOR:
+        raise UnsafeImage(
+            f"refusing {what}: as a raw disk its size ({size} bytes) would have to be a "
+            f"multiple of {SECTOR} bytes, and it is not: it is not a disk image",
+            hint="check that this is the disk you meant (a raw disk is whole 512-byte "
+            "sectors), or give its real format with --format",
+        )
+
+
 def check_header(head: bytes, claimed: Format, *, what: str = "the image") -> HeaderFacts:
     """Check that ``head`` is a safe image of format ``claimed``.
 

@@ -151,6 +151,8 @@ class Importer:
         with disk.open("rb") as f:
             head = f.read(formats.HEAD_SIZE)
             facts = formats.check_header(head, claimed, what=what)
+            if claimed == "raw":
+                formats.check_raw_size(os.fstat(f.fileno()).st_size, what=what)
             if claimed == "vmdk":
                 header = formats.vmdk_sparse_header(head, what)
                 f.seek(header.descriptor_offset)
