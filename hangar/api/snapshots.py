@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
 from hangar.errors import Conflict
+from hangar.names import check_name
 from hangar.services.operations import Operation, OperationView
 from hangar.services.snapshots.service import SnapshotView
-from hangar.spec.vm import check_name
 
 router = APIRouter(prefix="/1.0/vms/{name}/snapshots", tags=["snapshots"])
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hangar.errors import Conflict, NotFound, QemuFailed
+from hangar.names import check_name
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
@@ -41,7 +42,7 @@ from hangar.services.vms import VMService, VMView, link_boot_files
 from hangar.spec.image import ImageDefaults, ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id
-from hangar.spec.vm import VMConfig, check_name
+from hangar.spec.vm import VMConfig
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord
 
 BACKUP_POLL = 0.02

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel, ConfigDict, Field
 
-from hangar.errors import Conflict, InvalidInput, QuotaExceeded
+from hangar.errors import Conflict, QuotaExceeded
+from hangar.names import check_project
 from hangar.spec.units import format_size
 from hangar.spec.vm import VMConfig
 from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRecord, ProjectRepository
 from hangar.state.vms import DEFAULT_PROJECT, VMRepository
 from hangar.state.volumes import VolumeRepository
-
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
 class Quotas(BaseModel):
@@ -52,11 +49,7 @@ _LIMITS = (
 
 
 def check_project_name(name: str) -> None:
-    if not NAME.match(name):
-        raise InvalidInput(
-            f"invalid project name '{name}'",
-            hint="use 1-63 lowercase letters, digits and dashes, starting with a letter",
-        )
+    check_project(name)
 
 
 class ProjectService:

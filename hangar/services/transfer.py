@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, InvalidInput, NotFound
+from hangar.names import check_name
 from hangar.runner import CommandRunner
 from hangar.services.clones import backup
 from hangar.services.lifecycle import PowerState
@@ -31,7 +32,6 @@ from hangar.services.storage.importer import (
 from hangar.services.vms import VMService
 from hangar.spec.image import ImageManifest
 from hangar.spec.units import parse_size
-from hangar.spec.vm import check_name
 from hangar.state.vms import DEFAULT_PROJECT
 
 # Images whose kernel boots imported ext4 root disks, most preferred first.

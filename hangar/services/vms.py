@@ -30,6 +30,7 @@ from hangar.errors import (
     StateConflict,
 )
 from hangar.host.facts import HostFacts
+from hangar.names import check_name
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services import guest_files, ports
@@ -45,7 +46,7 @@ from hangar.services.undo import revert_on_error
 from hangar.spec.image import ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id, resolve
-from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate, check_name
+from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, InvalidInput, ResourceLimit
+from hangar.names import check_name, check_project, member
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
@@ -33,7 +34,7 @@ from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.units import format_size
-from hangar.spec.vm import DataDisk, check_name
+from hangar.spec.vm import DataDisk
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, now
 from hangar.state.volumes import PoolRecord, PoolRepository, VolumeRecord, VolumeRepository
 
@@ -153,7 +154,8 @@ class StorageService:
     @staticmethod
     def _file(volume: VolumeRecord, pool: PoolRecord) -> Path:
         # One folder per project: names are unique per project, not per pool.
-        return Path(pool.path) / volume.project / f"{volume.name}.{volume.format}"
+        folder = Path(pool.path) / check_project(volume.project)
+        return member(folder, f"{check_name(volume.name)}.{volume.format}", what="volume file")
 
     def _check_quota(self, project: str, extra: int) -> None:
         if self.disk_quota is not None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hangar.errors import InvalidInput
+from hangar.names import check_member, check_name
 from hangar.spec.vm import VMConfig
 
 IMAGE_FORMAT_VERSION = 1
@@ -44,6 +46,11 @@ class WarmState(BaseModel):
     # Standby VMs hangard keeps resumed and ready for launches to claim (standby.py).
     standby: int = Field(default=0, ge=0, le=MAX_STANDBY)
 
+    @field_validator("memory", "ram")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_file(value)
+
 
 class ImageManifest(BaseModel):
     """What ``image.json`` says. Paths are file names inside the image folder."""
@@ -76,3 +83,37 @@ class ImageManifest(BaseModel):
     default_user: str = ""
     # The guest runs qemu-guest-agent: VMs get its virtio-serial channel.
     agent: bool = False
+    # The project a template belongs to (a fork's): only that project lists and
+    # launches it. None: shared with every project (what the host administrator
+    # builds, imports or publishes, or shares with 'hangar image share').
+    project: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_name(value, what="image name")
+        except InvalidInput as exc:
+            raise ValueError(f"{exc.message}; {exc.hint}") from exc
+
+    @field_validator("kernel", "initrd", "disk")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        return None if value is None else _plain_file(value)
+
+    def files(self) -> tuple[str, ...]:
+        """The files of its folder that it names."""
+        named = (self.kernel, self.initrd, self.disk)
+        warm = (self.warm.memory, self.warm.ram) if self.warm else ()
+        return tuple(f for f in (*named, *warm) if f is not None)
+
+    def visible_to(self, project: str | None) -> bool:
+        """Whether a caller of ``project`` (None: the host administrator) may use it."""
+        return project is None or self.project is None or self.project == project
+
+
+def _plain_file(value: str) -> str:
+    try:
+        return check_member(value)
+    except InvalidInput as exc:
+        raise ValueError(f"{exc.message}; {exc.hint}") from exc

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.errors import Conflict, InvalidInput, NotFound
-from hangar.spec.vm import check_name
+from hangar.names import check_name
 
 NETWORK_FORMAT_VERSION = 1
 # The project of a network resolved without one (the default project).

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from hangar.errors import InvalidInput, ResourceLimit
 from hangar.host.facts import HostFacts
+from hangar.names import check_name
 from hangar.spec.image import ImageDefaults, ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.units import format_size
@@ -23,7 +24,6 @@ from hangar.spec.vm import (
     PortForward,
     VMConfig,
     VMCreate,
-    check_name,
 )
 
 # The Debian kernel with a small initramfs needs 96 MB; below that QEMU spins

@@ -23,11 +23,10 @@ from pydantic import (
 )
 
 from hangar.errors import InvalidInput
+from hangar.names import MAX_NAME, NAME_PATTERN
 from hangar.spec.units import parse_size
 
 CONFIG_FORMAT_VERSION = 1
-MAX_NAME = 63
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 # One OpenSSH public key line: type, base64 blob, optional comment.
 _SSH_KEY = re.compile(
@@ -36,23 +35,6 @@ _SSH_KEY = re.compile(
 )
 MAX_USER_DATA = 64 * 1024
 Firmware = Literal["bios", "uefi"]
-
-
-def check_name(name: str, *, what: str = "VM name") -> str:
-    """Validate a resource name: a DNS label (it becomes the guest's hostname).
-
-    Raises :class:`InvalidInput` with what to write instead.
-    """
-    hint = "use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
-    if not name:
-        raise InvalidInput(f"{what} must not be empty", hint=hint)
-    if len(name) > MAX_NAME:
-        raise InvalidInput(f"{what} '{name[:20]}…' is {len(name)} characters long", hint=hint)
-    if "/" in name or ".." in name:
-        raise InvalidInput(f"{what} '{name}' contains '/' or '..'", hint=hint)
-    if not _NAME.match(name):
-        raise InvalidInput(f"{what} '{name}' has characters that are not allowed", hint=hint)
-    return name
 
 
 def _size(value: object) -> object:
@@ -168,7 +150,7 @@ class VMCreate(BaseModel):
 
     # The schema states the rule; check_name enforces it with a clearer message.
     name: str = Field(
-        json_schema_extra={"pattern": _NAME.pattern, "minLength": 1, "maxLength": MAX_NAME}
+        json_schema_extra={"pattern": NAME_PATTERN, "minLength": 1, "maxLength": MAX_NAME}
     )
     # None only with ``iso``: a blank disk of ``disk`` bytes to install onto.
     image: str | None = None

@@ -2,8 +2,9 @@ import pytest
 from pydantic import ValidationError
 
 from hangar.errors import InvalidInput
+from hangar.names import check_name
 from hangar.spec.units import format_size, parse_size
-from hangar.spec.vm import PortForward, VMCreate, check_name, vm_uuid
+from hangar.spec.vm import PortForward, VMCreate, vm_uuid
 
 
 @pytest.mark.parametrize(

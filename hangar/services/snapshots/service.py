@@ -31,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, QemuFailed, StateConflict
+from hangar.names import check_name
 from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
 from hangar.services.operations import OperationCancelled
@@ -43,7 +44,7 @@ from hangar.services.snapshots import tree
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import RevertStack, revert_on_error
 from hangar.services.vms import VMService, VMView
-from hangar.spec.vm import VMConfig, check_name
+from hangar.spec.vm import VMConfig
 from hangar.state.snapshots import SnapshotRepository, new_record
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, HangarError, InvalidInput, StateConflict
+from hangar.names import check_name
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.clones import backup
@@ -41,7 +42,7 @@ from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView, link_boot_files
 from hangar.spec.image import ImageDefaults, ImageManifest, WarmState
 from hangar.spec.resolve import mac_from_id
-from hangar.spec.vm import NicConfig, VMConfig, VMCreate, check_name
+from hangar.spec.vm import NicConfig, VMConfig, VMCreate
 from hangar.state.projects import ProjectRepository
 from hangar.state.vms import DEFAULT_PROJECT
 

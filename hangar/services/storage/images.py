@@ -12,11 +12,16 @@ import builtins
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import ValidationError
+
 from hangar.errors import InvalidInput, NotFound
+from hangar.names import child
+from hangar.names import member as member_path
 from hangar.runner import CommandRunner
 from hangar.spec.image import IMAGE_FORMAT_VERSION, ImageDefaults, ImageManifest
 
@@ -51,7 +56,8 @@ class ImageStore:
         self.root = root
 
     def path(self, name: str) -> Path:
-        return self.root / name
+        """The folder of image or template ``name``: always an entry of the store."""
+        return child(self.root, name, what="image name")
 
     def list(self) -> list[ImageManifest]:
         images = []
@@ -59,7 +65,10 @@ class ImageStore:
             for entry in sorted(self.root.iterdir()):
                 manifest = entry / MANIFEST
                 if entry.is_dir() and not entry.name.startswith(".") and manifest.is_file():
-                    images.append(self._read(manifest))
+                    try:
+                        images.append(self._read(manifest))
+                    except InvalidInput:
+                        continue  # not made by hangar (or damaged): never offered
         return images
 
     def get(self, name: str) -> ImageManifest:
@@ -92,17 +101,31 @@ class ImageStore:
         tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
         tmp.replace(target)
 
-    def file(self, name: str, member: str) -> Path:
-        return self.path(name) / member
+    def file(self, name: str, filename: str) -> Path:
+        return member_path(self.path(name), filename, what=f"file of image '{name}'")
 
     def _read(self, manifest: Path) -> ImageManifest:
+        _check_made_here(manifest.parent)
+        _check_made_here(manifest)
         data = json.loads(manifest.read_text())
         if data.get("format_version") != IMAGE_FORMAT_VERSION:
             raise InvalidInput(
                 f"image at {manifest.parent} has format version {data.get('format_version')}",
                 hint=f"this hangar reads version {IMAGE_FORMAT_VERSION}; rebuild the image",
             )
-        return ImageManifest.model_validate(data)
+        try:
+            image = ImageManifest.model_validate(data)  # its file names are plain names
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"the manifest of image '{manifest.parent.name}' is not valid: "
+                f"{exc.errors()[0]['msg']}",
+                hint="delete the image ('hangar image delete') and build or import it again",
+            ) from exc
+        for filename in image.files():
+            path = member_path(manifest.parent, filename, what=f"file of image '{image.name}'")
+            if path.exists():
+                _check_made_here(path)
+        return image
 
     def build(
         self,
@@ -135,6 +158,22 @@ class ImageStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return manifest, True
+
+
+def _check_made_here(path: Path) -> None:
+    """Refuse what hangard did not write itself: an image folder, manifest or file that
+    another user owns, or that others may change, could name any file on the host as a
+    kernel or disk (or be a qcow2 whose backing file is one) and so hand it to a guest.
+    The store is private to hangard's user, so nothing else can put files there; this
+    also refuses what was put there by hand."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise InvalidInput(
+            f"'{path}' was not made by hangar (owner uid {info.st_uid}, mode "
+            f"{stat.S_IMODE(info.st_mode):o}, link: {stat.S_ISLNK(info.st_mode)})",
+            hint="hangar uses only images it built or imported; import the disk with "
+            "'hangar image import FILE' instead of copying it into the store",
+        )
 
 
 def _install(built: ImageManifest, tmp: Path, target: Path, digest: str) -> ImageManifest:
