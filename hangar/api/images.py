@@ -1,5 +1,6 @@
-"""Image routes. Images are global: every caller may read them; only the host
-administrator (the local socket) builds them, since they are shared by all projects.
+"""Image routes. Images the host administrator builds, imports or publishes are shared
+by every project; a fork's template belongs to its project alone (others get 404) until
+the host administrator shares it. Only the host administrator builds images.
 A build is an operation (202): poll ``/1.0/operations/{id}`` or cancel it with DELETE."""
 
 from __future__ import annotations
@@ -24,13 +25,29 @@ class ImageBuild(BaseModel):
 
 
 @router.get("")
-async def list_images(request: Request, _: Access = READ) -> list[ImageManifest]:
-    return platform_of(request).images.list()
+async def list_images(request: Request, scope: Access = READ) -> list[ImageManifest]:
+    """The images and templates the project may use: shared ones and its own."""
+    return platform_of(request).images.list(scope.filter)
 
 
 @router.get("/{name}")
-async def get_image(request: Request, name: str, _: Access = READ) -> ImageManifest:
-    return platform_of(request).images.get(name)
+async def get_image(request: Request, name: str, scope: Access = READ) -> ImageManifest:
+    return platform_of(request).images.get(name, scope.filter)
+
+
+class ImageShare(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # The one project that may use the template; null: every project.
+    project: str | None = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+
+
+@router.patch("/{name}")
+async def share_image(
+    request: Request, name: str, body: ImageShare, _: Access = HOST
+) -> ImageManifest:
+    """Give a template to one project, or (null) share it with every project."""
+    return platform_of(request).images.share(name, body.project)
 
 
 @router.post("", status_code=202)

@@ -4,9 +4,9 @@ Each of these can take minutes, so each is an operation (202): poll
 ``/1.0/operations/{id}`` for progress (percent as qemu-img or QEMU's backup job
 reports it), cancel it with DELETE; a cancelled one leaves nothing behind.
 
-Images and templates are shared by every project, and import and export read and
-write paths on the host: those are the host administrator's (the local socket).
-Copies stay in the caller's project.
+Images and templates the host administrator makes are shared by every project, and
+import and export read and write paths on the host: those are the host administrator's
+(the local socket). Copies, and a fork's template, stay in the caller's project.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, OPERATE, Access
 from hangar.api.deps import platform_of
-from hangar.errors import InvalidInput
+from hangar.errors import Forbidden, InvalidInput
 from hangar.services.operations import Operation, OperationView
 from hangar.services.snapshots.standby import StandbyView, unfit_source
 from hangar.services.storage.exporter import ExportFormat
@@ -95,8 +95,16 @@ async def import_image(request: Request, body: ImportBody, scope: Access = HOST)
 
 
 @router.delete("/1.0/images/{name}", status_code=204)
-async def delete_image(request: Request, name: str, _: Access = HOST) -> Response:
+async def delete_image(request: Request, name: str, scope: Access = OPERATE) -> Response:
+    """Delete an image or template: a shared one is the host administrator's; a project's
+    own (a fork's template) its operators may delete."""
     platform = platform_of(request)
+    if not scope.caller.local and platform.images.get(name, scope.project).project is None:
+        raise Forbidden(
+            f"image '{name}' is shared by every project: only the host administrator "
+            "may delete it",
+            hint="delete it on the host, through the local socket",
+        )
     # Its standby VMs are linked clones of it: they go first, and come back if the
     # template stays.
     await platform.warm.standby.drain(name)

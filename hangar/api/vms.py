@@ -58,7 +58,7 @@ async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> 
             hint="launch ISO installs on the host, through the local socket",
         )
     platform = platform_of(request)
-    warm = spec.image is not None and platform.warm.warm_state(spec.image)
+    warm = spec.image is not None and platform.warm.warm_state(spec.image, scope.project)
     if body.start and not body.full and not body.cold and warm:
         # A warm template resumes its saved guest under a new identity.
         return await platform.warm.launch(spec, project=scope.project)

@@ -52,11 +52,12 @@ def image_list(fmt: str) -> None:
         emit_json(images)
         return
     table = Table()
-    for column in ("NAME", "DISK", "MEMORY", "CREATED", "RECIPE", "DESCRIPTION"):
+    for column in ("NAME", "PROJECT", "DISK", "MEMORY", "CREATED", "RECIPE", "DESCRIPTION"):
         table.add_column(column)
     for img in images:
         table.add_row(
             img["name"],
+            img.get("project") or "(shared)",
             format_size(img["disk_virtual_size"]),
             format_size(img["defaults"]["memory"]),
             img["created_at"],

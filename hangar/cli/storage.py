@@ -109,6 +109,18 @@ def image_delete(name: str) -> None:
     out.print(f"image [bold]{name}[/] deleted", highlight=False)
 
 
+@image.command(name="share")
+@click.argument("name")
+@click.option("--project", help="give it to this project alone (default: share with every project)")
+@handle_errors
+def image_share(name: str, project: str | None) -> None:
+    """Share a template with every project, or give it to one (host administrator)."""
+    with connect() as client:
+        client.share_image(name, project)
+    whom = f"project {project} alone" if project else "every project"
+    out.print(f"image {name} is now used by {whom}", highlight=False, markup=False)
+
+
 @cli.command()
 @click.argument("source")
 @click.argument("name")

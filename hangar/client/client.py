@@ -218,6 +218,10 @@ class Client(PlatformApi, NetworkApi, GuestsApi):
     def delete_image(self, name: str) -> None:
         self.request("DELETE", f"/1.0/images/{name}")
 
+    def share_image(self, name: str, project: str | None) -> dict[str, Any]:
+        body = {"project": project}
+        return cast(dict[str, Any], self.request("PATCH", f"/1.0/images/{name}", json=body))
+
     def start_export(self, source: str, fmt: str, path: str | Path) -> dict[str, Any]:
         body = {"source": source, "format": fmt, "path": str(Path(path).absolute())}
         return cast(dict[str, Any], self.request("POST", "/1.0/exports", json=body))

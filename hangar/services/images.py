@@ -12,6 +12,7 @@ from hangar.errors import NotFound
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.storage.images import ImageManifest, ImageStore, Recipe
+from hangar.state.projects import ProjectRepository
 
 
 def known_recipes() -> dict[str, Recipe]:
@@ -34,19 +35,32 @@ class ImageService:
         store: ImageStore,
         runner: CommandRunner,
         recipes: Mapping[str, Recipe] | None = None,
+        projects: ProjectRepository | None = None,
     ):
         self.paths = paths
+        # To check that a project a template is given to exists.
+        self.projects = projects
         self.store = store
         self.runner = runner
         # Injectable so tests can build (and cancel) without downloading packages.
         self.recipes = recipes
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    def list(self) -> list[ImageManifest]:
-        return self.store.list()
+    def list(self, project: str | None = None) -> list[ImageManifest]:
+        """Images ``project`` may use (None: every one, for the host administrator)."""
+        return self.store.list(project)
 
-    def get(self, name: str) -> ImageManifest:
-        return self.store.get(name)
+    def get(self, name: str, project: str | None = None) -> ImageManifest:
+        return self.store.get(name, project)
+
+    def share(self, name: str, project: str | None) -> ImageManifest:
+        """Give template ``name`` to ``project`` alone, or (None) to every project."""
+        image = self.store.get(name)
+        if project is not None and self.projects is not None:
+            self.projects.get(project)  # NotFound names the projects
+        shared = image.model_copy(update={"project": project})
+        self.store.write(shared)
+        return shared
 
     def recipe(self, name: str) -> Recipe:
         """The recipe for image ``name``; raises :class:`NotFound` naming the known ones."""

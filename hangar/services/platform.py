@@ -77,7 +77,7 @@ class Platform:
             paths=paths,
             host=host,
             db=db,
-            images=ImageService(paths, store, runner),
+            images=ImageService(paths, store, runner, projects=project_repo),
             vms=vms,
             networks=networks,
             projects=projects,

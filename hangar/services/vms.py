@@ -217,7 +217,7 @@ class VMService:
                     f"a VM named '{request.name}' already exists in project '{project}'",
                     hint="pick another name, or delete the existing VM first",
                 )
-            image = self.images.get(request.image) if request.image else None
+            image = self.images.get(request.image, project) if request.image else None
             iso_source = guest_files.check_iso(request.iso) if request.iso else None
             image_dir = self.images.path(image.name) if image else None
             vm_id = uuid.uuid4().hex

@@ -63,6 +63,7 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     # storage: images and pools are host-wide; copies and volumes stay in the project
     ("POST", "/1.0/images/import", {"path": "/nonexistent/disk.qcow2"}, HOST),
     ("DELETE", "/1.0/images/tiny", None, HOST),  # 409 locally: 'web' uses it
+    ("PATCH", "/1.0/images/tiny", {"project": None}, HOST),
     ("GET", "/1.0/images/tiny/standby", None, HOST),
     ("PUT", "/1.0/images/tiny/standby", {"count": 0}, HOST),  # 400 locally: tiny is not warm
     ("POST", "/1.0/exports", {"source": "web", "format": "qcow2", "path": "/nonexistent/x"}, HOST),

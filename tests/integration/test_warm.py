@@ -111,7 +111,17 @@ def test_a_fork_of_three_from_a_running_vm(client: Client, template: str) -> Non
         for key in ("mac", "address", "machine_id"):
             assert len({s[key] for s in seen}) == 3, (key, seen)
         assert [s["mac"] for s in seen] == [vm["macs"][0] for vm in result["vms"]]
+        # The template holds this project's guest: no other project lists or launches it.
+        assert {i["name"]: i["project"] for i in client.images()}[result["template"]] == "default"
+        client.create_project("wm-other")
+        other = Client(client.socket_path, project="wm-other")
+        assert result["template"] not in {i["name"] for i in other.images()}
+        with pytest.raises(ApiError) as refused:
+            other.launch({"name": "thief", "image": result["template"]})
+        assert refused.value.status == 404
     finally:
+        with contextlib.suppress(ApiError):
+            client.delete_project("wm-other")
         delete_quietly(client, *names)
         with contextlib.suppress(ApiError):
             client.delete_image(result["template"])

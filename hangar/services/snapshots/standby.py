@@ -335,15 +335,15 @@ class _Unclaimable(Exception):
 
 def launched_seed(cloud_init: CloudInit | None, request: VMCreate) -> CloudInit | None:
     """The seed settings of a VM made from a warm template as ``request`` asks: its
-    name, and the caller's keys and user-data when given (they take effect at the
-    guest's next boot, as a new cloud-init instance). Pure."""
+    name, and the caller's keys and user-data, never the template's (they take effect
+    at the guest's next boot, as a new cloud-init instance). Pure."""
     if cloud_init is None:
         return None
     return cloud_init.model_copy(
         update={
             "hostname": request.name,
-            "ssh_keys": request.ssh_keys or cloud_init.ssh_keys,
-            "user_data": request.user_data or cloud_init.user_data,
+            "ssh_keys": request.ssh_keys,
+            "user_data": request.user_data,
         }
     )
 

@@ -115,8 +115,8 @@ class WarmService:
         if any(m.warm is not None and m.agent for m in store.list()):
             self.host_keys.fill()
 
-    def warm_state(self, image: str) -> WarmState | None:
-        return self.store.get(image).warm
+    def warm_state(self, image: str, project: str | None = None) -> WarmState | None:
+        return self.store.get(image, project).warm
 
     # --- publish ------------------------------------------------------------------------
 
@@ -128,11 +128,13 @@ class WarmService:
         project: str = DEFAULT_PROJECT,
         progress: Reporter = quiet,
         settle: bool = True,
+        owner: str | None = None,
     ) -> ImageManifest:
         """Save running VM ``vm_name`` (disk, RAM, devices) as warm template ``template``.
         The VM keeps running; it is paused while its state is saved. ``settle``: first
         wait for the guest to go quiet (see :mod:`settle`), so launches do not redo
-        what it was busy with."""
+        what it was busy with. ``owner``: the one project that may list and launch it
+        (None: every project)."""
         check_name(template, what="template name")
         record = self.vms.repo.get(vm_name, project)
         if self.store.path(template).exists():
@@ -158,10 +160,16 @@ class WarmService:
                     "needs a VM that boots the image's kernel directly",
                     hint="publish it without --warm, or launch from the image without --firmware",
                 )
-            return await self._publish(record.config, runtime, template, progress, settle)
+            return await self._publish(record.config, runtime, template, progress, settle, owner)
 
     async def _publish(
-        self, config: VMConfig, runtime: Runtime, template: str, progress: Reporter, settle: bool
+        self,
+        config: VMConfig,
+        runtime: Runtime,
+        template: str,
+        progress: Reporter,
+        settle: bool,
+        owner: str | None,
     ) -> ImageManifest:
         self.store.root.mkdir(parents=True, exist_ok=True)
         tmp = self.store.root / f".publish-{template}-{uuid.uuid4().hex[:8]}"
@@ -243,7 +251,10 @@ class WarmService:
                 cloud_init=config.cloud_init is not None,
                 default_user=config.cloud_init.user if config.cloud_init else "",
                 agent=config.agent,
-                warm=WarmState(memory=ram.STATE, ram=ram.RAM, listener=listener, config=config),
+                warm=WarmState(
+                    memory=ram.STATE, ram=ram.RAM, listener=listener, config=without_secrets(config)
+                ),
+                project=owner,
             )
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
             tmp.rename(self.store.path(template))
@@ -325,7 +336,7 @@ class WarmService:
         check_name(request.name)
         if request.image is None:
             raise InvalidInput("a warm launch needs a template", hint="name the template")
-        image = self.store.get(request.image)
+        image = self.store.get(request.image, project)
         warm = image.warm
         if warm is None:
             raise InvalidInput(f"template '{image.name}' is not warm")
@@ -516,7 +527,11 @@ class WarmService:
                 )
         template = f"fork-{vm_name[:40]}-{uuid.uuid4().hex[:8]}"
         # The state of now, busy or not: that is what a fork copies.
-        await self.publish(record.name, template, project=project, progress=progress, settle=False)
+        # The template holds this project's guest (its files, its shell history): it
+        # belongs to this project alone.
+        await self.publish(
+            record.name, template, project=project, progress=progress, settle=False, owner=project
+        )
         made: list[VMView] = []
         try:
             for i, name in enumerate(names):
@@ -529,3 +544,13 @@ class WarmService:
             shutil.rmtree(self.store.path(template), ignore_errors=True)
             raise
         return ForkResult(template=template, vms=made)
+
+
+def without_secrets(config: VMConfig) -> VMConfig:
+    """``config`` as a manifest may show it: every viewer reads manifests, and launches
+    take their own keys and user-data, so the source VM's never leave it. The seed
+    stays (the saved guest has its drive). Pure."""
+    if config.cloud_init is None:
+        return config
+    seed = config.cloud_init.model_copy(update={"ssh_keys": (), "user_data": None})
+    return config.model_copy(update={"cloud_init": seed})

@@ -59,27 +59,33 @@ class ImageStore:
         """The folder of image or template ``name``: always an entry of the store."""
         return child(self.root, name, what="image name")
 
-    def list(self) -> list[ImageManifest]:
+    def list(self, project: str | None = None) -> list[ImageManifest]:
+        """Installed images; with ``project``, only those that project may use."""
         images = []
         if self.root.is_dir():
             for entry in sorted(self.root.iterdir()):
                 manifest = entry / MANIFEST
                 if entry.is_dir() and not entry.name.startswith(".") and manifest.is_file():
                     try:
-                        images.append(self._read(manifest))
+                        image = self._read(manifest)
                     except InvalidInput:
                         continue  # not made by hangar (or damaged): never offered
+                    if image.visible_to(project):
+                        images.append(image)
         return images
 
-    def get(self, name: str) -> ImageManifest:
+    def get(self, name: str, project: str | None = None) -> ImageManifest:
+        """Image ``name``; with ``project``, 404 unless that project may use it (another
+        project's template answers exactly as a missing one does)."""
         manifest = self.path(name) / MANIFEST
-        if not manifest.is_file():
-            known = ", ".join(m.name for m in self.list()) or "none"
+        image = self._read(manifest) if manifest.is_file() else None
+        if image is None or not image.visible_to(project):
+            known = ", ".join(m.name for m in self.list(project)) or "none"
             raise NotFound(
                 f"no image named '{name}'",
                 hint=f"images here: {known}; build one with 'hangar image build tiny'",
             )
-        return self._read(manifest)
+        return image
 
     def sweep(self) -> builtins.list[str]:
         """Remove what interrupted builds and imports left (hidden work folders).
