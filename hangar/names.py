@@ -54,6 +54,16 @@ def check_project(name: str) -> str:
     return name
 
 
+def check_interface(name: str) -> str:
+    """A Linux interface name (IFNAMSIZ: 15 bytes; no '/', space or ':')."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}", name):
+        raise InvalidInput(
+            f"'{name[:20]}' is not an interface name",
+            hint="1-15 letters, digits, '_', '.' or '-', as 'ip link' shows them",
+        )
+    return name
+
+
 def check_member(filename: str, *, what: str = "file name") -> str:
     """Validate the name of a file inside a folder (no separator, no leading dot)."""
     if not _MEMBER.fullmatch(filename) or ".." in filename:

@@ -35,7 +35,9 @@ async def list_networks(request: Request, scope: Access = READ) -> list[NetworkV
 async def create_network(
     request: Request, body: NetworkCreate, scope: Access = ADMIN
 ) -> NetworkView:
-    return await platform_of(request).networks.create(body, scope.project)
+    return await platform_of(request).networks.create(
+        body, scope.project, tenant=not scope.caller.local
+    )
 
 
 @router.get("/networks/{name}")

@@ -53,6 +53,33 @@ async def set_quotas(request: Request, body: QuotaUpdate, name: str = NAME_PATH)
     return platform_of(request).projects.set_quotas(name, body.model_dump(exclude_unset=True))
 
 
+class Uplinks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Host interfaces (bridges for bridged networks, a nat network's way out).
+    uplinks: tuple[str, ...] = Field(max_length=64)
+
+
+@router.get("/{name}/uplinks")
+async def get_uplinks(request: Request, name: str = NAME_PATH) -> Uplinks:
+    """The host interfaces this project's networks may use as uplinks."""
+    authorize(request, authenticate(request), name, Level.READ)
+    return Uplinks(uplinks=platform_of(request).projects.uplinks(name))
+
+
+@router.put("/{name}/uplinks")
+async def set_uplinks(request: Request, body: Uplinks, name: str = NAME_PATH) -> Uplinks:
+    """Allow exactly these host interfaces as this project's uplinks (host administrator)."""
+    caller = authenticate(request)
+    authorize(request, caller, name, Level.ADMIN)  # 404 for another project
+    if not caller.local:
+        raise Forbidden(
+            "only the host administrator may allow uplinks",
+            hint=f"run 'hangar project uplinks {name} IFACE...' on the host",
+        )
+    return Uplinks(uplinks=platform_of(request).projects.set_uplinks(name, body.uplinks))
+
+
 @router.delete("/{name}", status_code=204)
 async def delete_project(request: Request, name: str = NAME_PATH) -> Response:
     caller = authenticate(request)

@@ -132,6 +132,23 @@ def project_set(name: str, quotas: tuple[str, ...]) -> None:
     print_project(data)
 
 
+@project.command(name="uplinks")
+@click.argument("name")
+@click.argument("interfaces", nargs=-1, metavar="[IFACE...]")
+@click.option("--none", "clear", is_flag=True, help="allow no host interface")
+@handle_errors
+def project_uplinks(name: str, interfaces: tuple[str, ...], clear: bool) -> None:
+    """Show, or set (host administrator), the host interfaces a project's networks may use
+    as uplinks: bridges for bridged networks, a nat network's way out."""
+    with connect() as client:
+        if interfaces or clear:
+            allowed = client.set_uplinks(name, [] if clear else list(interfaces))
+        else:
+            allowed = client.uplinks(name)
+    shown = ", ".join(allowed) if allowed else "none (hangar's own bridges only)"
+    out.print(f"uplinks of project {name}: {shown}", highlight=False, markup=False)
+
+
 @project.command(name="delete")
 @click.argument("name")
 @handle_errors

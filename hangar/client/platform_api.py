@@ -44,6 +44,17 @@ class PlatformApi(Transport):
             dict[str, Any], self.request("PATCH", f"/1.0/projects/{name}", json=dict(quotas))
         )
 
+    def uplinks(self, name: str) -> list[str]:
+        data = cast(dict[str, Any], self.request("GET", f"/1.0/projects/{name}/uplinks"))
+        return list(data["uplinks"])
+
+    def set_uplinks(self, name: str, uplinks: list[str]) -> list[str]:
+        body = {"uplinks": uplinks}
+        data = cast(
+            dict[str, Any], self.request("PUT", f"/1.0/projects/{name}/uplinks", json=body)
+        )
+        return list(data["uplinks"])
+
     def delete_project(self, name: str) -> None:
         self.request("DELETE", f"/1.0/projects/{name}")
 

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -77,6 +77,7 @@ class NetworkService:
         runner: CommandRunner,
         events: EventBus | None = None,
         host_links: links.LinkOps = links,
+        uplinks_of: Callable[[str], Collection[str]] = lambda project: (),
     ):
         self.paths = paths
         self.repo = repo
@@ -86,6 +87,8 @@ class NetworkService:
         # Bridges and taps (netlink). Component tests swap in an in-memory fake, so
         # that no test ever makes a link in the namespace it runs in.
         self.links = host_links
+        # The uplinks the host administrator allowed a project (ProjectService.uplinks).
+        self.uplinks_of = uplinks_of
         self._lock = asyncio.Lock()
 
     async def _locked(self, fn: Callable[[], T]) -> T:
@@ -246,9 +249,12 @@ class NetworkService:
 
     # --- networks -----------------------------------------------------------------
 
-    async def create(self, request: NetworkCreate, project: str = DEFAULT_PROJECT) -> NetworkView:
+    async def create(
+        self, request: NetworkCreate, project: str = DEFAULT_PROJECT, *, tenant: bool = False
+    ) -> NetworkView:
         """Create a network in ``project``: bridge, dnsmasq, rules. Nothing is left when
-        a step fails."""
+        a step fails. ``tenant``: asked by a project's token, which may use only the
+        uplinks the host administrator allowed that project."""
         async with self._lock:
             host = await asyncio.to_thread(self.links.interfaces)
             existing = self.repo.all()
@@ -261,6 +267,7 @@ class NetworkService:
                 host_subnets=links.host_subnets(host, own),
                 host_interfaces=host.names,
                 host_bridges=host.bridges,
+                allowed_uplinks=self.uplinks_of(project) if tenant else None,
             )
             async with revert_on_error() as undo:
                 self.repo.insert(config)

@@ -61,8 +61,10 @@ class Platform:
         volume_repo = VolumeRepository(db)
         events = EventBus()
         network_repo = NetworkRepository(db)
-        networks = NetworkService(paths, network_repo, vm_repo, runner, events)
         project_repo = ProjectRepository(db)
+        networks = NetworkService(
+            paths, network_repo, vm_repo, runner, events, uplinks_of=project_repo.uplinks
+        )
         projects = ProjectService(project_repo, vm_repo, volume_repo, network_repo)
         vms = VMService(
             paths,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.errors import Conflict, QuotaExceeded
-from hangar.names import check_project
+from hangar.names import check_interface, check_project
 from hangar.spec.units import format_size
 from hangar.spec.vm import VMConfig
 from hangar.state.networks import NetworkRepository
@@ -99,6 +99,16 @@ class ProjectService:
 
     def set_quotas(self, name: str, quotas: dict[str, int | None]) -> ProjectView:
         return self.view(self.repo.set_quotas(name, quotas))
+
+    def uplinks(self, name: str) -> tuple[str, ...]:
+        """Host interfaces the host administrator lets ``name``'s networks use."""
+        self.repo.get(name)
+        return self.repo.uplinks(name)
+
+    def set_uplinks(self, name: str, uplinks: tuple[str, ...]) -> tuple[str, ...]:
+        for uplink in uplinks:
+            check_interface(uplink)
+        return self.repo.set_uplinks(name, uplinks)
 
     def delete(self, name: str) -> None:
         if name == DEFAULT_PROJECT:

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hangar.errors import Conflict, InvalidInput, NotFound
+from hangar.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hangar.names import check_name
 
 NETWORK_FORMAT_VERSION = 1
@@ -165,11 +165,14 @@ def resolve_network(
     host_subnets: Iterable[str],
     host_interfaces: Collection[str],
     host_bridges: Collection[str],
+    allowed_uplinks: Collection[str] | None = None,
 ) -> NetworkConfig:
     """Check a request against the networks and host interfaces there are; fill defaults.
 
     ``existing`` is every project's networks: names must be unique in ``project``,
     subnets on the whole host. Another project's network is never named in an error.
+    ``allowed_uplinks``: the host interfaces the project may use as an uplink (None:
+    any, for the host administrator); a project is never told which others exist.
     Raises :class:`InvalidInput` (bad subnet, missing or wrong options),
     :class:`Conflict` (name taken, subnet overlaps) or :class:`NotFound` (uplink).
     """
@@ -180,6 +183,8 @@ def resolve_network(
             f"a network named '{request.name}' already exists in project '{project}'",
             hint="pick another name, or delete the existing network first",
         )
+    if request.uplink is not None:
+        _check_uplink_allowed(request, project, others, allowed_uplinks)
     if request.type == "bridged":
         if request.subnet:
             raise InvalidInput(
@@ -317,3 +322,26 @@ def check_host_address(text: str) -> str:
         raise InvalidInput(
             f"host address '{text}' is not an IPv4 address", hint="e.g. 192.0.2.10, or leave it out"
         ) from exc
+
+
+def _check_uplink_allowed(
+    request: NetworkCreate,
+    project: str,
+    others: list[NetworkConfig],
+    allowed: Collection[str] | None,
+) -> None:
+    """A bridge hangar made for a nat or isolated network is that network's, whoever
+    asks (joining it would put a VM on another network, maybe another project's); any
+    other uplink must be one the host administrator allowed the project."""
+    assert request.uplink is not None
+    if any(n.bridge == request.uplink and n.type != "bridged" for n in others):
+        raise Conflict(
+            f"'{request.uplink}' is the bridge of a hangar network, not an uplink",
+            hint="attach VMs to that network instead ('--network NAME')",
+        )
+    if allowed is not None and request.uplink not in allowed:
+        raise Forbidden(
+            f"project '{project}' may not use host interface '{request.uplink}' as an uplink",
+            hint="the host administrator allows uplinks per project: "
+            f"'hangar project uplinks {project} IFACE...'",
+        )

@@ -153,3 +153,16 @@ MIGRATIONS.append(
         )""",
     ]
 )
+MIGRATIONS.append(
+    # 7: the host interfaces a project's networks may use as their uplink (a bridged
+    # network's host bridge, a nat network's way out), as the host administrator
+    # allows them. None listed: the project's admins may make nat and isolated
+    # networks on hangar's own bridges only.
+    [
+        """CREATE TABLE project_uplinks (
+            project TEXT NOT NULL REFERENCES projects(name) ON DELETE CASCADE,
+            uplink TEXT NOT NULL,
+            PRIMARY KEY (project, uplink)
+        )""",
+    ]
+)

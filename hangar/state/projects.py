@@ -74,6 +74,22 @@ class ProjectRepository:
                 )
         return self.get(name)
 
+    def uplinks(self, name: str) -> tuple[str, ...]:
+        rows = self.db.query(
+            "SELECT uplink FROM project_uplinks WHERE project = ? ORDER BY uplink", (name,)
+        )
+        return tuple(r["uplink"] for r in rows)
+
+    def set_uplinks(self, name: str, uplinks: tuple[str, ...]) -> tuple[str, ...]:
+        self.get(name)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM project_uplinks WHERE project = ?", (name,))
+            conn.executemany(
+                "INSERT INTO project_uplinks (project, uplink) VALUES (?, ?)",
+                [(name, u) for u in sorted(set(uplinks))],
+            )
+        return self.uplinks(name)
+
     def delete(self, name: str) -> None:
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM projects WHERE name = ?", (name,))

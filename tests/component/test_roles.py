@@ -55,6 +55,8 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("POST", "/1.0/projects", {"name": "gamma"}, HOST),
     ("GET", "/1.0/projects/{p}", None, READ),
     ("PATCH", "/1.0/projects/{p}", {"max_instances": 9}, ADMIN),
+    ("GET", "/1.0/projects/{p}/uplinks", None, READ),
+    ("PUT", "/1.0/projects/{p}/uplinks", {"uplinks": []}, HOST),
     ("DELETE", "/1.0/projects/{p}", None, HOST),
     ("GET", "/1.0/tokens", None, ADMIN),
     ("POST", "/1.0/tokens", {"role": "viewer"}, ADMIN),

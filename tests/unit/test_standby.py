@@ -51,9 +51,9 @@ def test_a_claimed_config_changes_the_name_and_cloud_init_settings_only() -> Non
     assert claimed.cloud_init is not None and seeded.cloud_init is not None
     assert (claimed.cloud_init.hostname, claimed.cloud_init.ssh_keys) == ("web", (K2,))
     assert claimed.model_copy(update={"name": "src", "cloud_init": seeded.cloud_init}) == seeded
-    # No keys asked for: the template's stay.
+    # No keys asked for: none, never the template's (issue 14: a launch inherited them).
     kept = _claimed(seeded, VMCreate(name="web", image="t"))
-    assert kept.cloud_init is not None and kept.cloud_init.ssh_keys == ("k1",)
+    assert kept.cloud_init is not None and kept.cloud_init.ssh_keys == ()
 
 
 def test_a_claimed_config_adds_the_asked_forwards_after_its_own() -> None:
