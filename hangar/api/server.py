@@ -19,7 +19,7 @@ from hangar.api.app import create_app
 from hangar.api.auth import LocalListener
 from hangar.api.tls import ensure_certificate, fingerprint
 from hangar.host.probe import probe_host
-from hangar.paths import Paths
+from hangar.paths import Paths, private_process
 from hangar.runner import SubprocessRunner
 from hangar.services.platform import Platform
 
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.geteuid() != 0:
         raise SystemExit("hangard: run it as root (it creates VMs, taps and sockets for them)")
+    private_process()
     paths = Paths.from_env()
     paths.ensure()
     runner = SubprocessRunner()
