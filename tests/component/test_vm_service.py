@@ -224,10 +224,10 @@ async def test_a_guest_flooding_its_console_cannot_grow_the_log_without_bound(
         for i in range(40):  # 40 x 16 KiB = 640 KiB, ten times the cap
             os.write(fd, (b"flood %03d " % i) + b"x" * (16 * 1024 - 10) + b"\n")
             await asyncio.sleep(0.005)
-        os.write(fd, b"the last line\n")
         async with asyncio.timeout(5):
             while log.stat().st_size > serial_log.CAP:
                 await asyncio.sleep(0.01)
+        os.write(fd, b"the last line\n")
     finally:
         os.close(fd)
     kept = log.stat().st_size + serial_log.rotated(log).stat().st_size

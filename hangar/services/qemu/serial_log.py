@@ -37,10 +37,15 @@ def rotate_if_full(log: Path, cap: int = CAP) -> bool:
         return False
     older = rotated(log)
     staging = older.with_name(older.name + ".tmp")
-    shutil.copyfile(log, staging)
-    os.replace(staging, older)
-    with log.open("r+b") as fh:
-        fh.truncate(0)
+    with log.open("r+b") as src, staging.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+        # What the guest wrote while the copy ran, then at once the truncation: only
+        # what lands in between is lost. The copy is in place before the log
+        # shrinks, so a reader that sees it shrink finds its rest there.
+        shutil.copyfileobj(src, dst)
+        dst.flush()
+        os.replace(staging, older)
+        src.truncate(0)
     return True
 
 
