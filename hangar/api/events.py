@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from hangar.api.auth import Level, authorize_ws
 from hangar.api.console import CLOSE_BASE
 from hangar.api.deps import platform_of
-from hangar.errors import HangarError, InvalidInput
+from hangar.errors import Forbidden, HangarError, InvalidInput
 from hangar.services.events import EVENT_TYPES, Event
 
 router = APIRouter(prefix="/1.0", tags=["events"])
@@ -45,6 +45,14 @@ async def events(
     try:
         scope = authorize_ws(websocket, project, Level.READ)
         types = parse_types(type)
+        if scope.caller.level < Level.ADMIN:
+            # Audit entries are for those who may read the audit log (admins).
+            if types is not None and "audit" in types:
+                raise Forbidden(
+                    "audit events are for project admins",
+                    hint="leave 'audit' out of type=, or use an admin token",
+                )
+            types = (types or set(EVENT_TYPES)) - {"audit"}
     except HangarError as exc:
         await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
         return
