@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from hangar.api.auth import READ, Access
 from hangar.api.deps import platform_of
+from hangar.api.sessions import Session, sessions_of
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
@@ -39,8 +40,10 @@ def _tail_offset(path: Path, lines: int) -> int:
     return start + cut + 1
 
 
-async def _stream(path: Path, offset: int, follow: bool) -> AsyncIterator[bytes]:
-    while True:
+async def _stream(
+    path: Path, offset: int, follow: bool, session: Session | None = None
+) -> AsyncIterator[bytes]:
+    while session is None or not session.ended.is_set():  # ended: token revoked
         try:
             with path.open("rb") as fh:
                 fh.seek(offset)
@@ -69,4 +72,13 @@ async def vm_logs(
     view = await platform_of(request).vms.get(name, scope.project)
     path = Path(view.serial_log)
     offset = await asyncio.to_thread(_tail_offset, path, lines)
-    return StreamingResponse(_stream(path, offset, follow), media_type="text/plain")
+    if not follow:
+        return StreamingResponse(_stream(path, offset, follow), media_type="text/plain")
+    sessions = sessions_of(request)
+
+    async def followed() -> AsyncIterator[bytes]:
+        with sessions.open(scope) as session:
+            async for chunk in _stream(path, offset, follow, session):
+                yield chunk
+
+    return StreamingResponse(followed(), media_type="text/plain")
