@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from hangar.api.auth import READ, Access
 from hangar.api.deps import platform_of
+from hangar.api.sessions import Session, sessions_of
 from hangar.services.qemu import serial_log
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
@@ -18,11 +19,14 @@ router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 POLL = 0.05
 
 
-async def _stream(path: Path, first: bytes, offset: int, follow: bool) -> AsyncIterator[bytes]:
-    """``first``, then what the log gains (across its rotation: serial_log.read_from)."""
+async def _stream(
+    path: Path, first: bytes, offset: int, follow: bool, session: Session | None = None
+) -> AsyncIterator[bytes]:
+    """``first``, then what the log gains (across its rotation: serial_log.read_from),
+    until the client leaves, the VM goes or the session ends (its token revoked)."""
     if first:
         yield first.replace(b"\r\n", b"\n")
-    while follow:
+    while follow and (session is None or not session.ended.is_set()):
         chunk, offset = await asyncio.to_thread(serial_log.read_from, path, offset)
         if chunk:
             yield chunk.replace(b"\r\n", b"\n")
@@ -43,4 +47,13 @@ async def vm_logs(
     view = await platform_of(request).vms.get(name, scope.project)
     path = Path(view.serial_log)
     first, offset = await asyncio.to_thread(serial_log.tail, path, lines)
-    return StreamingResponse(_stream(path, first, offset, follow), media_type="text/plain")
+    if not follow:
+        return StreamingResponse(_stream(path, first, offset, follow), media_type="text/plain")
+    sessions = sessions_of(request)
+
+    async def followed() -> AsyncIterator[bytes]:
+        with sessions.open(scope) as session:
+            async for chunk in _stream(path, first, offset, follow, session):
+                yield chunk
+
+    return StreamingResponse(followed(), media_type="text/plain")
