@@ -27,6 +27,8 @@ from hangar.errors import BodyTooLarge, HangarError, RequestTimeout, Unauthentic
 DEFAULT_BODY_LIMIT = 1024 * 1024  # every JSON body hangar takes is far smaller
 BODY_IDLE_TIMEOUT = 30.0
 LIMIT_ATTR = "hangar_body_limit"
+# FastAPI's schema and docs pages: public (they read no body and hold no data).
+PUBLIC = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,7 +81,8 @@ class GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not scope.get(LOCAL_MARK):
+        public = scope["method"] in ("GET", "HEAD") and scope["path"] in PUBLIC
+        if not scope.get(LOCAL_MARK) and not public:
             try:
                 authenticate(HTTPConnection(scope))  # from the headers alone
             except Unauthenticated as exc:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.constants
 import logging
 import resource
 import time
@@ -81,6 +82,14 @@ def guard(config: Any, max_connections: int) -> None:
     config.http = GuardedH11
     config.max_connections = max_connections
     config.h11_max_incomplete_event_size = 16 * 1024  # headers larger than this: 400
+
+
+def bound_tls_handshakes() -> None:
+    """A TCP connection that does not finish its TLS handshake in :data:`HEADER_TIMEOUT`
+    seconds is closed. uvicorn passes no ``ssl_handshake_timeout`` to ``create_server``,
+    so asyncio's default (60 s, read from ``asyncio.constants`` at each connection)
+    applies; hangard is the only server in its process, so it lowers that default."""
+    asyncio.constants.SSL_HANDSHAKE_TIMEOUT = HEADER_TIMEOUT
 
 
 def raise_fd_limit() -> int:

@@ -23,6 +23,7 @@ from hangar.api.auth import LocalListener
 from hangar.api.limits import (
     LOCAL_CONNECTIONS,
     AcceptErrors,
+    bound_tls_handshakes,
     guard,
     raise_fd_limit,
     tcp_connections,
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         raise SystemExit("hangard: run it as root (it creates VMs, taps and sockets for them)")
     fd_limit = raise_fd_limit()
+    bound_tls_handshakes()
     paths = Paths.from_env()
     paths.ensure()
     runner = SubprocessRunner()

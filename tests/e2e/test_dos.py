@@ -108,6 +108,20 @@ def test_a_connection_that_never_finishes_its_headers_is_closed(daemon: Daemon) 
     assert closed, "hangard kept a connection whose headers never ended"
 
 
+def test_a_connection_that_never_starts_tls_is_closed(daemon: Daemon) -> None:
+    with socket.create_connection(("127.0.0.1", daemon.listen_port or 0), timeout=1.0) as raw:
+        deadline = time.monotonic() + 40  # asyncio's own default would be 60 s
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                closed = raw.recv(4096) == b""
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+    assert closed, "hangard kept a connection that never started its TLS handshake"
+
+
 def test_slow_tcp_clients_do_not_keep_the_unix_socket_from_answering(daemon: Daemon) -> None:
     slow: list[ssl.SSLSocket] = []
     try:
