@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, READ, Access, Level, authenticate, authorize
 from hangar.api.deps import platform_of
+from hangar.api.sessions import sessions_of
 from hangar.errors import Forbidden
 from hangar.services.projects import ProjectView, Quotas
 
@@ -100,4 +101,5 @@ async def delete_project(request: Request, name: str = NAME_PATH) -> Response:
             hint="run 'hangar project delete' on the host",
         )
     platform_of(request).projects.delete(name)
+    sessions_of(request).end_project(name)  # its tokens went with it
     return Response(status_code=204)
