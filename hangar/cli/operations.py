@@ -34,7 +34,7 @@ def follow(client: Client, op: dict[str, Any], *, timeout: float = 3600) -> dict
             pct = current.get("progress_percent")
             extra = f"{pct:.0f}%" if pct is not None else ""
             if current.get("progress_bytes") is not None:
-                extra += f" {current['progress_bytes']} B"
+                extra += f" {shown(current['progress_bytes'])} B"
             progress.update(
                 task,
                 completed=pct or 0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,7 +23,9 @@ from hangar.client.client import ApiError
 
 EVIL = "[link=http://x]a[/link]\x1b]0;title\x07"
 LITERAL = "[link=http://x]a[/link]\\x1b]0;title\\x07"
-SGR = re.compile(r"\x1b\[[0-9;]*m")  # Rich's own bold and colours
+# Rich's own CSI sequences: bold and colours, and the progress bar's cursor moves. The
+# hostile text's sequence is an OSC (ESC ]), which this never removes.
+SGR = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _vm(**changes: Any) -> dict[str, Any]:
@@ -109,6 +111,15 @@ class FakeClient:
                 "created_at": "2026-12-04T00:00:00Z",
             }
         ]
+
+    def operation(self, op_id: str, wait: float | None = None) -> dict[str, Any]:
+        return {**self.operations()[0], "id": op_id}
+
+    def wait_operation(
+        self, op_id: str, *, timeout: float, on_progress: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        on_progress({"progress_percent": 50.0, "progress_bytes": 1, "progress_message": EVIL})
+        return {**self.operation(op_id), "status": "success"}
 
     @contextmanager
     def events(self, types: str | None = None) -> Iterator[Iterator[dict[str, Any]]]:
@@ -221,6 +232,11 @@ def test_project_list_and_operation_list_show_descriptions_literally(
 ) -> None:
     assert_literal(run(terminal, "project", "list"), 1)
     assert_literal(run(terminal, "operation", "list"), 2)
+
+
+def test_the_progress_bar_shows_description_and_message_literally(terminal: Terminal) -> None:
+    # The bar is transient: what it drew is in the terminal's stream all the same.
+    assert_literal(run(terminal, "operation", "wait", "op1"), 2)
 
 
 def test_an_error_message_is_shown_literally(
