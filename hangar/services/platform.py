@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from hangar.host.facts import HostFacts
@@ -52,6 +53,7 @@ class Platform:
     warm: WarmService
     guests: GuestService
     _stopped: bool = False
+    _housekeeping: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
@@ -119,9 +121,10 @@ class Platform:
             },
         )
 
-
     async def start(self) -> None:
         self.events.bind(asyncio.get_running_loop())
+        # The audit log's retention and noise summaries (services/audit.py).
+        self._housekeeping = asyncio.create_task(self.audit.run(), name="audit-housekeeping")
         # Interrupted imports, builds and publishes leave hidden folders: remove them.
         self.images.store.sweep()
         self.storage.ensure_default_pool()
@@ -134,6 +137,10 @@ class Platform:
         if self._stopped:
             return
         self._stopped = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         self.audit.flush_noise(force=True)
         await self.operations.shutdown()
         await self.warm.standby.stop()
