@@ -68,9 +68,7 @@ def test_only_who_may_read_the_log_receives_audit_events(world: World) -> None:
         hello = json.loads(as_viewer.receive_text())
         assert hello["type"] == "subscribed" and "audit" not in hello["data"]["types"]
         assert json.loads(as_admin.receive_text())["type"] == "subscribed"
-        world.as_token("alpha", "admin").post(
-            "/1.0/volumes", json={"name": "evt", "size": "1M"}
-        )
+        world.as_token("alpha", "admin").post("/1.0/volumes", json={"name": "evt", "size": "1M"})
         event = json.loads(as_admin.receive_text())
         assert event["type"] == "audit" and event["data"]["resource"].endswith("name=evt")
         # The viewer's stream carries the next non-audit event, never the audit one.
@@ -102,3 +100,25 @@ def test_the_retention_policy_prunes_old_entries(world: World) -> None:
     kept = [e["action"] for e in _log(world, "alpha")]
     assert len(audit.repo.list(None, 1000)) == 5
     assert kept[-1] == "a11"
+
+
+def test_a_request_no_route_answers_is_recorded_as_its_caller(world: World) -> None:
+    """No route authenticates a path none matches: the entry still says who it was, in
+    its own scope, and only a request without a valid token is counted as noise."""
+    noise = world.platform.audit.unauthenticated_total
+    lost = world.as_token("alpha", "operator").post("/1.0/nosuch", params={"project": "beta"})
+    assert lost.status_code == 404
+    bad_query = world.as_token("alpha", "admin").post("/1.0/vms/web/stop?project=NOT%20OK")
+    assert bad_query.status_code == 400
+    assert world.api.post("/1.0/nothing-here").status_code == 404  # the local root
+    assert world.platform.audit.unauthenticated_total == noise
+    mine = [(e["actor_name"], e["status"], e["resource"]) for e in _log(world, "alpha")]
+    assert ("alpha-operator", 404, "POST /1.0/nosuch") in mine
+    assert ("alpha-admin", 400, "POST /1.0/vms/web/stop") in mine
+    assert not [e for e in _log(world, "beta") if e["actor_name"].startswith("alpha")]
+    host = [(e["actor_name"], e["action"]) for e in _log(world, HOST_SCOPE)]
+    assert ("local root", "POST (no route)") in host
+    # Without a valid token it is noise, counted.
+    stranger = world.api.post("/1.0/nosuch", headers={"Authorization": "Bearer wrong"})
+    assert stranger.status_code == 404
+    assert world.platform.audit.unauthenticated_total == noise + 1
