@@ -122,3 +122,27 @@ def test_a_request_no_route_answers_is_recorded_as_its_caller(world: World) -> N
     stranger = world.api.post("/1.0/nosuch", headers={"Authorization": "Bearer wrong"})
     assert stranger.status_code == 404
     assert world.platform.audit.unauthenticated_total == noise + 1
+
+
+def test_a_probe_reaches_the_probers_stream_not_the_probed_projects(world: World) -> None:
+    with (
+        world.api.websocket_connect(
+            "/1.0/events?type=audit", headers=world.headers("beta", "admin")
+        ) as beta,
+        world.api.websocket_connect(
+            "/1.0/events?type=audit", headers=world.headers("alpha", "admin")
+        ) as alpha,
+    ):
+        for ws in (alpha, beta):
+            assert json.loads(ws.receive_text())["type"] == "subscribed"
+        probe = world.as_token("alpha", "operator").post(
+            "/1.0/vms/web/stop", params={"project": "beta"}
+        )
+        assert probe.status_code == 404
+        # beta's own change is the first audit event beta's admin sees: the probe is not.
+        world.as_token("beta", "admin").post("/1.0/volumes", json={"name": "mine", "size": "1M"})
+        first = json.loads(beta.receive_text())
+        assert first["data"]["actor_name"] == "beta-admin", first
+        seen = json.loads(alpha.receive_text())
+        assert seen["project"] == "alpha" and seen["data"]["actor_name"] == "alpha-operator"
+        assert seen["data"]["status"] == 404
