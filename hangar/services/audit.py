@@ -7,8 +7,10 @@
 * Requests without a valid token are noise anyone can make: they are counted, and
   at most one entry per :data:`NOISE_WINDOW` seconds says how many came from how
   many sources, instead of one row each (2,000 such requests once wrote 8 MB).
-* Retention: entries older than ``max_age_days`` and beyond the newest ``max_rows``
-  are pruned when hangard starts, every :data:`PRUNE_EVERY` entries written and every
+* Retention: entries older than ``max_age_days``, and those beyond the newest
+  ``max_rows`` of their scope (per project, so one project's traffic, refused
+  requests included, cannot push another project's entries out), are pruned when
+  hangard starts, every :data:`PRUNE_EVERY` entries written and every
   :data:`PRUNE_INTERVAL` seconds (:meth:`AuditService.run`, which also writes the
   summary of a burst of noise that nothing followed). The defaults, 90 days and
   100,000 entries, are set with HANGAR_AUDIT_MAX_DAYS and HANGAR_AUDIT_MAX_ROWS.

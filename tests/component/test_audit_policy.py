@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from hangar.api.app import create_app
-from hangar.services.audit import HOST_SCOPE, Retention
+from hangar.services.audit import HOST_SCOPE, PRUNE_EVERY, Retention
 from tests.component.conftest import PlatformFactory
 from tests.component.platform_app import World, populate
 from tests.support.apps import BothListeners
@@ -98,8 +98,21 @@ def test_the_retention_policy_prunes_old_entries(world: World) -> None:
         )
     audit.prune()
     kept = [e["action"] for e in _log(world, "alpha")]
-    assert len(audit.repo.list(None, 1000)) == 5
-    assert kept[-1] == "a11"
+    assert kept == [f"a{i}" for i in range(7, 12)]
+
+
+def test_one_projects_traffic_does_not_push_out_anothers_entries(world: World) -> None:
+    audit = world.platform.audit
+    audit.retention = Retention(max_rows=3, max_age_days=90)
+    audit.prune()
+    alpha_before = _log(world, "alpha")
+    assert len(alpha_before) == 3
+    refused = world.as_token("beta", "viewer")
+    for n in range(120):  # past PRUNE_EVERY, so pruning runs on insert too
+        answer = refused.post("/1.0/vms/web/start", params={"n": n})
+        assert answer.status_code == 403
+    assert len(_log(world, "beta")) < 3 + PRUNE_EVERY  # pruned on insert, every 100
+    assert _log(world, "alpha") == alpha_before
 
 
 def test_a_request_no_route_answers_is_recorded_as_its_caller(world: World) -> None:
