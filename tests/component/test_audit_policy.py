@@ -159,3 +159,39 @@ def test_a_probe_reaches_the_probers_stream_not_the_probed_projects(world: World
         seen = json.loads(alpha.receive_text())
         assert seen["project"] == "alpha" and seen["data"]["actor_name"] == "alpha-operator"
         assert seen["data"]["status"] == 404
+
+
+def test_console_sessions_are_audited_in_the_callers_scope(world: World) -> None:
+    api = world.api
+    assert api.post("/1.0/vms/web/start", params={"project": "alpha"}).status_code in (200, 202)
+    try:
+        with api.websocket_connect(
+            "/1.0/vms/web/console", headers=world.headers("alpha", "operator")
+        ) as console:
+            console.send_bytes(b"ping\n")
+            assert console.receive_bytes().startswith(b"ping")
+            # Recorded while the session is still open.
+            opened = [e for e in _log(world, "alpha") if e["action"] == "console"]
+            assert [(e["actor_name"], e["status"]) for e in opened] == [("alpha-operator", 101)]
+            assert opened[0]["resource"] == "WEBSOCKET /1.0/vms/web/console"
+        for role, project, code in (("viewer", "alpha", 4403), ("admin", "beta", 4404)):
+            with api.websocket_connect(
+                f"/1.0/vms/web/console?project={project}", headers=world.headers("alpha", role)
+            ) as refused:
+                assert refused.receive()["code"] == code
+        rows = [(e["actor_name"], e["status"]) for e in _log(world, "alpha")]
+        assert ("alpha-viewer", 403) in rows and ("alpha-admin", 404) in rows
+        assert not [e for e in _log(world, "beta") if e["action"] == "console"]
+        # The event stream only reads: not audited.
+        with api.websocket_connect("/1.0/events", headers=world.headers("alpha", "viewer")) as ws:
+            assert ws.receive_json()["type"] == "subscribed"
+        assert not [e for e in _log(world, "alpha") if e["action"] == "events"]
+        # Without a valid token it is noise, counted.
+        noise = world.platform.audit.unauthenticated_total
+        with api.websocket_connect(
+            "/1.0/vms/web/console", headers={"Authorization": "Bearer wrong"}
+        ) as stranger:
+            assert stranger.receive()["code"] == 4401
+        assert world.platform.audit.unauthenticated_total == noise + 1
+    finally:
+        api.post("/1.0/vms/web/stop", params={"project": "alpha", "force": "true"})
