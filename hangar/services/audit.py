@@ -183,16 +183,16 @@ class AuditService:
         )
 
     async def run(self, interval: float = NOISE_WINDOW) -> None:
-        """Until cancelled: write the noise summary once its window has passed (also when
-        no request follows a burst) and prune every :data:`PRUNE_INTERVAL` seconds."""
-        self.prune()
-        last_prune = self.clock()
+        """Until cancelled: prune at once and then every :data:`PRUNE_INTERVAL` seconds,
+        and write the noise summary once its window has passed (also when no request
+        follows a burst)."""
+        last_prune: float | None = None
         while True:
-            await asyncio.sleep(interval)
             try:
                 self.flush_noise()
-                if self.clock() - last_prune >= PRUNE_INTERVAL:
+                if last_prune is None or self.clock() - last_prune >= PRUNE_INTERVAL:
                     last_prune = self.clock()
                     self.prune()
             except Exception:  # a full disk must not end auditing for good
                 log.exception("audit housekeeping failed")
+            await asyncio.sleep(interval)
