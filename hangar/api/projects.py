@@ -54,13 +54,7 @@ async def get_project(request: Request, name: str = NAME_PATH) -> ProjectView:
 @router.patch("/{name}")
 async def set_quotas(request: Request, body: QuotaUpdate, name: str = NAME_PATH) -> ProjectView:
     """Change quotas (host administrator): 404 for another project's token, 403 for its own."""
-    caller = authenticate(request)
-    authorize(request, caller, name, Level.READ)  # 404 for another project
-    if not caller.local:
-        raise Forbidden(
-            "only the host administrator may change a project's quotas",
-            hint=f"ask them to run 'hangar project set {name} KEY=VALUE' on the host",
-        )
+    _host_only(request, name, "change a project's quotas", f"hangar project set {name} KEY=VALUE")
     return platform_of(request).projects.set_quotas(name, body.model_dump(exclude_unset=True))
 
 
@@ -81,25 +75,25 @@ async def get_uplinks(request: Request, name: str = NAME_PATH) -> Uplinks:
 @router.put("/{name}/uplinks")
 async def set_uplinks(request: Request, body: Uplinks, name: str = NAME_PATH) -> Uplinks:
     """Allow exactly these host interfaces as this project's uplinks (host administrator)."""
-    caller = authenticate(request)
-    authorize(request, caller, name, Level.ADMIN)  # 404 for another project
-    if not caller.local:
-        raise Forbidden(
-            "only the host administrator may allow uplinks",
-            hint=f"run 'hangar project uplinks {name} IFACE...' on the host",
-        )
+    _host_only(request, name, "allow uplinks", f"hangar project uplinks {name} IFACE...")
     return Uplinks(uplinks=platform_of(request).projects.set_uplinks(name, body.uplinks))
 
 
 @router.delete("/{name}", status_code=204)
 async def delete_project(request: Request, name: str = NAME_PATH) -> Response:
-    caller = authenticate(request)
-    authorize(request, caller, name, Level.ADMIN)
-    if not caller.local:
-        raise Forbidden(
-            "only the host administrator may delete a project",
-            hint="run 'hangar project delete' on the host",
-        )
+    _host_only(request, name, "delete a project", f"hangar project delete {name}")
     platform_of(request).projects.delete(name)
     sessions_of(request).end_project(name)  # its tokens went with it
     return Response(status_code=204)
+
+
+def _host_only(request: Request, name: str, doing: str, command: str) -> None:
+    """Let only the host administrator on: 404 for another project's token (as if it
+    did not exist), 403 for the project's own tokens."""
+    caller = authenticate(request)
+    authorize(request, caller, name, Level.READ)
+    if not caller.local:
+        raise Forbidden(
+            f"only the host administrator may {doing}",
+            hint=f"ask them to run '{command}' on the host",
+        )

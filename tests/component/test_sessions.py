@@ -3,6 +3,8 @@ consoles and event streams close with 4401 (revoked) or 4404 (project deleted)."
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,3 +96,28 @@ def test_deleting_a_project_closes_its_event_streams(world: World) -> None:
         # The root's stream of every project goes on.
         api.post("/1.0/vms/web/start", params={"project": "alpha"})
         assert everything.receive_json()["type"] != "subscribed"
+
+
+def test_revoking_a_token_ends_its_followed_log(world: World) -> None:
+    api = world.api
+    token = world.tokens[("alpha", "viewer")]
+    headers = world.headers("alpha", "viewer")
+    ended = threading.Event()
+
+    def follow() -> None:
+        with api.stream(
+            "GET", "/1.0/vms/web/logs", params={"follow": "true"}, headers=headers
+        ) as response:
+            assert response.status_code == 200
+            for _ in response.iter_bytes():
+                pass
+        ended.set()
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + DEADLINE
+    while not api.app.app.state.sessions._open:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the followed log did not open"
+        time.sleep(0.02)
+    assert api.delete(f"/1.0/tokens/{token['id']}", params={"project": "alpha"}).status_code == 204
+    assert ended.wait(DEADLINE), "the followed log went on after its token was revoked"
