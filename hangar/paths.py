@@ -64,10 +64,20 @@ class Paths:
         return self.runtime / "vm" / vm_id[:12]
 
     def ensure(self) -> None:
-        for path in (self.state, self.images, self.cache, self.vms):
-            path.mkdir(parents=True, exist_ok=True)
-        self.runtime.mkdir(parents=True, exist_ok=True)
-        (self.runtime / "vm").mkdir(exist_ok=True)
-        api = self.socket.parent
-        api.mkdir(mode=0o700, exist_ok=True)
-        api.chmod(0o700)
+        """Make hangar's folders, private to root (0700) whatever the umask.
+
+        They hold the database (configs, user-data, token hashes), disks, serial logs
+        and saved guest memory. A VM's QEMU reaches its own VM folder only inside its
+        sandbox, where that folder is mounted at the same path (services/qemu/jail.py).
+        """
+        for path in (
+            self.state,
+            self.images,
+            self.cache,
+            self.vms,
+            self.runtime,
+            self.runtime / "vm",
+            self.socket.parent,
+        ):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.chmod(0o700)

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.geteuid() != 0:
         raise SystemExit("hangard: run it as root (it creates VMs, taps and sockets for them)")
+    # Everything hangard writes is root's alone unless it says otherwise: files QEMU
+    # must open are handed to the VM's own uid (services/qemu/jail.py).
+    os.umask(0o077)
     paths = Paths.from_env()
     paths.ensure()
     runner = SubprocessRunner()
