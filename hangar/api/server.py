@@ -9,17 +9,21 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from hangar import __version__
 from hangar.api.app import create_app
 from hangar.api.auth import LocalListener
 from hangar.api.tls import ensure_certificate, fingerprint
+from hangar.certs import harden
 from hangar.host.probe import probe_host
-from hangar.paths import Paths
+from hangar.paths import Paths, private_process
 from hangar.runner import SubprocessRunner
 from hangar.services.platform import Platform
 
@@ -69,6 +73,27 @@ async def serve(servers: list[tuple[uvicorn.Server, list[socket.socket] | None]]
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's context (certificate and key loaded) restricted to TLS 1.2+ and modern
+    suites: uvicorn itself sets no minimum version."""
+    return harden(default())
+
+
+def remote_config(app: ASGIApp, host: str, port: int, cert: Path, key: Path) -> uvicorn.Config:
+    """The HTTPS listener's configuration."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",  # the local server runs the platform's start and stop
+        ws="websockets-sansio",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        ssl_context_factory=tls_context,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hangard", description="the hangar daemon")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
@@ -86,9 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.geteuid() != 0:
         raise SystemExit("hangard: run it as root (it creates VMs, taps and sockets for them)")
-    # Everything hangard writes is root's alone unless it says otherwise: files QEMU
-    # must open are handed to the VM's own uid (services/qemu/jail.py).
-    os.umask(0o077)
+    private_process()
     paths = Paths.from_env()
     paths.ensure()
     runner = SubprocessRunner()
@@ -107,16 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.listen:
         listen_host, port = parse_listen(args.listen)
         cert, key = ensure_certificate(paths.state, listen_host, args.cert, args.key)
-        remote = uvicorn.Config(
-            app,
-            host=listen_host,
-            port=port,
-            log_level="warning",
-            lifespan="off",  # the local server runs the platform's start and stop
-            ws="websockets-sansio",
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
-        )
+        remote = remote_config(app, listen_host, port, cert, key)
         servers.append((uvicorn.Server(remote), None))
         log.info(
             "serving HTTPS on %s:%d, certificate fingerprint %s",

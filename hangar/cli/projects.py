@@ -75,7 +75,8 @@ def project() -> None:
 @click.option("--description", default="")
 @handle_errors
 def project_create(name: str, quotas: tuple[str, ...], description: str) -> None:
-    """Create project NAME, optionally with quotas (max-instances=2 max-memory=1G ...)."""
+    """Create project NAME with quotas (max-instances=2 max-memory=1G ...); limits not given
+    take the defaults (max-instances 10, max-cpus 16, max-memory 32G, max-disk 200G)."""
     with connect() as client:
         client.create_project(name, description, parse_quotas(quotas))
     out.print(f"project [bold]{name}[/] created", highlight=False)
@@ -126,7 +127,8 @@ def project_show(name: str, fmt: str) -> None:
 @click.argument("quotas", nargs=-1, required=True, metavar="KEY=VALUE...")
 @handle_errors
 def project_set(name: str, quotas: tuple[str, ...]) -> None:
-    """Set quotas: max-instances, max-cpus, max-memory, max-disk (=none: no limit)."""
+    """Set quotas (host administrator): max-instances, max-cpus, max-memory, max-disk
+    (=none: no limit)."""
     with connect() as client:
         data = client.set_quotas(name, parse_quotas(quotas))
     print_project(data)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
+from hangar.services.audit import AuditService
 from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
 from hangar.services.guests import GuestService
@@ -22,7 +23,7 @@ from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService
 from hangar.services.volumes import StorageService
-from hangar.state.audit import AuditEntry, AuditRepository
+from hangar.state.audit import AuditRepository
 from hangar.state.db import Database
 from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRepository
@@ -41,7 +42,7 @@ class Platform:
     networks: NetworkService
     projects: ProjectService
     tokens: TokenService
-    audit: AuditRepository
+    audit: AuditService
     events: EventBus
     operations: OperationManager
     transfer: TransferService
@@ -84,7 +85,7 @@ class Platform:
             networks=networks,
             projects=projects,
             tokens=TokenService(db),
-            audit=AuditRepository(db),
+            audit=AuditService(AuditRepository(db), events),
             events=events,
             operations=OperationManager(events),
             transfer=TransferService(
@@ -118,10 +119,6 @@ class Platform:
             },
         )
 
-    def record_audit(self, **fields: object) -> AuditEntry:
-        entry = self.audit.append(**fields)  # type: ignore[arg-type]
-        self.events.publish("audit", entry.project, entry.model_dump())
-        return entry
 
     async def start(self) -> None:
         self.events.bind(asyncio.get_running_loop())
@@ -137,6 +134,7 @@ class Platform:
         if self._stopped:
             return
         self._stopped = True
+        self.audit.flush_noise(force=True)
         await self.operations.shutdown()
         await self.warm.standby.stop()
         await self.vms.shutdown()
