@@ -54,7 +54,9 @@ class Platform:
     _stopped: bool = False
 
     @classmethod
-    def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
+    def open(
+        cls, paths: Paths, host: HostFacts, runner: CommandRunner, *, sandbox: bool = False
+    ) -> Platform:
         paths.ensure()
         db = Database(paths.database)
         store = ImageStore(paths.images)
@@ -75,6 +77,7 @@ class Platform:
             runner,
             quota_check=projects.check_quota,
             networks=networks,
+            sandbox=sandbox,
         )
         platform = cls(
             paths=paths,
@@ -118,7 +121,6 @@ class Platform:
                 "reason": after.state_reason if after else "",
             },
         )
-
 
     async def start(self) -> None:
         self.events.bind(asyncio.get_running_loop())
