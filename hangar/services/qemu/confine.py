@@ -169,6 +169,7 @@ def prepare(
     *,
     ram: Path | None = None,
     uid: int | None = None,
+    taps: bool = True,
 ) -> Jail:
     """Hand the VM's files to its QEMU uid and say what its sandbox mounts."""
     files.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -201,12 +202,12 @@ def prepare(
         writable.append(ram)
     devices: list[tuple[Path, Path]] = []
     dev = files.dir / "dev"
-    if host.accelerator == "kvm" or any(n.type == "network" for n in config.nics):
+    if host.accelerator == "kvm" or (taps and any(n.type == "network" for n in config.nics)):
         dev.mkdir(mode=0o700, exist_ok=True)
         os.chown(dev, uid, uid)
     if host.accelerator == "kvm":
         devices.append((device_node(KVM, dev, uid), KVM))
-    if any(n.type == "network" for n in config.nics):
+    if taps and any(n.type == "network" for n in config.nics):
         devices.append((device_node(TUN, dev, uid), TUN))
         for nic in config.nics:
             if nic.type == "network" and nic.tap:
