@@ -66,7 +66,13 @@ class Platform:
         network_repo = NetworkRepository(db)
         project_repo = ProjectRepository(db)
         networks = NetworkService(
-            paths, network_repo, vm_repo, runner, events, uplinks_of=project_repo.uplinks
+            paths,
+            network_repo,
+            vm_repo,
+            runner,
+            events,
+            uplinks_of=project_repo.uplinks,
+            sandbox=sandbox,
         )
         projects = ProjectService(project_repo, vm_repo, volume_repo, network_repo)
         vms = VMService(

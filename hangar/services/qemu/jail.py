@@ -144,3 +144,47 @@ def jail_argv(argv: Sequence[str], jail: Jail) -> list[str]:
         *argv[1:],
     ]
     return out
+
+
+def dnsmasq_jail_argv(argv: Sequence[str], conf: Path, shared: Path) -> list[str]:
+    """``argv`` (dnsmasq's) in a mount namespace of its own: read-only /usr, the user and
+    group databases (its ``user=`` is a name), the resolver config (upstream DNS of a
+    nat network), its read-only config file and its own ``shared`` folder. It starts as
+    root to bind port 53 and 67 on the bridge, then drops to nobody itself; hangard's
+    database, the VMs' files and the rest of the host are not there to reach."""
+    out = [
+        "/usr/bin/bwrap",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+    for etc in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/resolv.conf"):
+        out += ["--ro-bind-try", etc, etc]
+    made: set[Path] = set()
+    binds: tuple[tuple[Path, str], ...] = ((conf, "--ro-bind"), (shared, "--bind"))
+    for path, flag in binds:
+        for parent in _parents(path):
+            if parent not in made:
+                out += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
+        out += [flag, str(path), str(path)]
+    return [*out, "--", *argv]
