@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import stat
 import struct
 import threading
@@ -95,6 +96,21 @@ def _own_one(path: Path, uid: int) -> None:
         os.chmod(path, mode & 0o700)
 
 
+def _readable_iso(iso: Path) -> None:
+    """An installer ISO hard-linked from the user's file keeps the user's owner and
+    mode (own() leaves it): QEMU's uid reads it if others may; else it becomes a copy
+    of the VM's own (once, then own() gives it to the VM uid)."""
+    try:
+        info = os.lstat(iso)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink < 2 or info.st_mode & 0o004:
+        return
+    tmp = iso.with_name(iso.name + ".copy")
+    shutil.copyfile(iso, tmp)
+    os.replace(tmp, iso)
+
+
 def share_read_only(path: Path) -> None:
     """Let QEMUs read ``path`` (a shared image file): root's, group QEMU_GID, 0640.
     Each QEMU still sees only the files its own namespace mounts."""
@@ -174,6 +190,7 @@ def prepare(
     """Hand the VM's files to its QEMU uid and say what its sandbox mounts."""
     files.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     uid = uid if uid is not None else vm_uid(vms, files.dir)
+    _readable_iso(files.iso)
     own(files.dir, uid)
     own(files.runtime, uid)
     readable: list[Path] = []
