@@ -77,11 +77,15 @@ def test_qemu_runs_unprivileged_in_its_own_mount_namespace(
     assert not (inside / "vms" / str(b["id"])).exists()
     assert not (inside / "hangar.db").exists()
     assert not (root / "etc" / "shadow").exists()
-    # On the host, B's files are B's uid's alone: A's uid could not open them.
-    for path in (lib / "vms" / str(b["id"])).rglob("*"):
+    # On the host, B's files are B's uid's alone: A's uid could not open them. B's
+    # folders are root's (B's QEMU cannot plant a symlink where hangard reads).
+    b_dir = lib / "vms" / str(b["id"])
+    for path in [b_dir, *b_dir.rglob("*")]:
         info = path.lstat()
-        if stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode):
+        if stat.S_ISREG(info.st_mode):
             assert info.st_uid in (0, uids[1]) and not info.st_mode & 0o077, path
+        elif stat.S_ISDIR(info.st_mode):
+            assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, uids[1], 0o750)
 
 
 def test_nothing_under_hangar_home_is_open_to_others(daemon: Daemon, client: Client) -> None:
@@ -102,7 +106,11 @@ def test_nothing_under_hangar_home_is_open_to_others(daemon: Daemon, client: Cli
                         continue
                     mode = stat.S_IMODE(info.st_mode)
                     shared = info.st_gid == QEMU_GID and info.st_uid == 0  # images QEMUs read
-                    if mode & 0o007 or (mode & 0o070 and not shared):
+                    # A VM's folders: root's, group its QEMU's uid, which opens files there.
+                    vm_folder = stat.S_ISDIR(info.st_mode) and is_qemu_uid(info.st_gid)
+                    if vm_folder and mode & 0o020:
+                        loose.append(f"{entry} {mode:o} {info.st_uid}:{info.st_gid}")
+                    if mode & 0o007 or (mode & 0o070 and not shared and not vm_folder):
                         loose.append(f"{entry} {mode:o} {info.st_uid}:{info.st_gid}")
         assert loose == []
     finally:

@@ -40,11 +40,21 @@ def test_own_gives_the_folder_to_the_uid_alone_but_not_a_users_linked_file(
     users.write_bytes(b"iso")
     os.link(users, vm / "install.iso")
     confine.own(vm, QEMU_UID_BASE + 9)
-    for path in (vm, vm / "snapshots", disk):
-        info = path.stat()
-        assert (info.st_uid, info.st_gid) == (QEMU_UID_BASE + 9,) * 2
-        assert not info.st_mode & 0o077
+    info = disk.stat()
+    assert (info.st_uid, info.st_gid) == (QEMU_UID_BASE + 9,) * 2
+    assert not info.st_mode & 0o077
+    # Folders: root's, so the VM uid cannot put a symlink where hangard reads.
+    for folder in (vm, vm / "snapshots"):
+        info = folder.stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (
+            0,
+            QEMU_UID_BASE + 9,
+            0o750,
+        )
     assert users.stat().st_uid == 0  # the user's inode is not changed
+    runtime = tmp_path / "run"
+    confine.own(runtime, QEMU_UID_BASE + 9, writable_folders=True)
+    assert runtime.stat().st_uid == QEMU_UID_BASE + 9  # QEMU makes its sockets there
 
 
 def test_a_private_linked_iso_becomes_the_vms_copy(tmp_path: Path) -> None:

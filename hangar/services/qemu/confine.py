@@ -40,14 +40,16 @@ _IFF_NO_PI = 0x1000
 
 
 def vm_uid(vms: Path, vm_dir: Path) -> int:
-    """The uid the VM's QEMU runs as. Its folder's owner records it: a VM keeps its
-    uid for life, and a new VM takes the lowest one no other VM folder has."""
+    """The uid the VM's QEMU runs as. Its folder's group records it (the folder is
+    root's, group the VM uid, 0750): a VM keeps its uid for life, and a new VM takes
+    the lowest one no other VM folder has."""
     with _lock:
-        owner = vm_dir.stat().st_uid
-        if is_qemu_uid(owner):
-            return owner
+        group = vm_dir.stat().st_gid
+        if is_qemu_uid(group):
+            return group
         uid = _free(vms)
-        os.chown(vm_dir, uid, uid)
+        os.chown(vm_dir, 0, uid)
+        os.chmod(vm_dir, 0o750)
         return uid
 
 
@@ -67,28 +69,49 @@ def release_helper(uid: int) -> None:
 def _free(vms: Path) -> int:
     used = set(_helpers)
     for entry in os.scandir(vms):
-        used.add(entry.stat(follow_symlinks=False).st_uid)
+        used.add(entry.stat(follow_symlinks=False).st_gid)
     for n in range(1, QEMU_UID_COUNT):
         if QEMU_UID_BASE + n not in used:
             return QEMU_UID_BASE + n
     raise ResourceLimit("every uid reserved for QEMU is in use", hint="delete unused VMs")
 
 
-def own(folder: Path, uid: int) -> None:
-    """Give ``folder`` and what it holds to ``uid`` alone (0700 folders, no group or
-    other bits). A file that is also linked elsewhere (an ISO hard-linked from the
-    user's file) keeps its owner: the user's inode is not hangar's to change."""
+def own(folder: Path, uid: int, *, writable_folders: bool = False) -> None:
+    """Give what ``folder`` holds to ``uid`` alone (files ``uid``'s, no group or other
+    bits). A file that is also linked elsewhere (an ISO hard-linked from the user's
+    file) keeps its owner: the user's inode is not hangar's to change.
+
+    The folders themselves stay root's, group ``uid``, 0750: QEMU may open its files
+    but not add, rename or replace entries. hangard (root) reads and rotates files
+    there (serial.log, qemu.log, exit-status); a QEMU that could put a symlink in
+    their place would have root read or truncate any host file for it.
+    ``writable_folders``: the runtime folder, where QEMU makes its sockets and pid
+    file (hangard only connects to and unlinks those).
+    """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for root, dirs, names in os.walk(folder):
-        for name in [*dirs, *names]:
+        for name in dirs:
+            _own_folder(Path(root) / name, uid, writable_folders)
+        for name in names:
             _own_one(Path(root) / name, uid)
-    _own_one(folder, uid)
+    _own_folder(folder, uid, writable_folders)
+
+
+def _own_folder(path: Path, uid: int, writable: bool) -> None:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return
+    owner, mode = (uid, 0o700) if writable else (0, 0o750)
+    if (info.st_uid, info.st_gid) != (owner, uid):
+        os.chown(path, owner, uid, follow_symlinks=False)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def _own_one(path: Path, uid: int) -> None:
     info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink > 1):
-        return
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        return  # sockets are QEMU's own already; links and devices are left as they are
     if info.st_uid != uid or info.st_gid != uid:
         os.chown(path, uid, uid, follow_symlinks=False)
     mode = stat.S_IMODE(info.st_mode)
@@ -191,8 +214,10 @@ def prepare(
     files.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     uid = uid if uid is not None else vm_uid(vms, files.dir)
     _readable_iso(files.iso)
+    # Made now, as the VM uid's: QEMU cannot make files in its (root's) VM folder.
+    files.serial_log.touch(mode=0o600)
     own(files.dir, uid)
-    own(files.runtime, uid)
+    own(files.runtime, uid, writable_folders=True)
     readable: list[Path] = []
 
     def read(paths: Iterable[Path]) -> None:
@@ -220,8 +245,8 @@ def prepare(
     devices: list[tuple[Path, Path]] = []
     dev = files.dir / "dev"
     if host.accelerator == "kvm" or (taps and any(n.type == "network" for n in config.nics)):
-        dev.mkdir(mode=0o700, exist_ok=True)
-        os.chown(dev, uid, uid)
+        dev.mkdir(mode=0o750, exist_ok=True)
+        os.chown(dev, 0, uid)
     if host.accelerator == "kvm":
         devices.append((device_node(KVM, dev, uid), KVM))
     if taps and any(n.type == "network" for n in config.nics):
