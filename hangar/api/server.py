@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     runner = SubprocessRunner()
     host = probe_host(runner, cache_file=paths.state / "host-probe.json")
     log.info("accelerator: %s (%s)", host.accelerator, host.accelerator_reason)
-    platform = Platform.open(paths, host, runner)
+    platform = Platform.open(paths, host, runner, sandbox=True)
     app = create_app(platform)
     sock = bind_socket(paths.socket)
     local = local_config(app)

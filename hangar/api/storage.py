@@ -101,8 +101,7 @@ async def delete_image(request: Request, name: str, scope: Access = OPERATE) -> 
     platform = platform_of(request)
     if not scope.caller.local and platform.images.get(name, scope.project).project is None:
         raise Forbidden(
-            f"image '{name}' is shared by every project: only the host administrator "
-            "may delete it",
+            f"image '{name}' is shared by every project: only the host administrator may delete it",
             hint="delete it on the host, through the local socket",
         )
     # Its standby VMs are linked clones of it: they go first, and come back if the

@@ -52,9 +52,7 @@ class PlatformApi(Transport):
 
     def set_uplinks(self, name: str, uplinks: list[str]) -> list[str]:
         body = {"uplinks": uplinks}
-        data = cast(
-            dict[str, Any], self.request("PUT", f"/1.0/projects/{name}/uplinks", json=body)
-        )
+        data = cast(dict[str, Any], self.request("PUT", f"/1.0/projects/{name}/uplinks", json=body))
         return list(data["uplinks"])
 
     def delete_project(self, name: str) -> None:

@@ -271,17 +271,19 @@ async def backup(
     """
     tag = uuid.uuid4().hex[:8]
     node, job = f"copy-{tag}", f"copy-job-{tag}"
-    await monitor.execute(
-        "blockdev-add",
-        {
-            "driver": "qcow2",
-            "node-name": node,
-            # No backing: QEMU must not open the image's disk a second time;
-            # blocks not in the copy are read from its backing file later.
-            "backing": None,
-            "file": {"driver": "file", "filename": str(target)},
-        },
-    )
+    # Passed as a descriptor: a sandboxed QEMU cannot open the image store itself.
+    async with monitor.file_for_qemu(target) as filename:
+        await monitor.execute(
+            "blockdev-add",
+            {
+                "driver": "qcow2",
+                "node-name": node,
+                # No backing: QEMU must not open the image's disk a second time;
+                # blocks not in the copy are read from its backing file later.
+                "backing": None,
+                "file": {"driver": "file", "filename": filename},
+            },
+        )
     try:
         await monitor.execute(
             "blockdev-backup",

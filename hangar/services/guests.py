@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ class GuestService:
         target = self.vms.files(record.config).runtime / f"screen-{uuid.uuid4().hex[:8]}.png"
         try:
             await runtime.monitor.execute("screendump", {"filename": str(target), "format": "png"})
-            data = await asyncio.to_thread(target.read_bytes)
+            data = await asyncio.to_thread(_read_no_follow, target)
         finally:
             with contextlib.suppress(OSError):
                 target.unlink()
@@ -159,3 +160,11 @@ def parse_addresses(nics: Any) -> list[GuestAddress]:
                 )
             )
     return found
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """Read a file QEMU wrote in its runtime folder, which its (sandboxed, possibly
+    compromised) uid may change: never through a symlink it put there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()

@@ -78,8 +78,12 @@ class NetworkService:
         events: EventBus | None = None,
         host_links: links.LinkOps = links,
         uplinks_of: Callable[[str], Collection[str]] = lambda project: (),
+        sandbox: bool = False,
     ):
         self.paths = paths
+        # dnsmasq in a namespace of its own, dropping to nobody (net/apply.py);
+        # hangard turns it on, tests with the stand-in dnsmasq leave it off.
+        self.sandbox = sandbox
         self.repo = repo
         self.vms = vms
         self.runner = runner
@@ -96,7 +100,7 @@ class NetworkService:
             return await asyncio.to_thread(fn)
 
     def files(self, network: NetworkConfig) -> DnsmasqFiles:
-        return DnsmasqFiles(self.paths.state / "networks" / network.id)
+        return DnsmasqFiles(self.paths.state / "networks" / network.id, sandboxed=self.sandbox)
 
     # --- reading ------------------------------------------------------------------
 

@@ -56,7 +56,9 @@ class Platform:
     _housekeeping: asyncio.Task[None] | None = None
 
     @classmethod
-    def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
+    def open(
+        cls, paths: Paths, host: HostFacts, runner: CommandRunner, *, sandbox: bool = False
+    ) -> Platform:
         paths.ensure()
         db = Database(paths.database)
         store = ImageStore(paths.images)
@@ -66,7 +68,13 @@ class Platform:
         network_repo = NetworkRepository(db)
         project_repo = ProjectRepository(db)
         networks = NetworkService(
-            paths, network_repo, vm_repo, runner, events, uplinks_of=project_repo.uplinks
+            paths,
+            network_repo,
+            vm_repo,
+            runner,
+            events,
+            uplinks_of=project_repo.uplinks,
+            sandbox=sandbox,
         )
         projects = ProjectService(project_repo, vm_repo, volume_repo, network_repo)
         vms = VMService(
@@ -77,6 +85,7 @@ class Platform:
             runner,
             quota_check=projects.check_quota,
             networks=networks,
+            sandbox=sandbox,
         )
         platform = cls(
             paths=paths,

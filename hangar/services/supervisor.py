@@ -22,6 +22,7 @@ from hangar.errors import QemuFailed
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu import process, serial_log
 from hangar.services.qemu.argv import VMFiles
+from hangar.services.qemu.jail import Jail
 from hangar.services.qmp.monitor import Monitor
 from hangar.spec.vm import vm_uuid
 
@@ -158,12 +159,19 @@ class Supervisor:
     def get(self, vm_id: str) -> Runtime | None:
         return self._runtimes.get(vm_id)
 
-    async def launch(self, vm_id: str, name: str, argv: Sequence[str], files: VMFiles) -> Runtime:
+    async def launch(
+        self,
+        vm_id: str,
+        name: str,
+        argv: Sequence[str],
+        files: VMFiles,
+        jail: Jail | None = None,
+    ) -> Runtime:
         """Start QEMU (paused, -S) and connect QMP. On failure nothing is left running.
 
         Raises :class:`QemuFailed` with QEMU's own messages when it does not come up.
         """
-        await asyncio.to_thread(process.spawn, argv, files)
+        await asyncio.to_thread(process.spawn, argv, files, jail)
         monitor = Monitor(f"hangar-{name}")
         try:
             await monitor.connect(

@@ -36,7 +36,7 @@ from hangar.runner import CommandRunner
 from hangar.services import guest_files, ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
-from hangar.services.qemu import hotplug, img, layers, process
+from hangar.services.qemu import confine, hotplug, img, layers, process
 from hangar.services.qemu.argv import NIC_PORTS, RamFile, VMFiles, nic_slot, render_argv
 from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp.migration import SavedGuest, load_memory
@@ -110,8 +110,13 @@ class VMService:
         runner: CommandRunner,
         quota_check: QuotaCheck | None = None,
         networks: NetworkService | None = None,
+        sandbox: bool = False,
     ):
         self.paths = paths
+        # Run every QEMU as the VM's own unprivileged uid in a namespace of its own
+        # (services/qemu/jail.py). hangard turns it on; tests whose QEMU is a fake
+        # script from the virtualenv (outside any sandbox's view) leave it off.
+        self.sandbox = sandbox
         self.quota_check = quota_check
         self.networks = networks
         self.repo = repo
@@ -478,8 +483,20 @@ class VMService:
             # host that lost them (e.g. after a reboot).
             await self.networks.attach_vm(config, record.project)
         self.repo.set_state(record.id, PowerState.STARTING)
+        jail = (
+            await asyncio.to_thread(
+                confine.prepare,
+                self.paths.vms,
+                files,
+                config,
+                self.host,
+                ram=ram.path if ram is not None else None,
+            )
+            if self.sandbox
+            else None
+        )
         try:
-            runtime = await self.supervisor.launch(config.id, config.name, argv, files)
+            runtime = await self.supervisor.launch(config.id, config.name, argv, files, jail)
         except HangarError:
             self.repo.set_state(record.id, record.state, record.state_reason)
             raise

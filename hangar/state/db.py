@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ class Database:
 
     def __init__(self, path: Path | str):
         self.path = path
+        # Configs, user-data, audit and token hashes: root's alone (with its -wal
+        # and -shm, which SQLite creates with the database file's mode).
+        Path(path).touch(mode=0o600, exist_ok=True)
+        os.chmod(path, 0o600)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()

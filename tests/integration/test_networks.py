@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -143,6 +144,26 @@ def test_dhcp_lease_and_dns_name(net: Net) -> None:
     answer = net.run("a1", f"nslookup a2.natnet {NAT_GW}")
     assert A2 in answer, answer
     assert I1 not in net.run("a1", f"nslookup i1.natnet {NAT_GW}")
+
+
+def test_dnsmasq_and_qemu_of_a_networked_vm_run_unprivileged(net: Net) -> None:
+    """dnsmasq drops to nobody in a namespace of its own; a VM's QEMU attaches to its
+    tap (owned by its uid) with no capabilities (issue 14, item 3)."""
+    assert net.daemon.proc is not None
+    hangard_ns = os.readlink(f"/proc/{net.daemon.proc.pid}/ns/mnt")
+    pidfiles = list((net.daemon.home / "lib" / "networks").glob("*/dnsmasq/dnsmasq.pid"))
+    assert len(pidfiles) == 2  # natnet and isonet
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for pidfile in pidfiles:
+        pid = int(pidfile.read_text())
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert f"Uid:\t{nobody}\t{nobody}\t{nobody}\t{nobody}" in status, status
+        assert os.readlink(f"/proc/{pid}/ns/mnt") != hangard_ns
+    with net.client() as client:
+        pid = int(client.vm("a1")["pid"])
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "CapEff:\t0000000000000000" in status and "Seccomp:\t2" in status
+    assert not status.split("Uid:\t", 1)[1].startswith("0\t")
 
 
 def test_two_guests_on_one_nat_network_talk(net: Net) -> None:

@@ -18,6 +18,7 @@ from hangar.services.net.dnsmasq_conf import (
     render_dns_hosts,
 )
 from hangar.services.net.nft_render import NetState, render_ruleset
+from hangar.services.qemu.jail import dnsmasq_jail_argv
 from hangar.spec.network import AttachedNic, FirewallRule, Forward, NetworkConfig
 from tests.support.recording_runner import RecordingRunner
 
@@ -299,3 +300,25 @@ def test_a_networks_dnsmasq_files_hold_its_own_nics_only(tmp_path: Path) -> None
     sync_dnsmasq(RecordingRunner(), OTHER_LAN, files, [*NICS, OTHER_WEB])
     assert files.hostsfile.read_text() == "52:54:00:00:05:02,10.77.5.2,web\n"
     assert files.addn_hosts.read_text() == "10.77.5.2 web.lan web\n"
+
+
+def test_sandboxed_dnsmasq_drops_to_nobody_and_keeps_its_files_in_its_folder() -> None:
+    files = DnsmasqFiles(FILES.dir, sandboxed=True)
+    conf = render_conf(NAT, files, "nogroup")
+    assert "user=nobody" in conf.splitlines() and "group=nogroup" in conf.splitlines()
+    assert "user=root" not in conf
+    for line in conf.splitlines():
+        if line.startswith(("pid-file=", "dhcp-leasefile=", "dhcp-hostsfile=", "addn-hosts=")):
+            assert line.split("=", 1)[1].startswith(f"{FILES.dir}/dnsmasq/"), line
+    assert files.conf == FILES.conf  # root's, outside the folder dnsmasq may write
+
+
+def test_sandboxed_dnsmasq_sees_only_its_config_and_folder() -> None:
+    files = DnsmasqFiles(FILES.dir, sandboxed=True)
+    argv = dnsmasq_jail_argv(["dnsmasq", f"--conf-file={files.conf}"], files.conf, files.shared)
+    assert argv[0] == "/usr/bin/bwrap" and argv[-2:] == ["dnsmasq", f"--conf-file={files.conf}"]
+    binds = [(argv[i], argv[i + 1]) for i, a in enumerate(argv) if a.endswith("bind")]
+    assert ("--ro-bind", str(files.conf)) in binds
+    assert ("--bind", str(files.shared)) in binds
+    assert ("--bind", str(FILES.dir)) not in binds
+    assert "--unshare-net" not in argv  # it serves the bridge in hangard's namespace

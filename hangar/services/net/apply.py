@@ -8,7 +8,9 @@ this network's config file, and starts one otherwise.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import select
 import signal
 import time
@@ -17,12 +19,14 @@ from pathlib import Path
 from hangar.errors import HostCommandFailed
 from hangar.runner import CommandRunner
 from hangar.services.net.dnsmasq_conf import (
+    DNSMASQ_USER,
     DnsmasqFiles,
     parse_leases,
     render_conf,
     render_dhcp_hosts,
     render_dns_hosts,
 )
+from hangar.services.qemu.jail import dnsmasq_jail_argv
 from hangar.spec.network import AttachedNic, NetworkConfig
 
 DNSMASQ = "dnsmasq"
@@ -79,9 +83,13 @@ def start_dnsmasq(runner: CommandRunner, files: DnsmasqFiles) -> int:
     if pid is not None:
         return pid
     files.pidfile.unlink(missing_ok=True)
+    argv = [DNSMASQ, f"--conf-file={files.conf}"]
+    if files.sandboxed:
+        _give_to_dnsmasq(files)
+        argv = dnsmasq_jail_argv(argv, files.conf, files.shared)
     # dnsmasq forks into the background once it is listening, so by the time
     # this returns DHCP is served; its exit status reports config errors.
-    runner.run([DNSMASQ, f"--conf-file={files.conf}"], timeout=30)
+    runner.run(argv, timeout=30)
     deadline = time.monotonic() + STOP_TIMEOUT
     while (pid := dnsmasq_pid(files)) is None:
         if time.monotonic() > deadline:
@@ -90,6 +98,20 @@ def start_dnsmasq(runner: CommandRunner, files: DnsmasqFiles) -> int:
             )
         time.sleep(0.02)
     return pid
+
+
+def _give_to_dnsmasq(files: DnsmasqFiles) -> None:
+    """The shared folder and what is in it: DNSMASQ_USER's alone (0700/0600)."""
+    user = pwd.getpwnam(DNSMASQ_USER)
+    files.shared.mkdir(mode=0o700, exist_ok=True)
+    for path in (files.shared, *files.shared.iterdir()):
+        if not path.is_symlink():
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def dnsmasq_group() -> str:
+    """The name of DNSMASQ_USER's own group (dnsmasq's ``group=`` takes a name)."""
+    return grp.getgrgid(pwd.getpwnam(DNSMASQ_USER).pw_gid).gr_name
 
 
 def reload_dnsmasq(files: DnsmasqFiles) -> None:
@@ -129,10 +151,14 @@ def sync_dnsmasq(
 ) -> None:
     """Write a network's dnsmasq files for ``nics`` and make a running dnsmasq use them."""
     files.dir.mkdir(parents=True, exist_ok=True)
+    files.shared.mkdir(exist_ok=True)
     mine = [n for n in nics if n.network_id == net.id]
-    write_atomically(files.conf, render_conf(net, files))
+    group = dnsmasq_group() if files.sandboxed else "root"
+    write_atomically(files.conf, render_conf(net, files, group))
     changed = write_atomically(files.hostsfile, render_dhcp_hosts(mine))
     changed |= write_atomically(files.addn_hosts, render_dns_hosts(net, mine))
+    if files.sandboxed:
+        _give_to_dnsmasq(files)  # it re-reads them on SIGHUP as nobody
     if _drop_stale_leases(runner, files, {n.mac for n in mine}):
         return
     if changed:
@@ -159,6 +185,8 @@ def _drop_stale_leases(runner: CommandRunner, files: DnsmasqFiles, macs: set[str
     was_running = dnsmasq_pid(files) is not None
     stop_dnsmasq(files)
     write_atomically(files.leases, "".join(keep))
+    if files.sandboxed:
+        _give_to_dnsmasq(files)
     if was_running:
         start_dnsmasq(runner, files)
     return True

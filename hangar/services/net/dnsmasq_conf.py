@@ -17,9 +17,23 @@ from hangar.spec.network import AttachedNic, NetworkConfig
 DNSMASQ_FORMAT_VERSION = 1
 
 
+# The user a sandboxed dnsmasq drops to once it has bound its sockets. dnsmasq takes
+# names only (getpwnam), so not a numeric id: nobody, which every system has.
+DNSMASQ_USER = "nobody"
+
+
 @dataclass(frozen=True)
 class DnsmasqFiles:
     dir: Path
+    # Sandboxed (services/qemu/jail.py dnsmasq_jail_argv): what dnsmasq reads or
+    # writes after dropping to DNSMASQ_USER lives in a folder of that user's
+    # (``shared``), the only one its namespace mounts read-write; the config stays
+    # root's, read once at start as root.
+    sandboxed: bool = False
+
+    @property
+    def shared(self) -> Path:
+        return self.dir / "dnsmasq" if self.sandboxed else self.dir
 
     @property
     def conf(self) -> Path:
@@ -27,24 +41,24 @@ class DnsmasqFiles:
 
     @property
     def pidfile(self) -> Path:
-        return self.dir / "dnsmasq.pid"
+        return self.shared / "dnsmasq.pid"
 
     @property
     def leases(self) -> Path:
-        return self.dir / "dnsmasq.leases"
+        return self.shared / "dnsmasq.leases"
 
     @property
     def hostsfile(self) -> Path:
         """DHCP reservations: MAC,IP,NAME per line."""
-        return self.dir / "dhcp-hosts"
+        return self.shared / "dhcp-hosts"
 
     @property
     def addn_hosts(self) -> Path:
         """DNS names: IP NAME.NETWORK NAME per line."""
-        return self.dir / "dns-hosts"
+        return self.shared / "dns-hosts"
 
 
-def render_conf(network: NetworkConfig, files: DnsmasqFiles) -> str:
+def render_conf(network: NetworkConfig, files: DnsmasqFiles, group: str = "nogroup") -> str:
     """The dnsmasq.conf of a nat or isolated network."""
     assert network.subnet is not None and network.gateway is not None
     subnet = ipaddress.IPv4Network(network.subnet)
@@ -76,9 +90,15 @@ def render_conf(network: NetworkConfig, files: DnsmasqFiles) -> str:
         # Isolated: no default route is offered, and names outside the network
         # are not looked up anywhere.
         lines += ["dhcp-option=option:router", "no-resolv"]
-    # dnsmasq re-reads the side files on SIGHUP as the user it runs as; the
-    # state folder is root-only, so it keeps root (it listens on the bridge only).
-    lines += ["user=root", "group=root", ""]
+    if files.sandboxed:
+        # It binds its sockets as root, then drops to nobody (keeping only the
+        # capabilities DHCP needs); it re-reads the side files on SIGHUP as nobody.
+        # ``group``: nobody's own group, by name (Debian: nogroup).
+        lines += [f"user={DNSMASQ_USER}", f"group={group}", ""]
+    else:
+        # Unsandboxed (tests' stand-in): it re-reads the side files on SIGHUP as the
+        # user it runs as, and the state folder is root-only.
+        lines += ["user=root", "group=root", ""]
     return "\n".join(lines)
 
 

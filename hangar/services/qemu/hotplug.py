@@ -21,10 +21,17 @@ UNPLUG_TIMEOUT = 20.0
 async def plug(monitor: Monitor, config: VMConfig, disk: DataDisk) -> None:
     """Open the volume's file and format nodes, then add its virtio-blk-pci device."""
     node = data_disk_node(disk)
-    await monitor.execute(
-        "blockdev-add",
-        {"driver": "file", "filename": disk.path, "node-name": f"{node}-file", "discard": "unmap"},
-    )
+    # Passed as a descriptor: a sandboxed QEMU cannot open the pool's file itself.
+    async with monitor.file_for_qemu(disk.path) as filename:
+        await monitor.execute(
+            "blockdev-add",
+            {
+                "driver": "file",
+                "filename": filename,
+                "node-name": f"{node}-file",
+                "discard": "unmap",
+            },
+        )
     try:
         await monitor.execute(
             "blockdev-add",

@@ -21,6 +21,7 @@ from pathlib import Path
 from hangar.errors import QemuFailed
 from hangar.services.qemu import serial_log
 from hangar.services.qemu.argv import VMFiles
+from hangar.services.qemu.jail import Jail, jail_argv
 
 # "$@" is the QEMU argv. The subshell waits for QEMU and records its status
 # atomically (write then rename) so a reader never sees a half-written file.
@@ -30,11 +31,18 @@ _SUPERVISE = (
 )
 
 
-def spawn(argv: Sequence[str], files: VMFiles) -> None:
-    """Start QEMU detached. Returns at once; QEMU is then starting (paused with -S)."""
+def spawn(argv: Sequence[str], files: VMFiles, jail: Jail | None = None) -> None:
+    """Start QEMU detached. Returns at once; QEMU is then starting (paused with -S).
+
+    With ``jail`` QEMU runs sandboxed (jail.py); the pid in ``-pidfile`` is still
+    QEMU's own (the sandbox shares hangard's pid namespace), and the supervising
+    shell records bwrap's exit status, which is QEMU's.
+    """
     files.runtime.mkdir(parents=True, exist_ok=True)
-    # Console, agent and VNC sockets live here: hangard's (root's) alone.
+    # Console, agent and VNC sockets live here: hangard's and the VM's QEMU's alone.
     files.runtime.chmod(0o700)
+    if jail is not None:
+        argv = jail_argv(argv, jail)
     for stale in (files.exit_status, files.pidfile, files.qmp_socket, files.console_socket):
         stale.unlink(missing_ok=True)
     env = {

@@ -61,16 +61,18 @@ async def add_overlay(monitor: Monitor, overlay: Path) -> str:
     """Open the new qcow2 ``overlay`` in QEMU (without its backing: it is attached next)
     and return its node name."""
     node = f"root-{uuid.uuid4().hex[:8]}"
-    await monitor.execute(
-        "blockdev-add",
-        {
-            "driver": "qcow2",
-            "node-name": node,
-            "discard": "unmap",
-            "backing": None,
-            "file": {"driver": "file", "filename": str(overlay), "discard": "unmap"},
-        },
-    )
+    # Passed as a descriptor: hangard made the file, a sandboxed QEMU may not open it.
+    async with monitor.file_for_qemu(overlay) as filename:
+        await monitor.execute(
+            "blockdev-add",
+            {
+                "driver": "qcow2",
+                "node-name": node,
+                "discard": "unmap",
+                "backing": None,
+                "file": {"driver": "file", "filename": filename, "discard": "unmap"},
+            },
+        )
     return node
 
 

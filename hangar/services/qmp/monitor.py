@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -90,6 +91,34 @@ class Monitor:
         except (QMPError, OSError) as exc:
             raise QemuFailed(f"passing a file to QEMU failed: {exc}") from exc
         await self.execute("getfd", {"fdname": name})
+
+    @contextlib.asynccontextmanager
+    async def file_for_qemu(
+        self, path: os.PathLike[str] | str, *, writable: bool = True
+    ) -> AsyncIterator[str]:
+        """Open ``path`` for QEMU; yields the name QEMU opens it by (``/dev/fdset/N``).
+
+        A sandboxed QEMU cannot open files outside its VM's folders (a volume being
+        hot-plugged, a fork's target in the image store): hangard opens the file and
+        passes the descriptor (``add-fd``). Use the name in the blockdev-add inside the
+        block: on leaving it the set is released (``remove-fd``) and QEMU closes the
+        descriptor once no node uses it.
+        """
+        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        try:
+            try:
+                self._client.send_fd_scm(fd)
+            except (QMPError, OSError) as exc:
+                raise QemuFailed(f"passing a file to QEMU failed: {exc}") from exc
+            info = await self.execute("add-fd", {"opaque": str(path)})
+        finally:
+            os.close(fd)
+        fdset = int(info["fdset-id"])
+        try:
+            yield f"/dev/fdset/{fdset}"
+        finally:
+            with contextlib.suppress(QemuFailed):
+                await self.execute("remove-fd", {"fdset-id": fdset})
 
     async def status(self) -> str:
         """QEMU's run state: 'running', 'paused', 'prelaunch', 'shutdown', ..."""

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 from hangar.errors import QemuFailed
 from hangar.host.facts import HostFacts
 from hangar.runner import CommandRunner
-from hangar.services.qemu import img
+from hangar.services.qemu import confine, img
 from hangar.services.qemu.argv import RamFile, VMFiles, render_argv
+from hangar.services.qemu.jail import Jail, jail_argv
 from hangar.services.qmp import migration
 from hangar.services.qmp.monitor import Monitor
 from hangar.spec.vm import VMConfig
@@ -44,13 +48,15 @@ async def split_stream(
     seed: Path | None,
     folder: Path,
     runtime: Path,
+    sandbox: Path | None = None,
 ) -> None:
     """Turn ``stream`` (saved from a VM with ``config``) into ``folder/ram.img`` and
     ``folder/state.bin``. ``disk`` is the saved root disk (a throwaway overlay on it
     stands in for the VM's), ``seed`` the VM's cloud-init seed (the helper's devices
     match the VM's). ``runtime`` is an empty folder for the helper's sockets (short
     path). Raise :class:`QemuFailed` (with QEMU's log) if the helper fails; then
-    neither file is left."""
+    neither file is left. ``sandbox``: the VMs' folder; the helper then runs
+    sandboxed like a VM's QEMU (services/qemu/jail.py), as a uid of its own."""
     work = folder / ".helper"
     work.mkdir()
     files = VMFiles(dir=work, runtime=runtime)
@@ -66,7 +72,18 @@ async def split_stream(
             ram=RamFile(folder / RAM, shared=True),
             detached_nics=True,
         )
-        await _convert(argv, files, stream, folder / STATE)
+        if sandbox is not None:
+            uid = confine.helper_uid(sandbox)
+            try:
+                jail = await asyncio.to_thread(_helper_jail, sandbox, files, config, host, uid)
+                argv = jail_argv(argv, replace(jail, writable=(*jail.writable, folder / RAM)))
+                await _convert(argv, files, stream, folder / STATE)
+            finally:
+                confine.release_helper(uid)
+            # The template's RAM file, read by the QEMUs of VMs launched from it.
+            confine.share_read_only(folder / RAM)
+        else:
+            await _convert(argv, files, stream, folder / STATE)
     except BaseException:
         (folder / RAM).unlink(missing_ok=True)
         (folder / STATE).unlink(missing_ok=True)
@@ -74,6 +91,13 @@ async def split_stream(
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _helper_jail(vms: Path, files: VMFiles, config: VMConfig, host: HostFacts, uid: int) -> Jail:
+    ram = files.dir.parent / RAM
+    ram.touch(mode=0o600)  # QEMU sizes it; it must exist to be mounted
+    os.chown(ram, uid, uid)
+    return confine.prepare(vms, files, config, host, uid=uid, taps=False)
 
 
 async def _convert(argv: list[str], files: VMFiles, stream: Path, state: Path) -> None:
@@ -104,6 +128,9 @@ async def _convert(argv: list[str], files: VMFiles, stream: Path, state: Path) -
     finally:
         await monitor.close()
         if proc.returncode is None:
+            # In a sandbox, proc is bwrap: QEMU (in the pid file) would outlive it.
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+                os.kill(int(files.pidfile.read_text()), signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()

@@ -223,6 +223,7 @@ class WarmService:
                 seed=files.seed if config.cloud_init is not None else None,
                 folder=tmp,
                 runtime=files.runtime.with_name(f"w-{uuid.uuid4().hex[:10]}"),
+                sandbox=self.vms.paths.vms if self.vms.sandbox else None,
             )
             (tmp / MEMORY).unlink()
             boot = link_boot_files(config, tmp).boot

@@ -23,6 +23,7 @@ from hangar.errors import InvalidInput, NotFound
 from hangar.names import child
 from hangar.names import member as member_path
 from hangar.runner import CommandRunner
+from hangar.services.qemu.jail import QEMU_GID
 from hangar.spec.image import IMAGE_FORMAT_VERSION, ImageDefaults, ImageManifest
 
 __all__ = ["IMAGE_FORMAT_VERSION", "ImageDefaults", "ImageManifest", "ImageStore", "Recipe"]
@@ -173,7 +174,11 @@ def _check_made_here(path: Path) -> None:
     The store is private to hangard's user, so nothing else can put files there; this
     also refuses what was put there by hand."""
     info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+    # A warm template's RAM file is group-writable by the QEMUs' group (QEMU 7.2 opens
+    # it read-write to map it private: services/qemu/confine.py); only a QEMU that
+    # mounts it may, and QEMUs never see manifests.
+    others = 0o002 if info.st_gid == QEMU_GID else 0o022
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & others:
         raise InvalidInput(
             f"'{path}' was not made by hangar (owner uid {info.st_uid}, mode "
             f"{stat.S_IMODE(info.st_mode):o}, link: {stat.S_ISLNK(info.st_mode)})",
