@@ -155,6 +155,7 @@ def resolve(
         # Blank disks too: whatever gets installed may run an agent; none answering is harmless.
         agent=image.agent if image is not None else True,
         identity_channel=image.agent if image is not None else True,
+        entropy=True,
         cloud_init=cloud_init,
     )
 

@@ -271,6 +271,10 @@ class VMConfig(BaseModel):
     # script waits on it (services/snapshots/identity.py). False for VMs made before
     # it existed, whose saved guests must keep loading into the same devices.
     identity_channel: bool = False
+    # A virtio-rng device (fed from the host's /dev/urandom) and, on q35, QEMU's
+    # vmgenid: see argv._entropy_args. False for VMs made before they existed, whose
+    # saved guests must keep loading into the same devices.
+    entropy: bool = False
     cloud_init: CloudInit | None = None
 
 

@@ -228,3 +228,22 @@ def test_identity_port_only_where_the_config_asks() -> None:
         "",
     )
     assert "identity" not in " ".join(render_argv(_config(), host_facts(), FILES))  # no agent
+
+
+def test_entropy_devices_only_where_the_config_asks() -> None:
+    """New VMs get virtio-rng (both machines) and vmgenid (q35 only: microvm's ACPI
+    tables have no vmgenid); a config from before (entropy absent, so False) keeps
+    its devices, or its saved guests would no longer load."""
+    for config, model in ((_config(), "virtio-rng-device"), (_debian(), "virtio-rng-device")):
+        argv = render_argv(config, host_facts(), FILES)
+        assert f"{model},rng=rng0" in argv and "rng-random,id=rng0,filename=/dev/urandom" in argv
+        assert not any("vmgenid" in a for a in argv)
+    q35 = _config(machine="q35")
+    argv = render_argv(q35, host_facts(), FILES)
+    assert "virtio-rng-pci,rng=rng0" in argv
+    # guid=auto: every QEMU process (each launch, warm launch, fork, restore) a new id.
+    assert "vmgenid,id=vmgenid0,guid=auto" in argv
+    old = VMConfig.model_validate(q35.model_dump(exclude={"entropy"}))
+    assert not old.entropy
+    joined = " ".join(render_argv(old, host_facts(), FILES))
+    assert "rng" not in joined and "vmgenid" not in joined

@@ -334,6 +334,35 @@ def _agent_args(config: VMConfig, files: VMFiles) -> list[str]:
     return argv
 
 
+def _entropy_args(config: VMConfig) -> list[str]:
+    """Randomness that is the VM's own, so clones of one saved guest do not share it.
+
+    virtio-rng: the guest kernel's hw_random core mixes host randomness into its pool
+    (at boot and at each of its reseeds). vmgenid: QEMU gives each process it starts a
+    fresh generation id (guid=auto); when a saved guest is loaded (warm launch, fork,
+    memory-snapshot restore all start a new QEMU with -incoming), QEMU writes the new
+    id into guest memory and raises the ACPI notify, and Linux >= 5.18 (CONFIG_VMGENID)
+    reseeds its CRNG at once. No QMP step is needed, nor possible: QEMU 7.2 refuses
+    ``qom-set guid`` on a realized vmgenid device.
+
+    vmgenid is q35 only: QEMU's microvm ACPI tables (hw/i386/acpi-microvm.c, 7.2)
+    carry no vmgenid SSDT and its GED cannot deliver the change notify, so a microvm
+    guest would never see the device. microvm guests get virtio-rng alone: their CRNG
+    diverges at its next scheduled reseed, not at once.
+    """
+    if not config.entropy:
+        return []
+    argv = [
+        "-object",
+        "rng-random,id=rng0,filename=/dev/urandom",
+        "-device",
+        f"{virtio(config, 'rng')},rng=rng0",
+    ]
+    if config.machine == "q35":
+        argv += ["-device", "vmgenid,id=vmgenid0,guid=auto"]
+    return argv
+
+
 def render_argv(
     config: VMConfig,
     host: HostFacts,
@@ -409,6 +438,8 @@ def render_argv(
     ]
     if config.agent:
         argv += _agent_args(config, files)
+    # After every older device: on microvm, virtio-mmio slots go in device order.
+    argv += _entropy_args(config)
     if config.graphics:
         # VGA for the guest; its screen only on a unix socket that hangard proxies.
         argv += ["-device", "VGA", "-vnc", f"unix:{files.vnc_socket}"]
