@@ -20,25 +20,19 @@ POLL = 0.05
 
 async def _stream(path: Path, head: bytes, offset: int, follow: bool) -> AsyncIterator[bytes]:
     """``head`` (the backlog), then what the guest appends from ``offset`` on; the
-    log is rotated under us now and then (services/serial_log.read_from follows it).
-    The serial port's CRLF becomes LF, also when a read ends between the two."""
-    held = b""
-    more, offset = await asyncio.to_thread(serial_log.read_from, path, offset)
-    chunk = head + more
+    log is rotated under us now and then (services/serial_log.read_from follows it)."""
+    if head:
+        yield head.replace(b"\r\n", b"\n")
     while True:
-        if chunk:
-            chunk = held + chunk
-            held = b"\r" if chunk.endswith(b"\r") else b""
-            yield chunk[: len(chunk) - len(held)].replace(b"\r\n", b"\n")
-        elif not follow:
-            if held:
-                yield held
-            return
-        elif not path.parent.exists():
-            return  # the VM was deleted
-        else:
-            await asyncio.sleep(POLL)
         chunk, offset = await asyncio.to_thread(serial_log.read_from, path, offset)
+        if chunk:
+            yield chunk.replace(b"\r\n", b"\n")
+        elif not follow:
+            return
+        else:
+            if not path.parent.exists():
+                return  # the VM was deleted
+            await asyncio.sleep(POLL)
 
 
 @router.get("/{name}/logs", response_class=StreamingResponse)

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import shutil
-import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,10 +38,6 @@ CAP = 4 * 1024 * 1024
 CHECK_INTERVAL = 1.0
 # How much of the log's end is read to find its last lines.
 TAIL_WINDOW = 256 * 1024
-# Held by a rotation from its copy to the new serial.log.1 in place, and by each
-# follower's read: one lock for every VM's log (a rotation takes milliseconds, and
-# both run only in hangard).
-_rotating = threading.Lock()
 
 
 def rotated(path: Path) -> Path:
@@ -60,30 +55,28 @@ def rotate(path: Path, cap: int | None = None) -> bool:
         return False
     old = rotated(path)
     tmp = old.with_name(old.name + ".tmp")
-    with _rotating:
-        tmp.unlink(missing_ok=True)
-        # Private to hangard whatever the umask: it is the guest's console output.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with open(fd, "wb") as out, path.open("rb") as src:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-            # Then what came during the copy, and at once the truncate: what a guest
-            # writes between that last read and the truncate (microseconds) is lost.
-            rest = src.read()
-            os.truncate(path, 0)
-            out.write(rest)
-        os.replace(tmp, old)
+    tmp.unlink(missing_ok=True)
+    # Private to hangard whatever the umask: it is the guest's console output.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(fd, "wb") as out, path.open("rb") as src:
+        shutil.copyfileobj(src, out, 1024 * 1024)
+        # Truncated right after the copy reached the end: the window in which a
+        # guest's bytes are lost is the few microseconds in between.
+        os.truncate(path, 0)
+    os.replace(tmp, old)
     return True
 
 
 def tail(path: Path, lines: int) -> tuple[bytes, int]:
     """The last ``lines`` lines of the log (reaching into ``path.1`` when the current
     file holds fewer), and the size of ``path`` they end at: where to follow from."""
-    with _rotating:
-        data, size = _end(path, TAIL_WINDOW)
-        if lines <= 0:
-            return b"", size
-        if _count_lines(data) < lines and len(data) < TAIL_WINDOW:
-            data = _end(rotated(path), TAIL_WINDOW - len(data))[0] + data
+    current = _end(path, TAIL_WINDOW)
+    size = current[1]
+    if lines <= 0:
+        return b"", size
+    data = current[0]
+    if _count_lines(data) < lines and len(data) < TAIL_WINDOW:
+        data = _end(rotated(path), TAIL_WINDOW - len(data))[0] + data
     # A trailing newline ends the last line rather than starting an empty one.
     cut = len(data) - 1 if data.endswith(b"\n") else len(data)
     for _ in range(lines):
@@ -97,20 +90,19 @@ def read_from(path: Path, offset: int) -> tuple[bytes, int]:
     """What was appended to the log since ``offset``, and the offset to read from
     next. Across a rotation (the file is now shorter than ``offset``) the rest of
     the old file comes from ``path.1``, then the new file from its start."""
-    with _rotating:  # never half-way through a rotation
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return b"", offset
-        chunk = b""
-        if size < offset:
-            with contextlib.suppress(FileNotFoundError), rotated(path).open("rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-            offset = 0
-        with path.open("rb") as fh:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return b"", offset
+    chunk = b""
+    if size < offset:
+        with contextlib.suppress(FileNotFoundError), rotated(path).open("rb") as fh:
             fh.seek(offset)
-            new = fh.read()
+            chunk = fh.read()
+        offset = 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        new = fh.read()
     return chunk + new, offset + len(new)
 
 

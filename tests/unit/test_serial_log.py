@@ -73,14 +73,3 @@ def test_following_across_a_rotation_loses_nothing(tmp_path: Path) -> None:
     more, offset = serial_log.read_from(log, offset)
     assert got + more == _lines(0, 412)
     assert serial_log.read_from(log, offset) == (b"", offset)
-
-
-async def test_logs_turn_crlf_into_lf_even_split_between_reads(tmp_path: Path) -> None:
-    from hangar.api.logs import _stream
-
-    log = tmp_path / "serial.log"
-    log.write_bytes(b"\ntwo\r\n")
-    text = b"".join([c async for c in _stream(log, b"one\r", 0, follow=False)])
-    assert text == b"one\ntwo\n"
-    log.write_bytes(b"")
-    assert b"".join([c async for c in _stream(log, b"end\r", 0, follow=False)]) == b"end\r"
