@@ -11,27 +11,50 @@ from fastapi.responses import StreamingResponse
 
 from hangar.api.auth import READ, Access
 from hangar.api.deps import platform_of
-from hangar.services import serial_log
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
 POLL = 0.05
+TAIL_WINDOW = 256 * 1024
 
 
-async def _stream(path: Path, head: bytes, offset: int, follow: bool) -> AsyncIterator[bytes]:
-    """``head`` (the backlog), then what the guest appends from ``offset`` on; the
-    log is rotated under us now and then (services/serial_log.read_from follows it)."""
-    if head:
-        yield head.replace(b"\r\n", b"\n")
+def _tail_offset(path: Path, lines: int) -> int:
+    """Byte offset where the last ``lines`` lines of ``path`` start."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if lines <= 0:
+        return size
+    with path.open("rb") as fh:
+        start = max(0, size - TAIL_WINDOW)
+        fh.seek(start)
+        data = fh.read()
+    # A trailing newline ends the last line rather than starting an empty one.
+    cut = len(data) - 1 if data.endswith(b"\n") else len(data)
+    for _ in range(lines):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return start
+    return start + cut + 1
+
+
+async def _stream(path: Path, offset: int, follow: bool) -> AsyncIterator[bytes]:
     while True:
-        chunk, offset = await asyncio.to_thread(serial_log.read_from, path, offset)
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            chunk = b""
+            if follow and not path.parent.exists():
+                return  # the VM was deleted
         if chunk:
+            offset += len(chunk)
             yield chunk.replace(b"\r\n", b"\n")
         elif not follow:
             return
         else:
-            if not path.parent.exists():
-                return  # the VM was deleted
             await asyncio.sleep(POLL)
 
 
@@ -45,5 +68,5 @@ async def vm_logs(
 ) -> StreamingResponse:
     view = await platform_of(request).vms.get(name, scope.project)
     path = Path(view.serial_log)
-    head, offset = await asyncio.to_thread(serial_log.tail, path, lines)
-    return StreamingResponse(_stream(path, head, offset, follow), media_type="text/plain")
+    offset = await asyncio.to_thread(_tail_offset, path, lines)
+    return StreamingResponse(_stream(path, offset, follow), media_type="text/plain")

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hangar.errors import QemuFailed
-from hangar.services import serial_log
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu import process
 from hangar.services.qemu.argv import VMFiles
@@ -109,19 +108,6 @@ class Runtime:
         self.outcome: Outcome | None = None
         # QEMU's run status ("running", "paused", "prelaunch", ...), see power_state.
         self.run_status = "prelaunch"
-        # Rotates the serial log while QEMU runs (services/serial_log.py).
-        self.log_keeper: asyncio.Task[None] | None = None
-
-    async def let_go(self, drain: float = 0.0) -> None:
-        """Stop the tasks hangard runs for this QEMU (not QEMU itself)."""
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self.pidfd)
-        os.close(self.pidfd)
-        if self.log_keeper is not None:
-            self.log_keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.log_keeper
-        await self.monitor.close(drain=drain)
 
     async def power_state(self) -> PowerState:
         """The power state from QEMU's own run status, kept current by its QMP events.
@@ -175,8 +161,6 @@ class Supervisor:
 
         Raises :class:`QemuFailed` with QEMU's own messages when it does not come up.
         """
-        # What a guest wrote while hangard was away is rotated now, not in a second.
-        await asyncio.to_thread(serial_log.rotate, files.serial_log)
         await asyncio.to_thread(process.spawn, argv, files)
         monitor = Monitor(f"hangar-{name}")
         try:
@@ -229,12 +213,14 @@ class Supervisor:
             runtime.run_status = "shutdown"  # exiting already; the pidfd tells the rest
         loop = asyncio.get_running_loop()
         loop.add_reader(runtime.pidfd, lambda: loop.create_task(self._exited(runtime)))
-        runtime.log_keeper = loop.create_task(serial_log.keep(files.serial_log))
         self._runtimes[vm_id] = runtime
         return runtime
 
     async def _exited(self, runtime: Runtime) -> None:
-        await runtime.let_go(drain=0.5)
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(runtime.pidfd)
+        os.close(runtime.pidfd)
+        await runtime.monitor.close(drain=0.5)
         await _wait_for_file(runtime.files.exit_status, EXIT_STATUS_WAIT)
         outcome = exit_outcome(
             process.read_exit_status(runtime.files),
@@ -258,8 +244,11 @@ class Supervisor:
 
     async def detach_all(self) -> None:
         """Let go of every QEMU without stopping it (hangard is shutting down)."""
+        loop = asyncio.get_running_loop()
         for runtime in list(self._runtimes.values()):
-            await runtime.let_go()
+            loop.remove_reader(runtime.pidfd)
+            os.close(runtime.pidfd)
+            await runtime.monitor.close()
         self._runtimes.clear()
 
 
