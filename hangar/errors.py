@@ -152,6 +152,20 @@ class Unauthenticated(NothingChanged):
     kind = "unauthenticated"
 
 
+class BodyTooLarge(InvalidInput):
+    """A request body over the route's limit (it was not read past the limit)."""
+
+    http_status = 413
+    kind = "body-too-large"
+
+
+class RequestTimeout(InvalidInput):
+    """The client stopped sending its request body."""
+
+    http_status = 408
+    kind = "request-timeout"
+
+
 class Forbidden(NothingChanged):
     """The token's role does not allow this action in its project."""
 

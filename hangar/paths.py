@@ -7,6 +7,7 @@ By default state lives under /var/lib/hangar and runtime files under /run/hangar
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +65,24 @@ class Paths:
         return self.runtime / "vm" / vm_id[:12]
 
     def ensure(self) -> None:
-        for path in (self.state, self.images, self.cache, self.vms):
-            path.mkdir(parents=True, exist_ok=True)
-        self.runtime.mkdir(parents=True, exist_ok=True)
-        (self.runtime / "vm").mkdir(exist_ok=True)
-        api = self.socket.parent
-        api.mkdir(mode=0o700, exist_ok=True)
-        api.chmod(0o700)
+        """Make hangar's folders, private to hangard's user (0700) whatever they were:
+        they hold guest disks and memory, configs with user-data, token hashes and the
+        audit log. Files inside are private through hangard's umask (private_process)."""
+        for path in (self.state, self.runtime):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in (self.images, self.cache, self.vms, self.runtime / "vm", self.socket.parent):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in (self.state, self.runtime, self.images, self.vms, self.socket.parent):
+            path.chmod(0o700)
+        for name in ("hangar.db", "hangar.db-wal", "hangar.db-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.state / name).chmod(0o600)
+
+
+PRIVATE_UMASK = 0o077
+
+
+def private_process() -> None:
+    """Everything hangard and its children (QEMU, qemu-img, dnsmasq) create from now on
+    is private to its owner, whatever umask hangard was started with."""
+    os.umask(PRIVATE_UMASK)

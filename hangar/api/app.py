@@ -34,6 +34,8 @@ from hangar.api import (
     volumes,
 )
 from hangar.api.auth import READ, Access
+from hangar.api.guard import GuardMiddleware
+from hangar.api.sessions import Sessions
 from hangar.errors import HangarError
 from hangar.services.platform import Platform
 
@@ -89,6 +91,9 @@ def create_app(platform: Platform) -> FastAPI:
         responses=_ERRORS,
     )
     app.state.platform = platform
+    app.state.sessions = Sessions()  # open websockets and followed logs (revocation ends them)
+    # Inside the audit middleware (added last, so outermost), which records its 401s.
+    app.add_middleware(GuardMiddleware)
     app.add_middleware(audit.AuditMiddleware, platform=platform)
 
     @app.exception_handler(HangarError)

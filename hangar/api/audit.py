@@ -2,12 +2,14 @@
 
 Every request that changes something (any method but GET/HEAD/OPTIONS) is
 recorded after it has been answered: who (token id and name, or the local root),
-what (the route's action), which resource (the path), when, and the result.
-Refused requests are recorded too, unauthenticated ones included.
+what (the route's action), which resource (the path, and the name a body gives
+what it creates), when, and the result, in the caller's own scope. Refused
+requests are recorded too; unauthenticated ones are counted (services/audit.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -15,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hangar.api.auth import ADMIN, Access, Caller
+from hangar.services.audit import HOST_SCOPE
 from hangar.services.platform import Platform
 from hangar.state.audit import AuditEntry
 
@@ -34,6 +37,11 @@ async def list_audit(
     return platform.audit.list(scope.filter, limit)
 
 
+# The largest request body whose JSON "name" the audit entry names (it is the body
+# the route itself reads: the middleware only keeps a copy of what went by).
+NAMED_BODY_MAX = 64 * 1024
+
+
 class AuditMiddleware:
     def __init__(self, app: ASGIApp, platform: Platform):
         self.app = app
@@ -45,6 +53,7 @@ class AuditMiddleware:
             return
         status = 500
         scope.setdefault("state", {})
+        body = bytearray()
 
         async def capture(message: Message) -> None:
             nonlocal status
@@ -52,24 +61,59 @@ class AuditMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            self._record(scope, status)
+        async def seen(  # what the route reads, kept (bounded) for the entry's name
+        ) -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) <= NAMED_BODY_MAX:
+                body.extend(message.get("body", b"")[: NAMED_BODY_MAX + 1 - len(body)])
+            return message
 
-    def _record(self, scope: Scope, status: int) -> None:
+        try:
+            await self.app(scope, seen, capture)
+        finally:
+            self._record(scope, status, bytes(body))
+
+    def _record(self, scope: Scope, status: int, body: bytes) -> None:
         state: dict[str, Any] = scope.get("state", {})
         caller: Caller | None = state.get("caller")
-        endpoint = scope.get("endpoint")
-        action = getattr(endpoint, "__name__", None) or f"{scope['method']} (no route)"
         try:
-            self.platform.record_audit(
-                project=str(state.get("project") or (caller.project if caller else "") or "-"),
-                actor_id=caller.id if caller else "-",
-                actor_name=caller.name if caller else "unauthenticated",
+            if caller is None:
+                client = scope.get("client")
+                self.platform.audit.unauthenticated(str(client[0]) if client else "local")
+                return
+            endpoint = scope.get("endpoint")
+            action = getattr(endpoint, "__name__", None) or f"{scope['method']} (no route)"
+            resource = f"{scope['method']} {scope['path']}"
+            named = _body_name(body)
+            if named:
+                resource += f" name={named}"
+            # The caller's own scope: a token's project even when it was refused in
+            # another one; the project the host administrator acted in.
+            project = caller.project or str(state.get("project") or HOST_SCOPE)
+            self.platform.audit.record(
+                project=project,
+                actor_id=caller.id,
+                actor_name=caller.name,
                 action=action,
-                resource=f"{scope['method']} {scope['path']}",
+                resource=resource,
                 status=status,
             )
         except Exception:  # auditing must never turn an answer into a 500
             log.exception("could not write the audit entry for %s", scope["path"])
+
+
+def _body_name(body: bytes) -> str | None:
+    """The ``name`` (or ``template``) a JSON request body gives the resource it makes."""
+    if not body or len(body) > NAMED_BODY_MAX:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key in ("name", "template"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value[:100]
+    return None

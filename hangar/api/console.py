@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from hangar.api.auth import Level, authorize_ws
 from hangar.api.deps import platform_of
+from hangar.api.sessions import Session, sessions_of
 from hangar.errors import HangarError
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
@@ -45,7 +46,10 @@ async def console(websocket: WebSocket, name: str, project: str | None = Query(N
         except OSError as exc:
             await websocket.close(code=CLOSE_BASE + 503, reason=f"console not reachable: {exc}")
             return
-        await pump(websocket, reader, writer, closed="console closed (VM stopped)")
+        with sessions_of(websocket).open(scope) as session:
+            await pump(
+                websocket, reader, writer, closed="console closed (VM stopped)", session=session
+            )
     finally:
         _in_use.discard(key)
 
@@ -56,10 +60,12 @@ async def pump(
     writer: asyncio.StreamWriter,
     *,
     closed: str,
+    session: Session,
     chunk: int = 4096,
 ) -> None:
     """Copy bytes both ways between ``websocket`` and a guest's socket until either
-    side ends; then close both (the websocket with reason ``closed``)."""
+    side ends or ``session`` is ended (its token revoked); then close both (the
+    websocket with reason ``closed``, or the session's)."""
 
     async def guest_to_client() -> None:
         while data := await reader.read(chunk):
@@ -74,7 +80,11 @@ async def pump(
             writer.write(data)
             await writer.drain()
 
-    tasks = [asyncio.create_task(guest_to_client()), asyncio.create_task(client_to_guest())]
+    tasks = [
+        asyncio.create_task(guest_to_client()),
+        asyncio.create_task(client_to_guest()),
+        asyncio.create_task(session.ended.wait()),
+    ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -87,4 +97,7 @@ async def pump(
         with contextlib.suppress(Exception):
             await writer.wait_closed()
         with contextlib.suppress(Exception):
-            await websocket.close(code=1000, reason=closed)
+            if session.ended.is_set():
+                await websocket.close(code=session.code, reason=session.reason)
+            else:
+                await websocket.close(code=1000, reason=closed)

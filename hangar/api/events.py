@@ -16,7 +16,8 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from hangar.api.auth import Level, authorize_ws
 from hangar.api.console import CLOSE_BASE
 from hangar.api.deps import platform_of
-from hangar.errors import HangarError, InvalidInput
+from hangar.api.sessions import sessions_of
+from hangar.errors import Forbidden, HangarError, InvalidInput
 from hangar.services.events import EVENT_TYPES, Event
 
 router = APIRouter(prefix="/1.0", tags=["events"])
@@ -45,6 +46,14 @@ async def events(
     try:
         scope = authorize_ws(websocket, project, Level.READ)
         types = parse_types(type)
+        if scope.caller.level < Level.ADMIN:
+            # Audit entries are for those who may read the audit log (admins).
+            if types is not None and "audit" in types:
+                raise Forbidden(
+                    "audit events are for project admins",
+                    hint="leave 'audit' out of type=, or use an admin token",
+                )
+            types = (types or set(EVENT_TYPES)) - {"audit"}
     except HangarError as exc:
         await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
         return
@@ -64,18 +73,23 @@ async def events(
             pass
 
     watcher = asyncio.create_task(client_gone())
-    try:
-        while not watcher.done():
-            getter = asyncio.create_task(subscription.get())
-            await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
-                break
-            await websocket.send_text(getter.result().model_dump_json())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        subscription.close()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
+    with sessions_of(websocket).open(scope) as session:
+        ended = asyncio.create_task(session.ended.wait())
+        try:
+            while not watcher.done() and not ended.done():
+                getter = asyncio.create_task(subscription.get())
+                await asyncio.wait({getter, watcher, ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                await websocket.send_text(getter.result().model_dump_json())
+            if session.ended.is_set():  # its token was revoked, or its project deleted
+                await websocket.close(code=session.code, reason=session.reason)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            subscription.close()
+            for task in (watcher, ended):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

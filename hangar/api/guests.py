@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hangar.api.auth import OPERATE, READ, Access, Level, authorize_ws
 from hangar.api.console import CLOSE_BASE, pump
 from hangar.api.deps import platform_of
+from hangar.api.sessions import sessions_of
 from hangar.errors import HangarError
 from hangar.services.guests import GuestInfo
 from hangar.services.qga.agent import ExecResult
@@ -93,4 +94,5 @@ async def vnc(websocket: WebSocket, name: str, project: str | None = Query(None)
     except OSError as exc:
         await websocket.close(code=CLOSE_BASE + 503, reason=f"display not reachable: {exc}")
         return
-    await pump(websocket, reader, writer, closed="display closed", chunk=65536)
+    with sessions_of(websocket).open(scope) as session:
+        await pump(websocket, reader, writer, closed="display closed", session=session, chunk=65536)

@@ -11,49 +11,27 @@ from fastapi.responses import StreamingResponse
 
 from hangar.api.auth import READ, Access
 from hangar.api.deps import platform_of
+from hangar.api.sessions import Session, sessions_of
+from hangar.services.qemu import serial_log
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
 POLL = 0.05
-TAIL_WINDOW = 256 * 1024
 
 
-def _tail_offset(path: Path, lines: int) -> int:
-    """Byte offset where the last ``lines`` lines of ``path`` start."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if lines <= 0:
-        return size
-    with path.open("rb") as fh:
-        start = max(0, size - TAIL_WINDOW)
-        fh.seek(start)
-        data = fh.read()
-    # A trailing newline ends the last line rather than starting an empty one.
-    cut = len(data) - 1 if data.endswith(b"\n") else len(data)
-    for _ in range(lines):
-        cut = data.rfind(b"\n", 0, cut)
-        if cut < 0:
-            return start
-    return start + cut + 1
-
-
-async def _stream(path: Path, offset: int, follow: bool) -> AsyncIterator[bytes]:
-    while True:
-        try:
-            with path.open("rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            chunk = b""
-            if follow and not path.parent.exists():
-                return  # the VM was deleted
+async def _stream(
+    path: Path, first: bytes, offset: int, follow: bool, session: Session | None = None
+) -> AsyncIterator[bytes]:
+    """``first``, then what the log gains (across its rotation: serial_log.read_from),
+    until the client leaves, the VM goes or the session ends (its token revoked)."""
+    if first:
+        yield first.replace(b"\r\n", b"\n")
+    while follow and (session is None or not session.ended.is_set()):
+        chunk, offset = await asyncio.to_thread(serial_log.read_from, path, offset)
         if chunk:
-            offset += len(chunk)
             yield chunk.replace(b"\r\n", b"\n")
-        elif not follow:
-            return
+        elif not path.parent.exists():
+            return  # the VM was deleted
         else:
             await asyncio.sleep(POLL)
 
@@ -68,5 +46,14 @@ async def vm_logs(
 ) -> StreamingResponse:
     view = await platform_of(request).vms.get(name, scope.project)
     path = Path(view.serial_log)
-    offset = await asyncio.to_thread(_tail_offset, path, lines)
-    return StreamingResponse(_stream(path, offset, follow), media_type="text/plain")
+    first, offset = await asyncio.to_thread(serial_log.tail, path, lines)
+    if not follow:
+        return StreamingResponse(_stream(path, first, offset, follow), media_type="text/plain")
+    sessions = sessions_of(request)
+
+    async def followed() -> AsyncIterator[bytes]:
+        with sessions.open(scope) as session:
+            async for chunk in _stream(path, first, offset, follow, session):
+                yield chunk
+
+    return StreamingResponse(followed(), media_type="text/plain")

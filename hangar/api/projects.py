@@ -1,7 +1,8 @@
 """Project routes: tenants and their quotas.
 
-The host administrator creates and deletes projects; a project's admin token may
-read it and change its quotas; other tokens see only their own project."""
+The host administrator creates and deletes projects and sets their quotas (a project
+admin lifting its own limits would make them meaningless); a token reads only its own
+project."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, READ, Access, Level, authenticate, authorize
 from hangar.api.deps import platform_of
+from hangar.api.sessions import sessions_of
 from hangar.errors import Forbidden
 from hangar.services.projects import ProjectView, Quotas
 
@@ -23,6 +25,7 @@ class ProjectCreate(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
     description: str = Field(default="", max_length=500)
+    # Limits left out get the defaults (hangar.services.projects.DEFAULT_QUOTAS); null: none.
     quotas: Quotas = Field(default_factory=Quotas)
 
 
@@ -38,7 +41,8 @@ async def list_projects(request: Request, scope: Access = READ) -> list[ProjectV
 
 @router.post("", status_code=201)
 async def create_project(request: Request, body: ProjectCreate, _: Access = HOST) -> ProjectView:
-    return platform_of(request).projects.create(body.name, body.description, body.quotas)
+    quotas = body.quotas.model_dump(exclude_unset=True)
+    return platform_of(request).projects.create(body.name, body.description, quotas)
 
 
 @router.get("/{name}")
@@ -49,7 +53,8 @@ async def get_project(request: Request, name: str = NAME_PATH) -> ProjectView:
 
 @router.patch("/{name}")
 async def set_quotas(request: Request, body: QuotaUpdate, name: str = NAME_PATH) -> ProjectView:
-    authorize(request, authenticate(request), name, Level.ADMIN)
+    """Change quotas (host administrator): 404 for another project's token, 403 for its own."""
+    _host_only(request, name, "change a project's quotas", f"hangar project set {name} KEY=VALUE")
     return platform_of(request).projects.set_quotas(name, body.model_dump(exclude_unset=True))
 
 
@@ -70,24 +75,25 @@ async def get_uplinks(request: Request, name: str = NAME_PATH) -> Uplinks:
 @router.put("/{name}/uplinks")
 async def set_uplinks(request: Request, body: Uplinks, name: str = NAME_PATH) -> Uplinks:
     """Allow exactly these host interfaces as this project's uplinks (host administrator)."""
-    caller = authenticate(request)
-    authorize(request, caller, name, Level.ADMIN)  # 404 for another project
-    if not caller.local:
-        raise Forbidden(
-            "only the host administrator may allow uplinks",
-            hint=f"run 'hangar project uplinks {name} IFACE...' on the host",
-        )
+    _host_only(request, name, "allow uplinks", f"hangar project uplinks {name} IFACE...")
     return Uplinks(uplinks=platform_of(request).projects.set_uplinks(name, body.uplinks))
 
 
 @router.delete("/{name}", status_code=204)
 async def delete_project(request: Request, name: str = NAME_PATH) -> Response:
+    _host_only(request, name, "delete a project", f"hangar project delete {name}")
+    platform_of(request).projects.delete(name)
+    sessions_of(request).end_project(name)  # its tokens went with it
+    return Response(status_code=204)
+
+
+def _host_only(request: Request, name: str, doing: str, command: str) -> None:
+    """Let only the host administrator on: 404 for another project's token (as if it
+    did not exist), 403 for the project's own tokens."""
     caller = authenticate(request)
-    authorize(request, caller, name, Level.ADMIN)
+    authorize(request, caller, name, Level.READ)
     if not caller.local:
         raise Forbidden(
-            "only the host administrator may delete a project",
-            hint="run 'hangar project delete' on the host",
+            f"only the host administrator may {doing}",
+            hint=f"ask them to run '{command}' on the host",
         )
-    platform_of(request).projects.delete(name)
-    return Response(status_code=204)

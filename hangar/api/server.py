@@ -9,21 +9,35 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from hangar import __version__
 from hangar.api.app import create_app
 from hangar.api.auth import LocalListener
+from hangar.api.limits import (
+    LOCAL_CONNECTIONS,
+    AcceptErrors,
+    bound_tls_handshakes,
+    guard,
+    raise_fd_limit,
+    tcp_connections,
+)
 from hangar.api.tls import ensure_certificate, fingerprint
+from hangar.certs import harden
 from hangar.host.probe import probe_host
-from hangar.paths import Paths
+from hangar.paths import Paths, private_process
 from hangar.runner import SubprocessRunner
 from hangar.services.platform import Platform
 
 log = logging.getLogger("hangard")
+# A websocket message: console keystrokes and VNC input are far smaller.
+WS_MAX_SIZE = 1024 * 1024
 
 
 def bind_socket(path: Path) -> socket.socket:
@@ -60,6 +74,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 async def serve(servers: list[tuple[uvicorn.Server, list[socket.socket] | None]]) -> None:
     """Run the servers together; when one stops (a signal), stop the others too."""
+    asyncio.get_running_loop().set_exception_handler(AcceptErrors())
     tasks = [asyncio.create_task(server.serve(sockets=socks)) for server, socks in servers]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -67,6 +82,45 @@ async def serve(servers: list[tuple[uvicorn.Server, list[socket.socket] | None]]
         for server, _ in servers:
             server.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def tls_context(config: uvicorn.Config, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's context (certificate and key loaded) restricted to TLS 1.2+ and modern
+    suites: uvicorn itself sets no minimum version."""
+    return harden(default())
+
+
+def remote_config(
+    app: ASGIApp, host: str, port: int, cert: Path, key: Path, max_connections: int = 64
+) -> uvicorn.Config:
+    """The HTTPS listener's configuration."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",  # the local server runs the platform's start and stop
+        ws="websockets-sansio",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        ssl_context_factory=tls_context,
+        ws_max_size=WS_MAX_SIZE,
+    )
+    guard(config, max_connections)
+    return config
+
+
+def local_config(app: ASGIApp) -> uvicorn.Config:
+    """The unix socket's configuration: its own server, so its own connection cap."""
+    config = uvicorn.Config(
+        LocalListener(app),
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_SIZE,
+    )
+    guard(config, LOCAL_CONNECTIONS)
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if os.geteuid() != 0:
         raise SystemExit("hangard: run it as root (it creates VMs, taps and sockets for them)")
+    private_process()
+    fd_limit = raise_fd_limit()
+    bound_tls_handshakes()
     paths = Paths.from_env()
     paths.ensure()
     runner = SubprocessRunner()
@@ -94,9 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     platform = Platform.open(paths, host, runner)
     app = create_app(platform)
     sock = bind_socket(paths.socket)
-    local = uvicorn.Config(
-        LocalListener(app), log_level="warning", lifespan="on", ws="websockets-sansio"
-    )
+    local = local_config(app)
     servers: list[tuple[uvicorn.Server, list[socket.socket] | None]] = [
         (uvicorn.Server(local), [sock])
     ]
@@ -104,16 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.listen:
         listen_host, port = parse_listen(args.listen)
         cert, key = ensure_certificate(paths.state, listen_host, args.cert, args.key)
-        remote = uvicorn.Config(
-            app,
-            host=listen_host,
-            port=port,
-            log_level="warning",
-            lifespan="off",  # the local server runs the platform's start and stop
-            ws="websockets-sansio",
-            ssl_certfile=str(cert),
-            ssl_keyfile=str(key),
-        )
+        remote = remote_config(app, listen_host, port, cert, key, tcp_connections(fd_limit))
         servers.append((uvicorn.Server(remote), None))
         log.info(
             "serving HTTPS on %s:%d, certificate fingerprint %s",

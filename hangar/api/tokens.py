@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import ADMIN, Access
 from hangar.api.deps import platform_of
+from hangar.api.sessions import sessions_of
 from hangar.services.tokens import NewToken, TokenView
 
 router = APIRouter(prefix="/1.0/tokens", tags=["tokens"])
@@ -35,4 +36,5 @@ async def list_tokens(request: Request, scope: Access = ADMIN) -> list[TokenView
 @router.delete("/{token_id}", status_code=204)
 async def revoke_token(request: Request, token_id: str, scope: Access = ADMIN) -> Response:
     platform_of(request).tokens.revoke(token_id, scope.filter)
+    sessions_of(request).end_token(token_id)  # its open websockets and followed logs
     return Response(status_code=204)

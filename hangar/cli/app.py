@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
+from hangar.cli.safe import shown
 from hangar.client.client import ApiError, Client
 from hangar.client.remotes import LOCAL, RemoteStore
 from hangar.errors import HangarError
@@ -39,11 +39,17 @@ def handle_errors(fn: F) -> F:
 
 def _fail(message: str, hint: str, code: int) -> None:
     # soft_wrap: no newlines inserted, so fingerprints and paths stay whole (and greppable).
-    # Messages carry user text (names, paths): escaped, so '[...]' in them is not markup.
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # Messages carry others' text (names, paths, a guest's output): each line through
+    # shown(), so '[...]' is not markup and escape sequences do not reach the terminal.
+    err.print(f"[bold red]error:[/] {_lines(message)}", highlight=False, soft_wrap=True)
     if hint:
-        err.print(f"[yellow]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]hint:[/] {_lines(hint)}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def _lines(text: str) -> str:
+    """A multi-line message (a host command's output) stays on its lines."""
+    return "\n".join(shown(line) for line in text.split("\n"))
 
 
 def format_option(fn: F) -> F:

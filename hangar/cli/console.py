@@ -12,6 +12,7 @@ import tty
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
+from hangar.cli.safe import shown
 from hangar.client.client import Client
 from hangar.errors import Conflict
 
@@ -34,6 +35,7 @@ def _attach(ws: ClientConnection, name: str) -> None:
     def guest_to_terminal() -> None:
         try:
             for message in ws:
+                # The guest's console, passed as the guest wrote it (as a terminal would).
                 data = message if isinstance(message, bytes) else message.encode()
                 os.write(sys.stdout.fileno(), data)
         except ConnectionClosed:
@@ -45,7 +47,8 @@ def _attach(ws: ClientConnection, name: str) -> None:
     reader = threading.Thread(target=guest_to_terminal, daemon=True)
     reader.start()
     if interactive:
-        sys.stderr.write(f"connected to the console of '{name}'; detach with Ctrl-]\r\n")
+        label = shown(name, markup=False)
+        sys.stderr.write(f"connected to the console of '{label}'; detach with Ctrl-]\r\n")
         tty.setraw(stdin)
     try:
         while not done.is_set():

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from hangar.cli.app import cli, connect, emit_json, err, format_option, handle_errors, out
+from hangar.cli.safe import shown
 from hangar.client.client import Client
 from hangar.errors import InvalidInput
 
@@ -36,6 +37,7 @@ def exec_(name: str, command: tuple[str, ...], timeout: float, use_stdin: bool, 
     if fmt == "json":
         emit_json(result)
     else:
+        # The command's own output, byte for byte (as ssh passes it): what was asked for.
         sys.stdout.write(result["stdout"])
         sys.stdout.flush()
         sys.stderr.write(result["stderr"])
@@ -67,7 +69,9 @@ def shell(name: str, command: tuple[str, ...], identity: str | None, force_agent
             out.file.flush()
             os.execvp(argv[0], argv)
         err.print(
-            f"[yellow]no SSH: {reason}; using the guest agent[/]", highlight=False, soft_wrap=True
+            f"[yellow]no SSH: {shown(reason)}; using the guest agent[/]",
+            highlight=False,
+            soft_wrap=True,
         )
         if command:
             result = client.exec(name, ["sh", "-c", " ".join(command)], timeout=3600)
@@ -130,7 +134,7 @@ def _agent_shell(client: Client, name: str) -> None:
     err.print("one command per line (sh -c), Ctrl-D ends", highlight=False, soft_wrap=True)
     while True:
         try:
-            line = input(f"{name}$ ")
+            line = input(f"{shown(name, markup=False)}$ ")
         except EOFError:
             return
         if not line.strip():
@@ -139,7 +143,8 @@ def _agent_shell(client: Client, name: str) -> None:
         sys.stdout.write(result["stdout"])
         sys.stderr.write(result["stderr"])
         if result["exit_code"]:
-            err.print(f"[dim](exit {result['exit_code']})[/]", highlight=False, soft_wrap=True)
+            code = shown(result["exit_code"])
+            err.print(f"[dim](exit {code})[/]", highlight=False, soft_wrap=True)
 
 
 @cli.command()
@@ -153,7 +158,7 @@ def screenshot(name: str, file: str) -> None:
     if not png.startswith(b"\x89PNG"):
         raise InvalidInput("hangard sent something that is not a PNG")
     Path(file).write_bytes(png)
-    out.print(f"saved {len(png)} bytes to {file}", highlight=False, soft_wrap=True)
+    out.print(f"saved {len(png)} bytes to {shown(file)}", highlight=False, soft_wrap=True)
 
 
 @cli.group()
@@ -176,5 +181,7 @@ def iso_detach(name: str, fmt: str) -> None:
         emit_json(vm)
     else:
         out.print(
-            f"ISO detached from {name}; it boots from its disk", highlight=False, soft_wrap=True
+            f"ISO detached from {shown(name)}; it boots from its disk",
+            highlight=False,
+            soft_wrap=True,
         )

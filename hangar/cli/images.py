@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from hangar.cli import operations
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.spec.units import format_size
 
 
@@ -29,16 +29,17 @@ def image_build(name: str, force: bool, no_wait: bool, fmt: str) -> None:
             if fmt == "json":
                 emit_json(op)
             else:
-                out.print(f"operation {op['id']} started: hangar operation wait {op['id']}")
+                op_id = shown(op["id"])
+                out.print(f"operation {op_id} started: hangar operation wait {op_id}")
             return
         result = operations.follow(client, op)["result"]
     if fmt == "json":
         emit_json(result)
         return
     for line in result["log"]:
-        out.print(f"  {line}", highlight=False)
+        out.print(f"  {shown(line)}", highlight=False)
     verb = "built" if result["built"] else "up to date"
-    out.print(f"image [bold]{name}[/] {verb}", highlight=False)
+    out.print(f"image [bold]{shown(name)}[/] {verb}", highlight=False)
 
 
 @image.command(name="list")

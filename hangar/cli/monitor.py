@@ -6,13 +6,16 @@ import json
 from typing import Any
 
 import click
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 
 
 def describe(event: dict[str, Any]) -> str:
-    data = event["data"]
+    """One line for a person, in Rich markup: every value from the event through shown()
+    (a lifecycle reason is a guest's serial line, a resource a path anyone typed)."""
+    raw = event["data"]
+    data = {key: None if value is None else shown(value) for key, value in raw.items()}
     if event["type"] == "lifecycle":
         before = f"{data['previous']} -> " if data.get("previous") else ""
         reason = f" ({data['reason']})" if data.get("reason") else ""
@@ -20,9 +23,9 @@ def describe(event: dict[str, Any]) -> str:
     if event["type"] == "network":
         return f"network {data['network']} ({data['type']}): {data['change']}"
     if event["type"] == "operation":
-        pct = data.get("progress_percent")
+        pct = raw.get("progress_percent")
         return (
-            f"operation {data['id'][:12]} {data['description']}: {data['status']}"
+            f"operation {shown(raw['id'][:12])} {data['description']}: {data['status']}"
             + (f" {pct:.0f}%" if pct is not None else "")
             + (f" {data['progress_message']}" if data.get("progress_message") else "")
         )
@@ -31,7 +34,7 @@ def describe(event: dict[str, Any]) -> str:
             f"{data['actor_name']} ({data['actor_id']}) {data['action']} {data['resource']}"
             f" -> {data['result']} {data['status']}"
         )
-    return json.dumps(data)
+    return shown(json.dumps(raw))
 
 
 @cli.command()
@@ -52,10 +55,11 @@ def monitor(types: str | None, as_json: bool) -> None:
                 if as_json:
                     click.echo(json.dumps(event, sort_keys=True))
                 else:
+                    at, project, kind = (shown(event[k]) for k in ("at", "project", "type"))
                     out.print(
-                        f"{event['at']} [{event['project']}] {event['type']:9} {describe(event)}",
+                        f"{at} \\[{project}] {kind:9} {describe(event)}",
                         highlight=False,
-                        markup=False,
+                        soft_wrap=True,
                     )
     except KeyboardInterrupt:
         pass

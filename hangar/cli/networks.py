@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.errors import InvalidInput
 
 
@@ -66,8 +66,10 @@ def create(
         emit_json(view)
         return
     cfg = view["config"]
-    where = f" {cfg['subnet']}" if cfg["subnet"] else f" on {cfg['bridge']}"
-    out.print(f"network [bold]{name}[/] ({cfg['type']}{where}) created", highlight=False)
+    where = shown(f" {cfg['subnet']}" if cfg["subnet"] else f" on {cfg['bridge']}")
+    out.print(
+        f"network [bold]{shown(name)}[/] ({shown(cfg['type'])}{where}) created", highlight=False
+    )
 
 
 @network.command(name="list")
@@ -138,7 +140,7 @@ def delete(name: str) -> None:
     """Delete a network no VM uses."""
     with connect() as client:
         client.delete_network(name)
-    out.print(f"network [bold]{name}[/] deleted", highlight=False)
+    out.print(f"network [bold]{shown(name)}[/] deleted", highlight=False)
 
 
 @network.command()
@@ -151,7 +153,11 @@ def attach(vm: str, name: str, ip: str | None) -> None:
     with connect() as client:
         view = client.attach_nic(vm, name, ip)
     addr = next((a["ip"] for a in view["addresses"] if a["network"] == name), None)
-    out.print(f"VM [bold]{vm}[/] attached to {name}" + (f" as {addr}" if addr else ""))
+    out.print(
+        f"VM [bold]{shown(vm)}[/] attached to {shown(name)}"
+        + (f" as {shown(addr)}" if addr else ""),
+        highlight=False,
+    )
 
 
 @network.command()
@@ -162,7 +168,7 @@ def detach(vm: str, name: str) -> None:
     """Detach stopped VM from network NAME."""
     with connect() as client:
         client.detach_nic(vm, name)
-    out.print(f"VM [bold]{vm}[/] detached from {name}", highlight=False)
+    out.print(f"VM [bold]{shown(vm)}[/] detached from {shown(name)}", highlight=False)
 
 
 @network.command()
@@ -173,7 +179,9 @@ def peer(name: str, other: str) -> None:
     """Let guests of networks NAME and OTHER reach each other."""
     with connect() as client:
         client.peer_networks(name, other)
-    out.print(f"networks [bold]{name}[/] and [bold]{other}[/] are peered", highlight=False)
+    out.print(
+        f"networks [bold]{shown(name)}[/] and [bold]{shown(other)}[/] are peered", highlight=False
+    )
 
 
 @network.command()
@@ -184,7 +192,10 @@ def unpeer(name: str, other: str) -> None:
     """Isolate networks NAME and OTHER from each other again."""
     with connect() as client:
         client.peer_networks(name, other, peered=False)
-    out.print(f"networks [bold]{name}[/] and [bold]{other}[/] are isolated", highlight=False)
+    out.print(
+        f"networks [bold]{shown(name)}[/] and [bold]{shown(other)}[/] are isolated",
+        highlight=False,
+    )
 
 
 # --- forwards ---------------------------------------------------------------------
@@ -237,7 +248,7 @@ def forward_add(network_name: str, host: str, target: str, udp: bool, fmt: str) 
     if fmt == "json":
         emit_json(f)
     else:
-        out.print(f"forward {f['id']}: {_forward(f)} added", highlight=False)
+        out.print(f"forward {shown(f['id'])}: {shown(_forward(f))} added", highlight=False)
 
 
 @forward.command(name="list")
@@ -273,7 +284,7 @@ def forward_delete(forward_id: int) -> None:
     """Delete port forward ID."""
     with connect() as client:
         client.delete_forward(forward_id)
-    out.print(f"forward {forward_id} deleted", highlight=False)
+    out.print(f"forward {shown(forward_id)} deleted", highlight=False)
 
 
 # --- firewall -----------------------------------------------------------------------
@@ -318,7 +329,7 @@ def firewall_add(
     if fmt == "json":
         emit_json(rule)
     else:
-        out.print(f"firewall rule {rule['id']} added", highlight=False)
+        out.print(f"firewall rule {shown(rule['id'])} added", highlight=False)
 
 
 @firewall.command(name="list")
@@ -355,4 +366,4 @@ def firewall_delete(rule_id: int) -> None:
     """Delete firewall rule ID."""
     with connect() as client:
         client.delete_firewall_rule(rule_id)
-    out.print(f"firewall rule {rule_id} deleted", highlight=False)
+    out.print(f"firewall rule {shown(rule_id)} deleted", highlight=False)

@@ -6,9 +6,9 @@ from typing import Any
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, err, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.client.client import Client
 
 
@@ -27,24 +27,27 @@ def follow(client: Client, op: dict[str, Any], *, timeout: float = 3600) -> dict
         transient=True,
     )
     with progress:
-        task = progress.add_task(op["description"], total=100, percent="", message="")
+        # The columns are Rich markup: the description and message go through shown().
+        task = progress.add_task(shown(op["description"]), total=100, percent="", message="")
 
         def update(current: dict[str, Any]) -> None:
             pct = current.get("progress_percent")
             extra = f"{pct:.0f}%" if pct is not None else ""
             if current.get("progress_bytes") is not None:
-                extra += f" {current['progress_bytes']} B"
+                extra += f" {shown(current['progress_bytes'])} B"
             progress.update(
                 task,
                 completed=pct or 0,
                 percent=extra,
-                message=current.get("progress_message", "")[:60],
+                message=shown((current.get("progress_message") or "")[:60]),
             )
 
         try:
             return client.wait_operation(op["id"], timeout=timeout, on_progress=update)
         except KeyboardInterrupt:
-            err.print(f"stopped waiting; the operation goes on: hangar operation show {op['id']}")
+            err.print(
+                f"stopped waiting; the operation goes on: hangar operation show {shown(op['id'])}"
+            )
             raise SystemExit(130) from None
 
 
@@ -96,7 +99,7 @@ def operation_wait(op_id: str) -> None:
     """Wait for an operation with a progress bar."""
     with connect() as client:
         op = follow(client, client.operation(op_id))
-    out.print(f"operation {op_id}: {op['status']}", highlight=False)
+    out.print(f"operation {shown(op_id)}: {shown(op['status'])}", highlight=False)
 
 
 @operation.command(name="cancel")
@@ -107,4 +110,4 @@ def operation_cancel(op_id: str) -> None:
     with connect() as client:
         client.cancel_operation(op_id)
         op = client.operation(op_id, wait=30)
-    out.print(f"operation {op_id}: {op['status']}", highlight=False)
+    out.print(f"operation {shown(op_id)}: {shown(op['status'])}", highlight=False)

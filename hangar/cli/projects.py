@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.errors import InvalidInput
 from hangar.spec.units import format_size, parse_size
 
@@ -60,7 +60,10 @@ def print_project(project: dict[str, Any]) -> None:
             format_size(used) if size else str(used),
             _limit(quotas[field], size),
         )
-    out.print(f"project [bold]{project['name']}[/] {project['description']}", highlight=False)
+    out.print(
+        f"project [bold]{shown(project['name'])}[/] {shown(project['description'])}",
+        highlight=False,
+    )
     out.print(table, highlight=False)
 
 
@@ -75,10 +78,11 @@ def project() -> None:
 @click.option("--description", default="")
 @handle_errors
 def project_create(name: str, quotas: tuple[str, ...], description: str) -> None:
-    """Create project NAME, optionally with quotas (max-instances=2 max-memory=1G ...)."""
+    """Create project NAME with quotas (max-instances=2 max-memory=1G ...); limits not given
+    take the defaults (max-instances 10, max-cpus 16, max-memory 32G, max-disk 200G)."""
     with connect() as client:
         client.create_project(name, description, parse_quotas(quotas))
-    out.print(f"project [bold]{name}[/] created", highlight=False)
+    out.print(f"project [bold]{shown(name)}[/] created", highlight=False)
 
 
 @project.command(name="list")
@@ -126,7 +130,8 @@ def project_show(name: str, fmt: str) -> None:
 @click.argument("quotas", nargs=-1, required=True, metavar="KEY=VALUE...")
 @handle_errors
 def project_set(name: str, quotas: tuple[str, ...]) -> None:
-    """Set quotas: max-instances, max-cpus, max-memory, max-disk (=none: no limit)."""
+    """Set quotas (host administrator): max-instances, max-cpus, max-memory, max-disk
+    (=none: no limit)."""
     with connect() as client:
         data = client.set_quotas(name, parse_quotas(quotas))
     print_project(data)
@@ -145,8 +150,8 @@ def project_uplinks(name: str, interfaces: tuple[str, ...], clear: bool) -> None
             allowed = client.set_uplinks(name, [] if clear else list(interfaces))
         else:
             allowed = client.uplinks(name)
-    shown = ", ".join(allowed) if allowed else "none (hangar's own bridges only)"
-    out.print(f"uplinks of project {name}: {shown}", highlight=False, markup=False)
+    listed = ", ".join(allowed) if allowed else "none (hangar's own bridges only)"
+    out.print(f"uplinks of project {shown(name)}: {shown(listed)}", highlight=False)
 
 
 @project.command(name="delete")
@@ -156,4 +161,4 @@ def project_delete(name: str) -> None:
     """Delete an empty project (and its tokens)."""
     with connect() as client:
         client.delete_project(name)
-    out.print(f"project [bold]{name}[/] deleted", highlight=False)
+    out.print(f"project [bold]{shown(name)}[/] deleted", highlight=False)

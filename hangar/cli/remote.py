@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from hangar.certs import fingerprint
 from hangar.cli.app import cli, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.client.client import Client
 from hangar.client.remotes import LOCAL, Remote, RemoteStore, fetch_certificate, parse_url
 from hangar.errors import InvalidInput
@@ -37,7 +37,9 @@ def remote_add(
     pem = fetch_certificate(url)
     seen = fingerprint(pem)
     # click.echo, not Rich: a fingerprint must never be wrapped or styled.
-    click.echo(f"certificate of {url}\n  SHA-256 fingerprint: {seen}", err=True)
+    click.echo(
+        f"certificate of {shown(url, markup=False)}\n  SHA-256 fingerprint: {seen}", err=True
+    )
     if not accept_certificate:
         click.echo(
             "compare it with the one hangard logged at start ('serving HTTPS on ...')", err=True
@@ -51,8 +53,8 @@ def remote_add(
         who = client.whoami()  # proves the token before anything is saved
     store.add(candidate)
     out.print(
-        f"remote [bold]{name}[/] added: token '{who['name']}' ({who['role']}) "
-        f"of project '{who['project']}'",
+        f"remote [bold]{shown(name)}[/] added: token '{shown(who['name'])}' "
+        f"({shown(who['role'])}) of project '{shown(who['project'])}'",
         highlight=False,
     )
 
@@ -90,7 +92,7 @@ def remote_list(fmt: str) -> None:
 def remote_switch(name: str) -> None:
     """Make NAME the remote commands talk to ('local' for this host's socket)."""
     RemoteStore().switch(name)
-    out.print(f"current remote: [bold]{name}[/]", highlight=False)
+    out.print(f"current remote: [bold]{shown(name)}[/]", highlight=False)
 
 
 @remote.command(name="remove")
@@ -99,4 +101,4 @@ def remote_switch(name: str) -> None:
 def remote_remove(name: str) -> None:
     """Forget remote NAME (its token and pinned certificate)."""
     RemoteStore().remove(name)
-    out.print(f"remote [bold]{name}[/] removed", highlight=False)
+    out.print(f"remote [bold]{shown(name)}[/] removed", highlight=False)

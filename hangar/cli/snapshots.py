@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.cli.storage import NO_WAIT, _finish
 from hangar.spec.units import format_size
 
@@ -38,7 +38,7 @@ def snapshot_create(vm: str, name: str, memory: bool, no_wait: bool, fmt: str) -
         return
     what = "disk, memory and devices" if snap["memory"] else "disk"
     out.print(
-        f"snapshot [bold]{name}[/] of {vm}: {what} ({format_size(snap['size'])})",
+        f"snapshot [bold]{shown(name)}[/] of {shown(vm)}: {what} ({format_size(snap['size'])})",
         highlight=False,
     )
 
@@ -55,7 +55,7 @@ def snapshot_list(vm: str, fmt: str) -> None:
         emit_json(snaps)
         return
     if not snaps:
-        out.print(f"VM {vm} has no snapshots", highlight=False)
+        out.print(f"VM {shown(vm)} has no snapshots", highlight=False)
         return
     table = Table()
     for column in ("NAME", "PARENT", "CHILDREN", "MEMORY", "SIZE", "CREATED"):
@@ -99,7 +99,10 @@ def snapshot_restore(vm: str, name: str, force: bool, no_wait: bool, fmt: str) -
     if fmt == "json":
         emit_json(result)
         return
-    out.print(f"VM [bold]{vm}[/] restored to {name} ({result['state']})", highlight=False)
+    out.print(
+        f"VM [bold]{shown(vm)}[/] restored to {shown(name)} ({shown(result['state'])})",
+        highlight=False,
+    )
 
 
 @snapshot.command(name="delete")
@@ -113,4 +116,4 @@ def snapshot_delete(vm: str, name: str, no_wait: bool) -> None:
         op = client.start_delete_snapshot(vm, name)
         if _finish(client, op, no_wait=no_wait, as_json=False) is None:
             return
-    out.print(f"snapshot [bold]{name}[/] of {vm} deleted", highlight=False)
+    out.print(f"snapshot [bold]{shown(name)}[/] of {shown(vm)} deleted", highlight=False)

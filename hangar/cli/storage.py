@@ -9,6 +9,7 @@ import click
 from hangar.cli import operations
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
 from hangar.cli.images import image
+from hangar.cli.safe import shown
 from hangar.client.client import Client
 from hangar.spec.units import format_size, parse_size
 
@@ -28,7 +29,8 @@ def _finish(
         if as_json:
             emit_json(op)
         else:
-            out.print(f"operation {op['id']} started: hangar operation wait {op['id']}")
+            op_id = shown(op["id"])
+            out.print(f"operation {op_id} started: hangar operation wait {op_id}")
         return None
     result: dict[str, Any] = operations.follow(client, op)["result"]
     return result
@@ -66,11 +68,11 @@ def image_import(
         emit_json(result)
         return
     for line in result["log"]:
-        out.print(f"  {line}", highlight=False)
+        out.print(f"  {shown(line)}", highlight=False)
     img = result["image"]
     out.print(
-        f"image [bold]{img['name']}[/] ({format_size(img['disk_virtual_size'])}): "
-        f"{img['description']}",
+        f"image [bold]{shown(img['name'])}[/] ({format_size(img['disk_virtual_size'])}): "
+        f"{shown(img['description'])}",
         highlight=False,
     )
 
@@ -93,7 +95,8 @@ def image_export(source: str, file: str, export_format: str, no_wait: bool, as_j
         emit_json(result)
         return
     out.print(
-        f"{result['source_kind']} [bold]{source}[/] exported to {result['path']} "
+        f"{shown(result['source_kind'])} [bold]{shown(source)}[/] exported to "
+        f"{shown(result['path'])} "
         f"({export_format}, {format_size(result['size'])})",
         highlight=False,
     )
@@ -106,7 +109,7 @@ def image_delete(name: str) -> None:
     """Delete an image or template (refused while linked clones use it)."""
     with connect() as client:
         client.delete_image(name)
-    out.print(f"image [bold]{name}[/] deleted", highlight=False)
+    out.print(f"image [bold]{shown(name)}[/] deleted", highlight=False)
 
 
 @image.command(name="share")
@@ -117,8 +120,8 @@ def image_share(name: str, project: str | None) -> None:
     """Share a template with every project, or give it to one (host administrator)."""
     with connect() as client:
         client.share_image(name, project)
-    whom = f"project {project} alone" if project else "every project"
-    out.print(f"image {name} is now used by {whom}", highlight=False, markup=False)
+    whom = f"project {shown(project)} alone" if project else "every project"
+    out.print(f"image {shown(name)} is now used by {whom}", highlight=False)
 
 
 @cli.command()
@@ -141,7 +144,9 @@ def copy(source: str, name: str, full: bool, start: bool, no_wait: bool, fmt: st
         return
     kind = "full" if full else "linked"
     out.print(
-        f"VM [bold]{vm['name']}[/] is a {kind} copy of {source} ({vm['state']})", highlight=False
+        f"VM [bold]{shown(vm['name'])}[/] is a {kind} copy of {shown(source)} "
+        f"({shown(vm['state'])})",
+        highlight=False,
     )
 
 
@@ -159,9 +164,10 @@ def image_standby(template: str, count: int | None, fmt: str) -> None:
     if fmt == "json":
         emit_json(view)
         return
-    ready = ", ".join(view["ready"]) or "none yet"
+    ready = shown(", ".join(view["ready"]) or "none yet")
     out.print(
-        f"template [bold]{template}[/]: {view['count']} standby VM(s); ready: {ready}",
+        f"template [bold]{shown(template)}[/]: {shown(view['count'])} standby VM(s); "
+        f"ready: {ready}",
         highlight=False,
     )
 
@@ -194,7 +200,9 @@ def publish(vm: str, template: str, warm: bool, standby: int, no_wait: bool, fmt
     if fmt == "json":
         emit_json(manifest)
         return
-    out.print(f"template [bold]{template}[/]: {manifest['description']}", highlight=False)
+    out.print(
+        f"template [bold]{shown(template)}[/]: {shown(manifest['description'])}", highlight=False
+    )
 
 
 @cli.command()
@@ -216,5 +224,7 @@ def fork(vm: str, count: int, prefix: str | None, no_wait: bool, fmt: str) -> No
         emit_json(result)
         return
     for forked in result["vms"]:
-        out.print(f"VM [bold]{forked['name']}[/] is {forked['state']}", highlight=False)
-    out.print(f"  (linked clones of warm template {result['template']})", highlight=False)
+        out.print(
+            f"VM [bold]{shown(forked['name'])}[/] is {shown(forked['state'])}", highlight=False
+        )
+    out.print(f"  (linked clones of warm template {shown(result['template'])})", highlight=False)

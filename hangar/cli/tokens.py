@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, err, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 
 
 @cli.group()
@@ -27,11 +27,12 @@ def token_create(project_name: str | None, role: str, name: str, fmt: str) -> No
         emit_json(created)
         return
     err.print(
-        f"token '{created['name']}' ({created['role']} of project '{created['project']}', "
-        f"id {created['id']}); the secret is shown only now:",
+        f"token '{shown(created['name'])}' ({shown(created['role'])} of project "
+        f"'{shown(created['project'])}', id {shown(created['id'])}); the secret is shown "
+        "only now:",
         highlight=False,
     )
-    click.echo(created["secret"])
+    click.echo(shown(created["secret"], markup=False))
 
 
 @token.command(name="list")
@@ -61,4 +62,4 @@ def token_revoke(token_id: str) -> None:
     """Revoke a token at once."""
     with connect() as client:
         client.revoke_token(token_id)
-    out.print(f"token {token_id} revoked", highlight=False)
+    out.print(f"token {shown(token_id)} revoked", highlight=False)

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-from rich.table import Table
 
 from hangar.cli import console as console_cmd
 from hangar.cli.app import F, cli, connect, emit_json, err, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.client.client import Client
 from hangar.errors import InvalidInput, QemuFailed
 from hangar.spec.units import format_size, parse_size
@@ -29,7 +29,7 @@ def wait_option(fn: F) -> F:
 
 
 def _wait_for_boot(client: Client, vm: dict[str, Any], *, seen: int, timeout: float) -> None:
-    with err.status(f"waiting for {vm['name']} to boot…"):
+    with err.status(f"waiting for {shown(vm['name'])} to boot…"):
         try:
             client.wait_for_boot(vm["name"], vm["boot_marker"], seen=seen, timeout=timeout)
         except TimeoutError as exc:
@@ -247,19 +247,25 @@ def launch(
         return
     booted = " and booted" if wait is not None and not no_start else ""
     for vm in launched:
-        out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}{booted}", highlight=False)
+        out.print(
+            f"VM [bold]{shown(vm['name'])}[/] is {shown(vm['state'])}{booted}", highlight=False
+        )
     if count > 1:
         return
     vm = launched[0]
     for f in vm["forwards"]:
         if f["guest_port"] == 80 and f["protocol"] == "tcp":
-            out.print(f"  web:     http://{f['host_address']}:{f['host_port']}/", highlight=False)
+            address = shown(f"{f['host_address']}:{f['host_port']}")
+            out.print(f"  web:     http://{address}/", highlight=False)
+    label = shown(name)
     if vm.get("user"):
-        out.print(f"  shell:   hangar shell {name}   (SSH as {vm['user']})", highlight=False)
+        out.print(
+            f"  shell:   hangar shell {label}   (SSH as {shown(vm['user'])})", highlight=False
+        )
     if vm.get("graphics"):
-        out.print(f"  screen:  hangar screenshot {name} screen.png", highlight=False)
-    out.print(f"  console: hangar console {name}   (detach with Ctrl-])", highlight=False)
-    out.print(f"  logs:    hangar logs {name} --follow", highlight=False)
+        out.print(f"  screen:  hangar screenshot {label} screen.png", highlight=False)
+    out.print(f"  console: hangar console {label}   (detach with Ctrl-])", highlight=False)
+    out.print(f"  logs:    hangar logs {label} --follow", highlight=False)
 
 
 def _fixed_ips(networks: tuple[str, ...], ips: tuple[str, ...]) -> dict[str, str]:
@@ -334,13 +340,14 @@ def info(name: str, fmt: str) -> None:
     print_vm(vm)
     if guest is not None and guest.get("agent"):
         addresses = ", ".join(f"{a['address']}/{a['prefix']}" for a in guest["addresses"])
+        # The agent's answers are the guest's to choose: hostname and OS are any text.
         out.print(
-            f"[bold]guest[/]  {guest['os']} ({guest['kernel']}), hostname "
-            f"{guest['hostname']}, addresses {addresses or '-'}",
+            f"[bold]guest[/]  {shown(guest['os'])} ({shown(guest['kernel'])}), hostname "
+            f"{shown(guest['hostname'])}, addresses {shown(addresses or '-')}",
             highlight=False,
         )
     elif guest is not None:
-        out.print(f"[bold]guest[/]  agent not answering: {guest['reason']}", highlight=False)
+        out.print(f"[bold]guest[/]  agent not answering: {shown(guest['reason'])}", highlight=False)
 
 
 def _power_command(action: str, doc: str) -> None:
@@ -354,7 +361,7 @@ def _power_command(action: str, doc: str) -> None:
         if fmt == "json":
             emit_json(vm)
         else:
-            out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}", highlight=False)
+            out.print(f"VM [bold]{shown(vm['name'])}[/] is {shown(vm['state'])}", highlight=False)
 
 
 @cli.command()
@@ -374,7 +381,9 @@ def start(name: str, wait: float | None, fmt: str) -> None:
         emit_json(vm)
     else:
         booted = " and booted" if wait is not None else ""
-        out.print(f"VM [bold]{vm['name']}[/] is {vm['state']}{booted}", highlight=False)
+        out.print(
+            f"VM [bold]{shown(vm['name'])}[/] is {shown(vm['state'])}{booted}", highlight=False
+        )
 
 
 _power_command("pause", "Pause a running VM (its vCPUs stop; memory stays).")
@@ -404,8 +413,10 @@ def _stop_like(action: str, doc: str) -> None:
             emit_json(result)
             return
         vm = result["vm"]
-        how = _METHODS.get(result["method"], result["method"])
-        out.print(f"VM [bold]{vm['name']}[/] is {vm['state']} ({how})", highlight=False)
+        how = shown(_METHODS.get(result["method"], result["method"]))
+        out.print(
+            f"VM [bold]{shown(vm['name'])}[/] is {shown(vm['state'])} ({how})", highlight=False
+        )
 
 
 _stop_like("stop", "Stop a VM: ACPI shutdown, forced after --timeout seconds.")
@@ -420,7 +431,7 @@ def delete(name: str, force: bool) -> None:
     """Delete a VM and all its files."""
     with connect() as client:
         client.delete(name, force=force)
-    out.print(f"VM [bold]{name}[/] deleted", highlight=False)
+    out.print(f"VM [bold]{shown(name)}[/] deleted", highlight=False)
 
 
 @cli.command()
@@ -430,6 +441,8 @@ def delete(name: str, force: bool) -> None:
 @handle_errors
 def logs(name: str, follow: bool, lines: int) -> None:
     """Print a VM's serial console output."""
+    # As the console does: the guest's output goes to the terminal as the guest wrote it
+    # (its escape sequences included), the one place that is what the user asks for.
     with connect() as client:
         if not follow:
             click.echo(client.logs(name, lines=lines), nl=False)

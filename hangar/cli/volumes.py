@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
 from hangar.cli.app import cli, connect, emit_json, format_option, handle_errors, out
+from hangar.cli.safe import Table, shown
 from hangar.spec.units import format_size, parse_size
 
 
@@ -27,7 +27,7 @@ def pool_create(name: str, path: str) -> None:
     """Add a pool NAME in folder PATH (created if missing)."""
     with connect() as client:
         created = client.create_pool(name, path)
-    out.print(f"pool [bold]{name}[/] at {created['path']}", highlight=False)
+    out.print(f"pool [bold]{shown(name)}[/] at {shown(created['path'])}", highlight=False)
 
 
 @pool.command(name="list")
@@ -56,7 +56,7 @@ def pool_delete(name: str) -> None:
     """Forget an empty pool (its folder stays)."""
     with connect() as client:
         client.delete_pool(name)
-    out.print(f"pool [bold]{name}[/] deleted", highlight=False)
+    out.print(f"pool [bold]{shown(name)}[/] deleted", highlight=False)
 
 
 @cli.group()
@@ -80,8 +80,8 @@ def volume_create(name: str, size: str, pool_name: str, volume_format: str) -> N
             name, parse_size(size, what="--size"), pool=pool_name, fmt=volume_format
         )
     out.print(
-        f"volume [bold]{name}[/] ({format_size(created['size'])} {volume_format}) "
-        f"in pool {pool_name}",
+        f"volume [bold]{shown(name)}[/] ({format_size(created['size'])} {volume_format}) "
+        f"in pool {shown(pool_name)}",
         highlight=False,
     )
 
@@ -113,7 +113,7 @@ def volume_resize(name: str, size: str) -> None:
     """Grow a volume (online when its VM runs)."""
     with connect() as client:
         resized = client.resize_volume(name, parse_size(size, what="--size"))
-    out.print(f"volume [bold]{name}[/] is {format_size(resized['size'])}", highlight=False)
+    out.print(f"volume [bold]{shown(name)}[/] is {format_size(resized['size'])}", highlight=False)
 
 
 @volume.command(name="attach")
@@ -124,7 +124,7 @@ def volume_attach(name: str, vm: str) -> None:
     """Attach volume NAME to stopped VM (it appears as the next virtio disk)."""
     with connect() as client:
         client.attach_volume(name, vm)
-    out.print(f"volume [bold]{name}[/] attached to {vm}", highlight=False)
+    out.print(f"volume [bold]{shown(name)}[/] attached to {shown(vm)}", highlight=False)
 
 
 @volume.command(name="detach")
@@ -135,7 +135,7 @@ def volume_detach(name: str, vm: str) -> None:
     """Detach volume NAME from stopped VM."""
     with connect() as client:
         client.detach_volume(name, vm)
-    out.print(f"volume [bold]{name}[/] detached from {vm}", highlight=False)
+    out.print(f"volume [bold]{shown(name)}[/] detached from {shown(vm)}", highlight=False)
 
 
 @volume.command(name="delete")
@@ -145,7 +145,7 @@ def volume_delete(name: str) -> None:
     """Delete a volume and its file (refused while attached)."""
     with connect() as client:
         client.delete_volume(name)
-    out.print(f"volume [bold]{name}[/] deleted", highlight=False)
+    out.print(f"volume [bold]{shown(name)}[/] deleted", highlight=False)
 
 
 @cli.command()
@@ -156,4 +156,6 @@ def resize(name: str, disk: str) -> None:
     """Grow VM NAME's root disk (online when it runs; the tiny guest grows ext4 at boot)."""
     with connect() as client:
         vm = client.resize_vm(name, parse_size(disk, what="--disk"))
-    out.print(f"VM [bold]{name}[/] has a {format_size(vm['disk_size'])} disk", highlight=False)
+    out.print(
+        f"VM [bold]{shown(name)}[/] has a {format_size(vm['disk_size'])} disk", highlight=False
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hangar.certs import fingerprint
+from hangar.certs import fingerprint, harden
 from hangar.errors import CertificateChanged, Conflict, DaemonUnavailable, InvalidInput, NotFound
 
 FORMAT_VERSION = 1
@@ -41,7 +41,7 @@ class Remote:
         context = ssl.create_default_context(cadata=self.certificate)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_REQUIRED
-        return context
+        return harden(context)
 
     def check_peer(self, der: bytes | None) -> None:
         """Raise :class:`CertificateChanged` unless ``der`` is the pinned certificate."""
@@ -72,6 +72,7 @@ def fetch_certificate(url: str, timeout: float = 10.0) -> str:
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    harden(context)  # a server that speaks only old TLS is not one to pin
     try:
         with (
             socket.create_connection((host, port), timeout=timeout) as sock,

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from hangar.errors import Conflict, HangarError, StateConflict
 from hangar.services.lifecycle import PowerState
-from hangar.services.qga.agent import AgentUnavailable, ExecResult
+from hangar.services.qga.agent import AgentUnavailable, ExecResult, reply_object, reply_text
 from hangar.services.vms import VMService
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord
 
@@ -90,12 +90,19 @@ class GuestService:
             nics = await agent.call("guest-network-get-interfaces", timeout=INFO_TIMEOUT)
         except HangarError as exc:
             return GuestInfo(agent=False, reason=exc.message)
+        try:
+            host = reply_object(host, "guest-get-host-name", name)
+            osinfo = reply_object(osinfo, "guest-get-osinfo", name)
+            addresses = parse_addresses(nics)
+        except (HangarError, AttributeError, TypeError, KeyError, ValueError) as exc:
+            why = exc.message if isinstance(exc, HangarError) else "malformed addresses"
+            return GuestInfo(agent=False, reason=f"the guest agent misbehaves: {why}")
         return GuestInfo(
             agent=True,
-            hostname=host.get("host-name"),
-            os=osinfo.get("pretty-name") or osinfo.get("name"),
-            kernel=osinfo.get("kernel-release"),
-            addresses=parse_addresses(nics),
+            hostname=reply_text(host, "host-name"),
+            os=reply_text(osinfo, "pretty-name") or reply_text(osinfo, "name"),
+            kernel=reply_text(osinfo, "kernel-release"),
+            addresses=addresses,
         )
 
     async def screenshot(self, name: str, project: str = DEFAULT_PROJECT) -> bytes:

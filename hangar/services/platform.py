@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
+from hangar.services.audit import AuditService
 from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
 from hangar.services.guests import GuestService
@@ -22,7 +24,7 @@ from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService
 from hangar.services.volumes import StorageService
-from hangar.state.audit import AuditEntry, AuditRepository
+from hangar.state.audit import AuditRepository
 from hangar.state.db import Database
 from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRepository
@@ -41,7 +43,7 @@ class Platform:
     networks: NetworkService
     projects: ProjectService
     tokens: TokenService
-    audit: AuditRepository
+    audit: AuditService
     events: EventBus
     operations: OperationManager
     transfer: TransferService
@@ -51,6 +53,7 @@ class Platform:
     warm: WarmService
     guests: GuestService
     _stopped: bool = False
+    _housekeeping: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, paths: Paths, host: HostFacts, runner: CommandRunner) -> Platform:
@@ -84,7 +87,7 @@ class Platform:
             networks=networks,
             projects=projects,
             tokens=TokenService(db),
-            audit=AuditRepository(db),
+            audit=AuditService(AuditRepository(db), events),
             events=events,
             operations=OperationManager(events),
             transfer=TransferService(
@@ -118,13 +121,10 @@ class Platform:
             },
         )
 
-    def record_audit(self, **fields: object) -> AuditEntry:
-        entry = self.audit.append(**fields)  # type: ignore[arg-type]
-        self.events.publish("audit", entry.project, entry.model_dump())
-        return entry
-
     async def start(self) -> None:
         self.events.bind(asyncio.get_running_loop())
+        # The audit log's retention and noise summaries (services/audit.py).
+        self._housekeeping = asyncio.create_task(self.audit.run(), name="audit-housekeeping")
         # Interrupted imports, builds and publishes leave hidden folders: remove them.
         self.images.store.sweep()
         self.storage.ensure_default_pool()
@@ -137,6 +137,11 @@ class Platform:
         if self._stopped:
             return
         self._stopped = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        self.audit.flush_noise(force=True)
         await self.operations.shutdown()
         await self.warm.standby.stop()
         await self.vms.shutdown()

@@ -25,6 +25,18 @@ class Quotas(BaseModel):
     max_disk: int | None = Field(default=None, ge=0, le=2**62)
 
 
+# What a project created without quotas gets (a limit left out of a create request takes
+# its default too; null there, or 'hangar project set P KEY=none' later, means unlimited).
+# Quotas are the host administrator's: only the local socket sets them. The 'default'
+# project is the host administrator's own and stays unlimited.
+DEFAULT_QUOTAS: dict[str, int | None] = {
+    "max_instances": 10,
+    "max_cpus": 16,
+    "max_memory": 32 * 1024**3,
+    "max_disk": 200 * 1024**3,
+}
+
+
 class Usage(BaseModel):
     instances: int
     cpus: int
@@ -90,11 +102,13 @@ class ProjectService:
     def list(self, only: str | None = None) -> list[ProjectView]:
         return [self.view(r) for r in self.repo.list() if only is None or r.name == only]
 
-    def create(self, name: str, description: str = "", quotas: Quotas | None = None) -> ProjectView:
+    def create(
+        self, name: str, description: str = "", quotas: dict[str, int | None] | None = None
+    ) -> ProjectView:
+        """Create ``name``; each limit not in ``quotas`` gets :data:`DEFAULT_QUOTAS`'."""
         check_project_name(name)
         self.repo.insert(name, description)
-        if quotas is not None:
-            self.repo.set_quotas(name, quotas.model_dump())
+        self.repo.set_quotas(name, {**DEFAULT_QUOTAS, **(quotas or {})})
         return self.get(name)
 
     def set_quotas(self, name: str, quotas: dict[str, int | None]) -> ProjectView:
@@ -157,8 +171,8 @@ class ProjectService:
                 raise QuotaExceeded(
                     f"project '{project}' would exceed its {label} quota: limit {fmt(limit)}, "
                     f"in use {fmt(current)}, this VM asks for {fmt(asks[field])}",
-                    hint=f"delete VMs in '{project}' or raise the limit with "
-                    f"'hangar project set {project} {key.replace('_', '-')}=...'",
+                    hint=f"delete VMs in '{project}' or ask the host administrator to raise "
+                    f"the limit ('hangar project set {project} {key.replace('_', '-')}=...')",
                     details={
                         "project": project,
                         "limit": key,
@@ -179,8 +193,8 @@ class ProjectService:
             raise QuotaExceeded(
                 f"project '{project}' would exceed its disk quota: limit {format_size(limit)}, "
                 f"in use {format_size(current)}, this asks for {format_size(extra)} more",
-                hint=f"delete VMs or volumes in '{project}' or raise the limit with "
-                f"'hangar project set {project} max-disk=...'",
+                hint=f"delete VMs or volumes in '{project}' or ask the host administrator to "
+                f"raise the limit ('hangar project set {project} max-disk=...')",
                 details={
                     "project": project,
                     "limit": "max_disk",

@@ -20,7 +20,7 @@ from typing import Any
 
 from hangar.errors import QemuFailed
 from hangar.services.lifecycle import PowerState
-from hangar.services.qemu import process
+from hangar.services.qemu import process, serial_log
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qmp.monitor import Monitor
 from hangar.spec.vm import vm_uuid
@@ -152,6 +152,8 @@ class Supervisor:
     def __init__(self, on_exit: ExitHandler):
         self._on_exit = on_exit
         self._runtimes: dict[str, Runtime] = {}
+        # Keeps every running VM's serial log bounded (serial_log.py); runs while any does.
+        self._log_capper: asyncio.Task[None] | None = None
 
     def get(self, vm_id: str) -> Runtime | None:
         return self._runtimes.get(vm_id)
@@ -214,7 +216,26 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_reader(runtime.pidfd, lambda: loop.create_task(self._exited(runtime)))
         self._runtimes[vm_id] = runtime
+        if self._log_capper is None or self._log_capper.done():
+            self._log_capper = asyncio.create_task(self._cap_serial_logs())
         return runtime
+
+    async def _cap_serial_logs(self) -> None:
+        """Rotate the serial log of each running VM past serial_log.CAP, every
+        serial_log.CHECK_INTERVAL s, until no VM runs."""
+        while self._runtimes:
+            for runtime in list(self._runtimes.values()):
+                log_file = runtime.files.serial_log
+                try:
+                    full = os.stat(log_file).st_size > serial_log.CAP
+                except FileNotFoundError:
+                    continue
+                if full:
+                    try:
+                        await asyncio.to_thread(serial_log.rotate_if_full, log_file, serial_log.CAP)
+                    except OSError as exc:
+                        log.warning("VM %s: cannot rotate its serial log: %s", runtime.name, exc)
+            await asyncio.sleep(serial_log.CHECK_INTERVAL)
 
     async def _exited(self, runtime: Runtime) -> None:
         loop = asyncio.get_running_loop()
@@ -245,6 +266,10 @@ class Supervisor:
     async def detach_all(self) -> None:
         """Let go of every QEMU without stopping it (hangard is shutting down)."""
         loop = asyncio.get_running_loop()
+        if self._log_capper is not None:
+            self._log_capper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._log_capper
         for runtime in list(self._runtimes.values()):
             loop.remove_reader(runtime.pidfd)
             os.close(runtime.pidfd)

@@ -64,6 +64,17 @@ class AuditRepository:
             message=message,
         )
 
+    def prune(self, *, keep_newest: int, older_than: str) -> int:
+        """Delete entries beyond the newest ``keep_newest`` and those written before
+        ``older_than`` (an ISO timestamp, as ``at`` holds); how many went."""
+        with self.db.transaction() as conn:
+            gone = conn.execute(
+                "DELETE FROM audit WHERE at < ? OR seq <= "
+                "(SELECT COALESCE(MAX(seq), 0) FROM audit) - ?",
+                (older_than, keep_newest),
+            ).rowcount
+        return int(gone)
+
     def list(self, project: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """The newest ``limit`` entries, oldest first."""
         if project is None:

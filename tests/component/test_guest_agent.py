@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from hangar.errors import QemuFailed
+from hangar.errors import HangarError, QemuFailed
 from hangar.services.qga import agent as agent_module
-from hangar.services.qga.agent import AgentUnavailable, GuestAgent, GuestCommandTimeout
+from hangar.services.qga.agent import (
+    AgentMisbehaved,
+    AgentUnavailable,
+    ExecResult,
+    GuestAgent,
+    GuestCommandTimeout,
+    reply_text,
+)
 from tests.support.fake_agent import FakeAgent
 
 
@@ -73,3 +80,56 @@ async def test_conversations_take_turns(fake: FakeAgent) -> None:
     agent = GuestAgent(fake.path, "vm")
     results = await asyncio.gather(*(agent.exec(["echo", str(i)]) for i in range(5)))
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
+
+
+# --- a guest agent that does not keep to the protocol (issue 14, item 12) -------------
+
+
+async def test_an_oversized_reply_is_refused_not_buffered(
+    fake: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_module, "MAX_REPLY", 64 * 1024)
+    fake.raw["guest-get-host-name"] = b'{"return": "' + b"x" * 200_000 + b'"}\n'
+    with pytest.raises(AgentMisbehaved, match="longer than"):
+        await GuestAgent(fake.path, "vm").call("guest-get-host-name")
+
+
+async def test_junk_without_a_delimiter_before_the_sync_is_a_hangar_error(
+    fake: FakeAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop asks the agent after ACPI and forces the power-off on any HangarError:
+    a guest flooding its channel must end up as one, not as asyncio's LimitOverrunError."""
+    monkeypatch.setattr(agent_module, "MAX_REPLY", 64 * 1024)
+    monkeypatch.setattr(agent_module, "SYNC_TIMEOUT", 0.5)
+    fake.raw["guest-sync-delimited"] = b"y" * 300_000
+    with pytest.raises(HangarError):
+        await GuestAgent(fake.path, "vm").call("guest-shutdown", {"mode": "powerdown"})
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        ("guest-exec", b'{"return": [1, 2]}\n'),
+        ("guest-exec", b'{"return": {"pid": "12"}}\n'),
+        ("guest-exec-status", b'{"return": {"exited": true, "out-data": "%%%"}}\n'),
+        ("guest-exec-status", b'{"return": "done"}\n'),
+    ],
+)
+async def test_a_malformed_exec_reply_is_refused(
+    fake: FakeAgent, command: str, reply: bytes
+) -> None:
+    fake.raw[command] = reply
+    with pytest.raises(AgentMisbehaved):
+        await GuestAgent(fake.path, "vm").exec(["echo", "hi"], poll=0.01)
+
+
+async def test_an_error_of_the_wrong_shape_is_still_a_refusal(fake: FakeAgent) -> None:
+    fake.raw["guest-ping"] = b'{"error": ["not", "an", "object"]}\n'
+    with pytest.raises(QemuFailed, match="no description"):
+        await GuestAgent(fake.path, "vm").call("guest-ping")
+
+
+def test_reply_fields_of_the_wrong_type_read_as_absent() -> None:
+    assert reply_text({"host-name": ["x"]}, "host-name") is None
+    assert reply_text({"host-name": "a" * 1000}, "host-name") == "a" * 256
+    assert ExecResult.of({"exitcode": "0", "signal": True}).exit_code is None

@@ -21,6 +21,7 @@ import pytest
 
 from hangar.errors import Conflict, HostCommandFailed, InvalidInput
 from hangar.runner import CommandResult, SubprocessRunner
+from hangar.services.qemu import img
 from hangar.services.storage import exporter, ovf
 from hangar.services.storage.exporter import Hardware
 from hangar.services.storage.formats import UnsafeImage
@@ -383,3 +384,19 @@ def test_ova_members_the_descriptor_does_not_name_are_not_used(
     assert sorted(p.name for p in store.path("vm").iterdir()) == sorted(
         ["image.json", manifest.disk, "vmlinux", "initrd.img"]
     )
+
+
+def test_qemu_img_reads_a_file_from_outside_under_limits(
+    store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CVE-2015-5162: a crafted image can make 'qemu-img info' eat memory and CPU. With
+    an address-space limit too small for qemu-img to even start, the import must fail:
+    proof that the limits are really applied (and to 'info' of the outside file)."""
+    good = tmp_path / "good.qcow2"
+    sh("qemu-img", "create", "-q", "-f", "qcow2", str(good), "1M")
+    monkeypatch.setattr(img, "INFO_LIMITS", ("prlimit", f"--as={8 << 20}", "--cpu=30", "--"))
+    with pytest.raises(UnsafeImage, match="qemu-img cannot read it"):
+        run_import(store, good)
+    assert_nothing_left(store)
+    monkeypatch.undo()
+    assert run_import(store, good).name == "img"  # the real limits let it through

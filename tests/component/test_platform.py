@@ -195,5 +195,5 @@ def test_audit_records_who_did_what_with_which_result(api: TestClient) -> None:
     assert ("ci", "create_vm", "error", 403) in rows
     assert ("local root", "create_vm", "success", 201) in rows
     denied = next(e for e in entries if e["actor_name"] == "ci")
-    assert denied["actor_id"] == token["id"] and denied["resource"] == "POST /1.0/vms"
+    assert denied["actor_id"] == token["id"] and denied["resource"] == "POST /1.0/vms name=x"
     assert api.get("/1.0/audit", headers=headers).status_code == 403  # viewers do not read it

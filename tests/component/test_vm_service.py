@@ -13,6 +13,7 @@ import pytest
 from hangar.errors import Conflict, InvalidInput, NotFound, QemuFailed, ResourceLimit, StateConflict
 from hangar.services.lifecycle import PowerState
 from hangar.services.platform import Platform
+from hangar.services.qemu import process, serial_log
 from hangar.spec.vm import VMCreate
 from tests.component.conftest import PlatformFactory
 
@@ -206,3 +207,30 @@ async def test_qemu_that_fails_to_start_leaves_nothing(make_platform: PlatformFa
     with pytest.raises(QemuFailed, match="unknown device"):
         await platform.vms.create(VMCreate(name="web", image="tiny"))
     assert _leftovers(platform) == []
+
+
+async def test_a_guest_flooding_its_console_cannot_grow_the_log_without_bound(
+    make_platform: PlatformFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14, item 6: serial.log had no cap (~290 KiB/s from a guest). The guest's
+    output is appended as QEMU does (O_APPEND); hangard's supervisor rotates it."""
+    monkeypatch.setattr(serial_log, "CAP", 64 * 1024)
+    monkeypatch.setattr(serial_log, "CHECK_INTERVAL", 0.02)
+    platform = make_platform()
+    vm = await platform.vms.create(VMCreate(name="chatty", image="tiny"))
+    log = Path(vm.serial_log)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+    try:
+        for i in range(40):  # 40 x 16 KiB = 640 KiB, ten times the cap
+            os.write(fd, (b"flood %03d " % i) + b"x" * (16 * 1024 - 10) + b"\n")
+            await asyncio.sleep(0.005)
+        async with asyncio.timeout(5):
+            while log.stat().st_size > serial_log.CAP:
+                await asyncio.sleep(0.01)
+        os.write(fd, b"the last line\n")
+    finally:
+        os.close(fd)
+    kept = log.stat().st_size + serial_log.rotated(log).stat().st_size
+    assert kept <= 2 * serial_log.CAP + 16 * 1024 * 10
+    assert process.serial_tail(platform.vms.files(
+        platform.vms.repo.get("chatty").config), 1) == ["the last line"]  # fmt: skip

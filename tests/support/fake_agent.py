@@ -40,6 +40,9 @@ class FakeAgent:
         self.commands: list[str] = []
         self.shutdowns: list[str] = []
         self.silent = False
+        # Raw reply bytes per command, sent instead of the protocol's answer (a
+        # broken or hostile guest agent).
+        self.raw: dict[str, bytes] = {}
         self._jobs: dict[int, dict[str, Any]] = {}
         self._server: asyncio.AbstractServer | None = None
 
@@ -74,6 +77,8 @@ class FakeAgent:
         name = message["execute"]
         args = message.get("arguments", {})
         self.commands.append(name)
+        if name in self.raw:
+            return self.raw[name]
         if name == "guest-sync-delimited":
             return self.stale + b"\xff" + json.dumps({"return": args["id"]}).encode() + b"\n"
         if name == "guest-shutdown":

@@ -31,13 +31,26 @@ def create_overlay(runner: CommandRunner, base: Path, overlay: Path, size: int) 
     )
 
 
-def info(runner: CommandRunner, image: Path, fmt: str) -> dict[str, Any]:
+# qemu-img parsing a file from outside runs under limits: a crafted header can make it
+# allocate or loop without end (CVE-2015-5162; OpenStack's fix: prlimit, 1 GiB of
+# address space and 30 s of CPU for 'info'). 'check' walks every table of an image
+# that passed 'info', so it gets more time.
+INFO_LIMITS = ("prlimit", f"--as={1 << 30}", "--cpu=30", "--")
+CHECK_LIMITS = ("prlimit", f"--as={2 << 30}", "--cpu=300", "--")
+
+
+def info(
+    runner: CommandRunner, image: Path, fmt: str, *, untrusted: bool = False
+) -> dict[str, Any]:
     """``qemu-img info`` of ``image`` read as ``fmt``; backing chain not followed.
 
     ``-U`` (force share): a running QEMU holds a write lock on its disks; the
     header facts read here (size, backing file) do not change while it runs.
+    ``untrusted``: a file from outside, read under :data:`INFO_LIMITS`.
     """
-    result = runner.run(["qemu-img", "info", "-U", "--output=json", "-f", fmt, str(image)])
+    limits = INFO_LIMITS if untrusted else ()
+    argv = [*limits, "qemu-img", "info", "-U", "--output=json", "-f", fmt, str(image)]
+    result = runner.run(argv)
     data: dict[str, Any] = json.loads(result.stdout)
     return data
 
@@ -96,14 +109,20 @@ class ProgressParser:
                 self.report(percent)
 
 
-def check(runner: CommandRunner, image: Path, fmt: str) -> dict[str, Any] | None:
+def check(
+    runner: CommandRunner, image: Path, fmt: str, *, untrusted: bool = False
+) -> dict[str, Any] | None:
     """``qemu-img check``; None when the format has no checks (raw).
 
     Raises :class:`HostCommandFailed` when qemu-img finds corruption (exit 2)
-    or cannot check (exit 1). Leaked clusters (exit 3) are harmless.
+    or cannot check (exit 1), or (``untrusted``) goes past :data:`CHECK_LIMITS`.
+    Leaked clusters (exit 3) are harmless.
     """
+    limits = CHECK_LIMITS if untrusted else ()
     result = runner.run(
-        ["qemu-img", "check", "-f", fmt, "--output=json", str(image)], check=False, timeout=600
+        [*limits, "qemu-img", "check", "-f", fmt, "--output=json", str(image)],
+        check=False,
+        timeout=600,
     )
     if result.returncode == 63:
         return None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hangar.errors import QemuFailed
+from hangar.services.qemu import serial_log
 from hangar.services.qemu.argv import VMFiles
 
 # "$@" is the QEMU argv. The subshell waits for QEMU and records its status
@@ -118,15 +119,8 @@ def qemu_log_tail(files: VMFiles, limit: int = 2000) -> str:
 
 def serial_tail(files: VMFiles, lines: int = 10) -> list[str]:
     """The last ``lines`` lines of the serial log (reads only the end of the file)."""
-    try:
-        with files.serial_log.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 8192))
-            data = fh.read().decode(errors="replace")
-    except FileNotFoundError:
-        return []
-    text = data.replace("\r", "")
+    data, _ = serial_log.tail(files.serial_log, lines, window=8192)
+    text = data.decode(errors="replace").replace("\r", "")
     return [line for line in text.split("\n") if line.strip()][-lines:]
 
 

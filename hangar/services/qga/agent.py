@@ -30,12 +30,50 @@ from hangar.errors import Conflict, QemuFailed
 
 SYNC_TIMEOUT = 5.0
 EXEC_POLL = 0.1
+# The longest reply line hangard reads. The guest writes what it likes: a longer line
+# is refused (AgentMisbehaved), never buffered without end. qemu-ga caps a guest-exec's
+# captured output at 16 MiB per stream; base64 makes that ~21.4 MiB.
+MAX_REPLY = 48 * 1024 * 1024
 
 
 class AgentUnavailable(Conflict):
     """The guest agent did not answer (not installed, not started yet, or hung)."""
 
     kind = "agent-unavailable"
+
+
+class AgentMisbehaved(AgentUnavailable):
+    """The guest agent's reply is not what its protocol says (too long, not JSON, wrong
+    shape): the guest controls it, so it is refused like a missing agent."""
+
+    kind = "agent-malformed"
+
+
+def reply_object(value: object, command: str, name: str) -> dict[str, Any]:
+    """``value`` (an agent command's return) if it is a JSON object, else refused."""
+    if not isinstance(value, dict):
+        raise AgentMisbehaved(
+            f"the guest agent of '{name}' answered '{command}' with {type(value).__name__}, "
+            "not an object",
+            hint="the guest's qemu-guest-agent is broken or not genuine",
+        )
+    return value
+
+
+def reply_text(obj: dict[str, Any], key: str, limit: int = 256) -> str | None:
+    """A text field of an agent reply; None when absent or not text; cut at ``limit``."""
+    value = obj.get(key)
+    return value[:limit] if isinstance(value, str) else None
+
+
+def reply_int(obj: dict[str, Any], key: str, command: str, name: str) -> int:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AgentMisbehaved(
+            f"the guest agent of '{name}' answered '{command}' without an integer '{key}'",
+            hint="the guest's qemu-guest-agent is broken or not genuine",
+        )
+    return value
 
 
 class GuestCommandTimeout(Conflict):
@@ -53,10 +91,16 @@ class ExecResult(BaseModel):
 
     @classmethod
     def of(cls, status: dict[str, Any]) -> ExecResult:
-        """From an ended program's ``guest-exec-status`` (the agent forgets it then)."""
+        """From an ended program's ``guest-exec-status`` (the agent forgets it then).
+        Fields of the wrong type read as absent; output that is not base64 is refused."""
+
+        def number(key: str) -> int | None:
+            value = status.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
         return cls(
-            exit_code=status.get("exitcode"),
-            signal=status.get("signal"),
+            exit_code=number("exitcode"),
+            signal=number("signal"),
             stdout=_decode(status.get("out-data")),
             stderr=_decode(status.get("err-data")),
             truncated=bool(status.get("out-truncated") or status.get("err-truncated")),
@@ -101,10 +145,11 @@ class AgentSession:
                 hint="the guest may be busy or still booting; try again",
             ) from exc
         if "error" in reply:
-            error = reply["error"]
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            desc = reply_text(error, "desc", 500) or "no description"
             raise QemuFailed(
-                f"the guest agent refused '{command}': {error.get('desc', error)}",
-                details={"class": error.get("class", "")},
+                f"the guest agent refused '{command}': {desc}",
+                details={"class": reply_text(error, "class") or ""},
             )
         return reply.get("return")
 
@@ -123,7 +168,7 @@ class GuestAgent:
         async with self.lock:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(str(self.socket)), SYNC_TIMEOUT
+                    asyncio.open_unix_connection(str(self.socket), limit=MAX_REPLY), SYNC_TIMEOUT
                 )
             except (OSError, TimeoutError) as exc:
                 raise AgentUnavailable(
@@ -154,7 +199,12 @@ class GuestAgent:
         try:
             async with asyncio.timeout(SYNC_TIMEOUT):
                 while True:
-                    await reader.readuntil(b"\xff")
+                    try:
+                        await reader.readuntil(b"\xff")
+                    except asyncio.LimitOverrunError as exc:
+                        # Junk before the sync's delimiter: drop it and read on.
+                        await reader.readexactly(exc.consumed)
+                        continue
                     reply = await _read_json(reader)
                     if reply.get("return") == token:
                         return
@@ -180,15 +230,16 @@ class GuestAgent:
         args: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
         if input_data is not None:
             args["input-data"] = base64.b64encode(input_data).decode()
-        started = await self.call("guest-exec", args)
-        return await self.wait_exec(int(started["pid"]), argv[0], timeout=timeout, poll=poll)
+        started = reply_object(await self.call("guest-exec", args), "guest-exec", self.name)
+        pid = reply_int(started, "pid", "guest-exec", self.name)
+        return await self.wait_exec(pid, argv[0], timeout=timeout, poll=poll)
 
     async def spawn(self, argv: list[str]) -> int:
         """Start ``argv`` in the guest with its output captured, without waiting: its
         guest pid (see :meth:`wait_exec`)."""
         args = {"path": argv[0], "arg": argv[1:], "capture-output": True}
-        started = await self.call("guest-exec", args)
-        return int(started["pid"])
+        started = reply_object(await self.call("guest-exec", args), "guest-exec", self.name)
+        return reply_int(started, "pid", "guest-exec", self.name)
 
     async def wait_exec(
         self, pid: int, what: str, *, timeout: float = 60.0, poll: float = EXEC_POLL
@@ -204,7 +255,8 @@ async def wait_exec(
     errors) to end; what it printed."""
     deadline = time.monotonic() + timeout
     while True:
-        status = await agent.call("guest-exec-status", {"pid": pid})
+        reply = await agent.call("guest-exec-status", {"pid": pid})
+        status = reply_object(reply, "guest-exec-status", agent.name)
         if status.get("exited"):
             return ExecResult.of(status)
         if time.monotonic() > deadline:
@@ -241,7 +293,13 @@ async def file_exists(agent: Caller, path: str) -> bool:
 async def _read_json(reader: asyncio.StreamReader) -> dict[str, Any]:
     """The next JSON object on the stream (the agent ends each with a newline)."""
     while True:
-        line = await reader.readline()
+        try:
+            line = await reader.readline()
+        except ValueError as exc:  # asyncio: a line longer than the stream's limit
+            raise AgentMisbehaved(
+                f"the guest agent sent a reply longer than {MAX_REPLY >> 20} MiB",
+                hint="the guest's qemu-guest-agent is broken or not genuine",
+            ) from exc
         if not line:
             raise asyncio.IncompleteReadError(b"", None)
         line = line.strip().lstrip(b"\xff")
@@ -253,5 +311,15 @@ async def _read_json(reader: asyncio.StreamReader) -> dict[str, Any]:
                 return value
 
 
-def _decode(data: str | None) -> str:
-    return base64.b64decode(data).decode(errors="replace") if data else ""
+def _decode(data: object) -> str:
+    if not data:
+        return ""
+    try:
+        if not isinstance(data, str):
+            raise ValueError(type(data).__name__)
+        return base64.b64decode(data, validate=True).decode(errors="replace")
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise AgentMisbehaved(
+            "the guest agent sent program output that is not base64",
+            hint="the guest's qemu-guest-agent is broken or not genuine",
+        ) from exc

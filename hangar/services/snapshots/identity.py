@@ -35,6 +35,7 @@ from hangar.services.qga.agent import (
     ExecResult,
     GuestAgent,
     file_exists,
+    reply_object,
     wait_exec,
     write_file,
 )
@@ -410,7 +411,8 @@ async def start_listener(agent: GuestAgent, *, port: bool) -> int:
     pid = await agent.spawn(["perl", "-e", AGENT_SCRIPT, "--", *mode, LISTENER_DIR])
     deadline = time.monotonic() + LISTENER_TIMEOUT
     while not await file_exists(agent, READY):
-        status = await agent.call("guest-exec-status", {"pid": pid})
+        reply = await agent.call("guest-exec-status", {"pid": pid})
+        status = reply_object(reply, "guest-exec-status", agent.name)
         if status.get("exited"):
             ended = ExecResult.of(status)
             raise QemuFailed(
@@ -427,7 +429,8 @@ async def stop_listener(agent: GuestAgent, pid: int, port: IdentityPort | None =
     """End the waiting script in the VM the template was saved from: it has nothing to
     do there. Only if it still runs (a FIFO without its reader would block the agent).
     ``port``: the identity port (connected), when it waits there."""
-    status = await agent.call("guest-exec-status", {"pid": pid})
+    reply = await agent.call("guest-exec-status", {"pid": pid})
+    status = reply_object(reply, "guest-exec-status", agent.name)
     if not status.get("exited"):
         cancel = b"cancel 0\n\n"
         if port is not None:

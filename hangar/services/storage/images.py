@@ -197,6 +197,9 @@ def _install(built: ImageManifest, tmp: Path, target: Path, digest: str) -> Imag
             continue
         stem, dot, suffix = member.partition(".")
         final = f"{stem}-{tag}{dot}{suffix}"
+        # Private whatever the recipe made it (a kernel is hard-linked from the
+        # package cache, which other tools may have made world-readable).
+        os.chmod(tmp / member, 0o600)
         os.replace(tmp / member, target / final)
         renames[member] = final
     manifest = built.model_copy(

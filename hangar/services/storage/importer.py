@@ -161,7 +161,7 @@ class Importer:
         if facts.virtual_size is not None:
             _check_size(facts.virtual_size, limit, what)
         try:
-            info = img.info(self.runner, disk, claimed)
+            info = img.info(self.runner, disk, claimed, untrusted=True)
         except HostCommandFailed as exc:
             raise UnsafeImage(
                 f"refusing {what}: qemu-img cannot read it as {claimed}: {exc.output.strip()}",
@@ -170,7 +170,7 @@ class Importer:
         size = formats.check_info(info, claimed, what=what)
         _check_size(size, limit, what)
         try:
-            img.check(self.runner, disk, claimed)
+            img.check(self.runner, disk, claimed, untrusted=True)
         except HostCommandFailed as exc:
             raise UnsafeImage(
                 f"refusing {what}: 'qemu-img check' finds it damaged: {exc.output.strip()[-500:]}",

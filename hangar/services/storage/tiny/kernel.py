@@ -21,10 +21,8 @@ from hangar.services.storage.tiny.vmlinux import extract_vmlinux
 # Everything in Debian's kernel the guest needs is a module (=m). crc32c_generic
 # is ext4's and jbd2's checksum (a soft dependency named by alias, so listed
 # here); evdev gives acpid the power button's /dev/input/event*; virtio_rng feeds
-# the kernel's pool from the host (CONFIG_HW_RANDOM_VIRTIO=m; CONFIG_VMGENID=y is
-# built in). virtio_rng
-# feeds the guest's entropy pool from the host (VMConfig.entropy); vmgenid, its
-# other half, is built into Debian's kernel (CONFIG_VMGENID=y), so not listed.
+# the guest's entropy pool from the host (CONFIG_HW_RANDOM_VIRTIO=m;
+# VMConfig.entropy); vmgenid, its other half, is built in (CONFIG_VMGENID=y).
 MODULES = [
     "virtio_mmio",
     "virtio_pci",
