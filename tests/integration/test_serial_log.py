@@ -66,10 +66,13 @@ def test_a_serial_flood_is_capped_and_logs_keep_its_tail(client: Client, daemon:
             assert time.monotonic() < deadline, "the flood did not end on the serial log"
             time.sleep(0.5)
         assert done.wait(60), "logs --follow did not see the end of the flood"
-        # Followed across the rotation: every line of the flood but those that the
-        # copy-then-truncate may cut (bytes written in its microseconds' window).
+        # Followed across the rotation: every line of the flood but what the guest
+        # wrote between the rotation's last read and its truncation. That is
+        # microseconds, unless hangard's thread then waits for the GIL (Python's
+        # switch interval is 5 ms: ~1.5 KB, 40 lines at ~290 KiB/s). Seen: 0 to 3
+        # lines lost in 1 of 5 runs; a follower that skipped a read would lose more.
         lines = "".join(followed).count(f"{LINE}\n")
-        assert lines >= FLOOD // (len(LINE) + 1) - 2, lines
+        assert lines >= FLOOD // (len(LINE) + 1) - 40, lines
         assert serial_log.rotated(log).exists()
         # At most the cap plus what came in between two checks (a second's output).
         for path in (log, serial_log.rotated(log)):
