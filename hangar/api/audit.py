@@ -14,9 +14,11 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hangar.api.auth import ADMIN, Access, Caller
+from hangar.api.auth import ADMIN, Access, Caller, authenticate
+from hangar.errors import Unauthenticated
 from hangar.services.audit import HOST_SCOPE
 from hangar.services.platform import Platform
 from hangar.state.audit import AuditEntry
@@ -25,6 +27,11 @@ router = APIRouter(prefix="/1.0/audit", tags=["audit"])
 log = logging.getLogger(__name__)
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Websockets are audited like changes (a console or VNC session types into the guest),
+# except the event stream, which only reads.
+READ_ONLY_WEBSOCKETS = {"events"}
+# hangard refuses a websocket by closing it with 4000 + the HTTP status (api/console.py).
+CLOSE_BASE = 4000
 
 
 @router.get("")
@@ -48,6 +55,9 @@ class AuditMiddleware:
         self.platform = platform
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] in READ_METHODS:
             await self.app(scope, receive, send)
             return
@@ -73,17 +83,57 @@ class AuditMiddleware:
         finally:
             self._record(scope, status, bytes(body))
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Record a console or VNC session once it is decided: refused (hangard closes it
+        with 4xxx before any data: that status), or open (data went either way: 101),
+        so an entry shows who is on a console while they still are."""
+        scope.setdefault("state", {})
+        recorded = False
+
+        def decide(status: int) -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            endpoint = scope.get("endpoint")
+            if endpoint is None:  # no route: Starlette closes it (1000) unanswered
+                self._record(scope, 404, b"")
+            elif getattr(endpoint, "__name__", None) not in READ_ONLY_WEBSOCKETS:
+                self._record(scope, status, b"")
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "websocket.send":
+                decide(101)
+            elif message["type"] == "websocket.close":
+                code = int(message.get("code", 1000))
+                decide(code - CLOSE_BASE if CLOSE_BASE <= code < CLOSE_BASE + 1000 else 101)
+            await send(message)
+
+        async def seen() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                decide(101)
+            return message
+
+        try:
+            await self.app(scope, seen, capture)
+        finally:
+            decide(101)  # the client left first (or the route ended without a close)
+
     def _record(self, scope: Scope, status: int, body: bytes) -> None:
         state: dict[str, Any] = scope.get("state", {})
         caller: Caller | None = state.get("caller")
         try:
             if caller is None:
+                caller = _identify(scope)
+            if caller is None:
                 client = scope.get("client")
                 self.platform.audit.unauthenticated(str(client[0]) if client else "local")
                 return
             endpoint = scope.get("endpoint")
-            action = getattr(endpoint, "__name__", None) or f"{scope['method']} (no route)"
-            resource = f"{scope['method']} {scope['path']}"
+            method = scope.get("method", "WEBSOCKET")
+            action = getattr(endpoint, "__name__", None) or f"{method} (no route)"
+            resource = f"{method} {scope['path']}"
             named = _body_name(body)
             if named:
                 resource += f" name={named}"
@@ -100,6 +150,16 @@ class AuditMiddleware:
             )
         except Exception:  # auditing must never turn an answer into a 500
             log.exception("could not write the audit entry for %s", scope["path"])
+
+
+def _identify(scope: Scope) -> Caller | None:
+    """The caller of a request no route authenticated (none matched its path, or its
+    parameters were refused first), if its token is valid: it is recorded as who it is,
+    in its own scope, not counted as unauthenticated noise."""
+    try:
+        return authenticate(HTTPConnection(scope))
+    except Unauthenticated:
+        return None
 
 
 def _body_name(body: bytes) -> str | None:

@@ -33,6 +33,7 @@ def describe(event: dict[str, Any]) -> str:
         return (
             f"{data['actor_name']} ({data['actor_id']}) {data['action']} {data['resource']}"
             f" -> {data['result']} {data['status']}"
+            + (f" ({data['message']})" if data.get("message") else "")
         )
     return shown(json.dumps(raw))
 
@@ -85,7 +86,8 @@ def audit(limit: int, fmt: str) -> None:
             e["project"],
             f"{e['actor_name']} ({e['actor_id']})",
             e["action"],
-            e["resource"],
+            # The message says more (a noise summary: its busiest sources).
+            f"{e['resource']} ({e['message']})" if e.get("message") else e["resource"],
             f"{e['result']} ({e['status']})",
         )
     out.print(table, highlight=False)

@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
+from hangar import errors
 from hangar.client.transport import Transport
 from hangar.errors import HangarError
 
@@ -131,7 +133,34 @@ class PlatformApi(Transport):
         with self.websocket("/1.0/events", params) as connection:
 
             def messages() -> Iterator[dict[str, Any]]:
-                for message in connection:
-                    yield cast(dict[str, Any], json.loads(message))
+                try:
+                    for message in connection:
+                        yield cast(dict[str, Any], json.loads(message))
+                except ConnectionClosed:
+                    pass
+                refused = closed_by_hangard(connection)
+                if refused is not None:
+                    raise refused
 
             yield messages()
+
+
+# hangard refuses or ends a websocket with close code 4000 + the HTTP status it would
+# have answered, and the message as the reason (api/console.py CLOSE_BASE).
+_CLOSE_ERRORS: dict[int, type[HangarError]] = {
+    4400: errors.InvalidInput,
+    4401: errors.Unauthenticated,
+    4403: errors.Forbidden,
+    4404: errors.NotFound,
+    4409: errors.Conflict,
+}
+
+
+def closed_by_hangard(connection: ClientConnection) -> HangarError | None:
+    """The error a websocket closed by hangard with a 4xxx code stands for (a refused
+    subscription, a revoked token), or None for an ordinary close."""
+    code = connection.close_code
+    if code is None or code < 4000:
+        return None
+    kind = _CLOSE_ERRORS.get(code, HangarError)
+    return kind(connection.close_reason or f"hangard closed the stream (code {code})")

@@ -7,8 +7,10 @@
 * Requests without a valid token are noise anyone can make: they are counted, and
   at most one entry per :data:`NOISE_WINDOW` seconds says how many came from how
   many sources, instead of one row each (2,000 such requests once wrote 8 MB).
-* Retention: entries older than ``max_age_days`` and beyond the newest ``max_rows``
-  are pruned when hangard starts, every :data:`PRUNE_EVERY` entries written and every
+* Retention: entries older than ``max_age_days``, and those beyond the newest
+  ``max_rows`` of their scope (per project, so one project's traffic, refused
+  requests included, cannot push another project's entries out), are pruned when
+  hangard starts, every :data:`PRUNE_EVERY` entries written and every
   :data:`PRUNE_INTERVAL` seconds (:meth:`AuditService.run`, which also writes the
   summary of a burst of noise that nothing followed). The defaults, 90 days and
   100,000 entries, are set with HANGAR_AUDIT_MAX_DAYS and HANGAR_AUDIT_MAX_ROWS.
@@ -181,16 +183,16 @@ class AuditService:
         )
 
     async def run(self, interval: float = NOISE_WINDOW) -> None:
-        """Until cancelled: write the noise summary once its window has passed (also when
-        no request follows a burst) and prune every :data:`PRUNE_INTERVAL` seconds."""
-        self.prune()
-        last_prune = self.clock()
+        """Until cancelled: prune at once and then every :data:`PRUNE_INTERVAL` seconds,
+        and write the noise summary once its window has passed (also when no request
+        follows a burst)."""
+        last_prune: float | None = None
         while True:
-            await asyncio.sleep(interval)
             try:
                 self.flush_noise()
-                if self.clock() - last_prune >= PRUNE_INTERVAL:
+                if last_prune is None or self.clock() - last_prune >= PRUNE_INTERVAL:
                     last_prune = self.clock()
                     self.prune()
             except Exception:  # a full disk must not end auditing for good
                 log.exception("audit housekeeping failed")
+            await asyncio.sleep(interval)

@@ -137,12 +137,15 @@ class Platform:
         if self._stopped:
             return
         self._stopped = True
+        # Cancelled now, awaited last: an await here would let other work run before
+        # the VMs are let go of, and the task must be gone before the database closes.
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
         self.audit.flush_noise(force=True)
         await self.operations.shutdown()
         await self.warm.standby.stop()
         await self.vms.shutdown()
+        if self._housekeeping is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         self.db.close()

@@ -65,14 +65,23 @@ class AuditRepository:
         )
 
     def prune(self, *, keep_newest: int, older_than: str) -> int:
-        """Delete entries beyond the newest ``keep_newest`` and those written before
-        ``older_than`` (an ISO timestamp, as ``at`` holds); how many went."""
+        """Delete entries written before ``older_than`` (an ISO timestamp, as ``at``
+        holds) and, in each scope (a project, or ``-``), those beyond its newest
+        ``keep_newest``: one project's traffic never pushes another's entries out.
+        How many went."""
         with self.db.transaction() as conn:
-            gone = conn.execute(
-                "DELETE FROM audit WHERE at < ? OR seq <= "
-                "(SELECT COALESCE(MAX(seq), 0) FROM audit) - ?",
-                (older_than, keep_newest),
-            ).rowcount
+            gone = conn.execute("DELETE FROM audit WHERE at < ?", (older_than,)).rowcount
+            scopes = [row[0] for row in conn.execute("SELECT DISTINCT project FROM audit")]
+            for project in scopes:
+                # The newest entry past the limit (index audit_project: project, seq).
+                row = conn.execute(
+                    "SELECT seq FROM audit WHERE project = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                    (project, keep_newest),
+                ).fetchone()
+                if row is not None:
+                    gone += conn.execute(
+                        "DELETE FROM audit WHERE project = ? AND seq <= ?", (project, row[0])
+                    ).rowcount
         return int(gone)
 
     def list(self, project: str | None = None, limit: int = 100) -> list[AuditEntry]:

@@ -91,6 +91,7 @@ class FakeClient:
                 "resource": f"/1.0/vms/{EVIL}",
                 "result": "error",
                 "status": 404,
+                "message": f"most from: {EVIL}",
             }
         ]
 
@@ -147,6 +148,7 @@ class FakeClient:
                         "actor_id": "local",
                         "action": "delete_vm",
                         "resource": f"/1.0/vms/{EVIL}",
+                        "message": f"most from: {EVIL}",
                         "result": "error",
                         "status": 404,
                     },
@@ -217,12 +219,12 @@ def test_list_shows_table_cells_literally(terminal: Terminal) -> None:
 
 
 def test_audit_shows_actor_and_path_literally(terminal: Terminal) -> None:
-    assert_literal(run(terminal, "audit"), 2)
+    assert_literal(run(terminal, "audit"), 3)  # actor, path, message
 
 
 def test_monitor_shows_reasons_paths_and_progress_literally(terminal: Terminal) -> None:
     printed = run(terminal, "monitor")
-    assert_literal(printed, 4)
+    assert_literal(printed, 5)
     # The project stays in its brackets (it used to be printed with markup off for that).
     assert "[default] lifecycle" in SGR.sub("", printed)
 

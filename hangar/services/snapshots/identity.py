@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -189,7 +190,11 @@ async def by_console(files: VMFiles, name: str, mac: str, machine_id: str) -> No
         raise QemuFailed(f"cannot reach the guest's serial console: {exc}") from exc
     try:
         # Ctrl-U first: whatever was half-typed at the saved prompt is dropped.
-        writer.write(f"\x15hangar-identity {name} {mac} {machine_id} {token}\n".encode())
+        # The seed: host randomness the guest reseeds its kernel's CRNG from (clones
+        # of one saved guest share its random state; microvm has no vmgenid).
+        seed = secrets.token_hex(32)
+        line = f"\x15hangar-identity {name} {mac} {machine_id} {token} {seed}\n"
+        writer.write(line.encode())
         await writer.drain()
         seen = b""
         want = f"{DONE} {token}".encode()
