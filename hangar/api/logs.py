@@ -23,17 +23,28 @@ async def _stream(
     path: Path, first: bytes, offset: int, follow: bool, session: Session | None = None
 ) -> AsyncIterator[bytes]:
     """``first``, then what the log gains (across its rotation: serial_log.read_from),
-    until the client leaves, the VM goes or the session ends (its token revoked)."""
+    until the client leaves, the VM goes or the session ends (its token revoked).
+    The serial port's CRLF becomes LF, also when a read ends between the two."""
+    held = b""
+
+    def lf(chunk: bytes) -> bytes:
+        nonlocal held
+        chunk = held + chunk
+        held = b"\r" if chunk.endswith(b"\r") else b""
+        return chunk[: len(chunk) - len(held)].replace(b"\r\n", b"\n")
+
     if first:
-        yield first.replace(b"\r\n", b"\n")
+        yield lf(first)
     while follow and (session is None or not session.ended.is_set()):
         chunk, offset = await asyncio.to_thread(serial_log.read_from, path, offset)
         if chunk:
-            yield chunk.replace(b"\r\n", b"\n")
+            yield lf(chunk)
         elif not path.parent.exists():
             return  # the VM was deleted
         else:
             await asyncio.sleep(POLL)
+    if held:
+        yield held
 
 
 @router.get("/{name}/logs", response_class=StreamingResponse)

@@ -52,3 +52,19 @@ def test_a_missing_log_reads_as_empty(tmp_path: Path) -> None:
     assert serial_log.tail(log, 10) == (b"", 0)
     assert serial_log.read_from(log, 0) == (b"", 0)
     assert not serial_log.rotate_if_full(log)
+
+
+async def test_logs_turn_crlf_into_lf_even_split_between_reads(tmp_path: Path) -> None:
+    from hangar.api.logs import _stream
+    from hangar.api.sessions import Session
+
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"\ntwo\r\n")
+    session = Session(token_id="t", project=None)
+    followed = _stream(log, b"one\r", 0, follow=True, session=session)
+    chunks = [await anext(followed), await anext(followed)]  # the backlog, then one read
+    session.ended.set()
+    chunks += [c async for c in followed]
+    assert b"".join(chunks) == b"one\ntwo\n"
+    # A lone CR at the very end is kept, not swallowed.
+    assert b"".join([c async for c in _stream(log, b"end\r", 0, follow=False)]) == b"end\r"
