@@ -56,7 +56,6 @@ FORMAT_VERSION = 1
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 BIN = Path(sys.executable).parent
-TRACED_HANGARD = BENCH_DIR / "traced_hangard.py"
 DEFAULT_CACHE = Path(os.environ.get("HANGAR_CACHE", "/var/cache/hangar-test"))
 IMAGE = "tiny"
 GUEST_PORT = 80
@@ -171,7 +170,10 @@ class Hangard:
         env["PATH"] = f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
         if self.trace:
             env["HANGAR_BENCH_TRACE"] = str(self.trace_file)
-            argv = [sys.executable, str(TRACED_HANGARD)]
+            # As a module: run as a script, bench/ would come first on sys.path and
+            # bench/platform.py would shadow the standard library's platform.
+            env["PYTHONPATH"] = str(BENCH_DIR.parent)
+            argv = [sys.executable, "-m", "bench.traced_hangard"]
         else:
             env.pop("HANGAR_BENCH_TRACE", None)
             argv = [str(BIN / "hangard")]
