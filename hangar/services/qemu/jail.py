@@ -57,6 +57,21 @@ class Jail:
     setpriv: str = "/usr/bin/setpriv"
 
 
+# What both jails (QEMU's, dnsmasq's) start from: namespaces of their own beyond the
+# mount one, read-only /usr with the usual top-level links into it, a minimal /dev
+# and a private /tmp.
+_UNSHARE = ("--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
+_SYSTEM = (
+    *("--ro-bind", "/usr", "/usr"),
+    *("--symlink", "usr/lib", "/lib"),
+    *("--symlink", "usr/lib64", "/lib64"),
+    *("--symlink", "usr/bin", "/bin"),
+    *("--symlink", "usr/sbin", "/sbin"),
+    *("--dev", "/dev"),
+    *("--tmpfs", "/tmp"),
+)
+
+
 def _parents(path: Path) -> list[Path]:
     return [p for p in reversed(path.parents) if p != Path("/")]
 
@@ -65,30 +80,10 @@ def jail_argv(argv: Sequence[str], jail: Jail) -> list[str]:
     """``argv`` (QEMU's) run inside ``jail``: bwrap, then setpriv, then QEMU with -sandbox."""
     out = [
         jail.bwrap,
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
+        *_UNSHARE,
         # A new session: QEMU cannot push input into a terminal hangard has (TIOCSTI).
         "--new-session",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-        "--symlink",
-        "usr/bin",
-        "/bin",
-        "--symlink",
-        "usr/sbin",
-        "/sbin",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
+        *_SYSTEM,
     ]
     made: set[Path] = {Path("/dev"), Path("/tmp")}
     shown: list[Path] = [Path("/usr")]
@@ -152,31 +147,7 @@ def dnsmasq_jail_argv(argv: Sequence[str], conf: Path, shared: Path) -> list[str
     nat network), its read-only config file and its own ``shared`` folder. It starts as
     root to bind port 53 and 67 on the bridge, then drops to nobody itself; hangard's
     database, the VMs' files and the rest of the host are not there to reach."""
-    out = [
-        "/usr/bin/bwrap",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-        "--symlink",
-        "usr/bin",
-        "/bin",
-        "--symlink",
-        "usr/sbin",
-        "/sbin",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-    ]
+    out = ["/usr/bin/bwrap", *_UNSHARE, *_SYSTEM]
     for etc in ("/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/resolv.conf"):
         out += ["--ro-bind-try", etc, etc]
     made: set[Path] = set()
