@@ -71,8 +71,8 @@ class AuditMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        async def seen(  # what the route reads, kept (bounded) for the entry's name
-        ) -> Message:
+        async def seen() -> Message:
+            # What the route reads, a bounded copy kept for the entry's name.
             message = await receive()
             if message["type"] == "http.request" and len(body) <= NAMED_BODY_MAX:
                 body.extend(message.get("body", b"")[: NAMED_BODY_MAX + 1 - len(body)])
