@@ -40,6 +40,18 @@ def _exit_codes() -> dict[str, int]:
 _EXIT_CODES = _exit_codes()
 
 
+class _PeerRememberingSocket(ssl.SSLSocket):
+    """Keeps the peer's certificate from the handshake: websockets' reader thread closes
+    the socket as soon as hangard closes the stream (a refused subscription closes at
+    once), after which ``getpeercert`` has nothing to ask, and the pin would go unchecked."""
+
+    peer_certificate: bytes | None = None
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        self.peer_certificate = self.getpeercert(binary_form=True)
+
+
 class ApiError(HangarError):
     """An error answered by hangard, rebuilt on the client side."""
 
@@ -488,14 +500,20 @@ class Client(PlatformApi, NetworkApi, GuestsApi):
             if self.remote is None:
                 return unix_connect(str(self.socket_path), f"ws://hangard{target}", max_size=None)
             url = self.remote.url.rstrip("/").replace("https://", "wss://", 1) + target
+            context = self.remote.ssl_context()
+            context.sslsocket_class = _PeerRememberingSocket
             connection = connect(
                 url,
-                ssl=self._ssl,
+                ssl=context,
                 additional_headers={"Authorization": f"Bearer {self.remote.token}"},
                 max_size=None,
             )
-            ssl_object = connection.socket.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-            self.remote.check_peer(ssl_object)
+            tls = cast(_PeerRememberingSocket, connection.socket)
+            try:
+                self.remote.check_peer(tls.peer_certificate)
+            except HangarError:
+                connection.close()
+                raise
             return connection
         except OSError as exc:
             raise self._unavailable(exc) from exc
