@@ -13,6 +13,9 @@ from websockets.sync.client import ClientConnection
 from hangar.client.client import Client
 
 _ids = itertools.count()
+# A kernel message on the console ("[   12.345678] IPv6: ... link becomes ready") may land
+# inside a command's output: a restored guest's NIC comes up again while 'cat' prints.
+KERNEL_LINE = re.compile(r"\[\s*\d+\.\d{6}\][^\r\n]*(\r?\n)?")
 
 
 class GuestConsole:
@@ -61,7 +64,7 @@ class GuestConsole:
         # The arithmetic makes the end marker differ from the echoed command line.
         self.send(f"{command}; echo END{n}-$((40+2))-$?\n")
         match = self.expect(rf"([\s\S]*)END{n}-42-(\d+)", timeout)
-        return match.group(1)
+        return KERNEL_LINE.sub("", match.group(1))
 
     def close(self) -> None:
         self._connection.__exit__(None, None, None)
