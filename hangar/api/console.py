@@ -15,6 +15,7 @@ from hangar.api.auth import Level, authorize_ws
 from hangar.api.deps import platform_of
 from hangar.api.sessions import Session, sessions_of
 from hangar.errors import HangarError
+from hangar.host.sockets import open_unix_connection
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
@@ -42,7 +43,7 @@ async def console(websocket: WebSocket, name: str, project: str | None = Query(N
     _in_use.add(key)
     try:
         try:
-            reader, writer = await asyncio.open_unix_connection(str(path))
+            reader, writer = await open_unix_connection(path)
         except OSError as exc:
             await websocket.close(code=CLOSE_BASE + 503, reason=f"console not reachable: {exc}")
             return

@@ -8,7 +8,6 @@ authorised proxy is the only way to the screen.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 from fastapi import APIRouter, Query, Request, Response, WebSocket
@@ -19,6 +18,7 @@ from hangar.api.console import CLOSE_BASE, pump
 from hangar.api.deps import platform_of
 from hangar.api.sessions import sessions_of
 from hangar.errors import HangarError
+from hangar.host.sockets import open_unix_connection
 from hangar.services.guests import GuestInfo
 from hangar.services.qga.agent import ExecResult
 from hangar.services.vms import VMView
@@ -90,7 +90,7 @@ async def vnc(websocket: WebSocket, name: str, project: str | None = Query(None)
         await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
         return
     try:
-        reader, writer = await asyncio.open_unix_connection(str(path))
+        reader, writer = await open_unix_connection(path)
     except OSError as exc:
         await websocket.close(code=CLOSE_BASE + 503, reason=f"display not reachable: {exc}")
         return

@@ -25,3 +25,14 @@ class HostFacts:
     # is copied from. None when the ovmf package is missing.
     ovmf_code: str | None = None
     ovmf_vars: str | None = None
+
+    @property
+    def maps_read_only_ram(self) -> bool:
+        """QEMU 8.2 added memory-backend-file's ``rom=off``: with ``readonly=on`` it
+        opens a file read-only and still maps it private and writable. Older QEMUs
+        open every RAM file read-write, even to map it private."""
+        try:
+            major, minor = (int(n) for n in self.qemu_version.split(".")[:2])
+        except ValueError:
+            return False
+        return (major, minor) >= (8, 2)

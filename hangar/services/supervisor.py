@@ -182,7 +182,7 @@ class Supervisor:
         except QemuFailed as exc:
             await monitor.close()
             pid = process.read_pid(files)
-            if pid is not None:
+            if pid is not None and process.is_our_qemu(pid, vm_uuid(vm_id)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             await _wait_for_file(files.exit_status, 2.0)

@@ -476,30 +476,36 @@ class VMService:
             record = self._fresh_lease_table(record)
         config = record.config
         files = self.files(config)
-        ram = RamFile(memory.ram, shared=False) if memory and memory.ram else None
-        argv = render_argv(config, self.host, files, incoming=memory is not None, ram=ram)
         if self.networks is not None:
             # Taps, reservations and rules again: idempotent, and it repairs a
             # host that lost them (e.g. after a reboot).
             await self.networks.attach_vm(config, record.project)
         self.repo.set_state(record.id, PowerState.STARTING)
-        jail = (
-            await asyncio.to_thread(
-                confine.prepare,
-                self.paths.vms,
-                files,
-                config,
-                self.host,
-                ram=ram.path if ram is not None else None,
-            )
-            if self.sandbox
-            else None
-        )
+        ram: RamFile | None = None
         try:
+            ram = await self._ram_file(memory, files)
+            argv = render_argv(config, self.host, files, incoming=memory is not None, ram=ram)
+            jail = (
+                await asyncio.to_thread(
+                    confine.prepare,
+                    self.paths.vms,
+                    files,
+                    config,
+                    self.host,
+                    ram=ram.path if ram is not None else None,
+                )
+                if self.sandbox
+                else None
+            )
             runtime = await self.supervisor.launch(config.id, config.name, argv, files, jail)
-        except HangarError:
+        except BaseException:
             self.repo.set_state(record.id, record.state, record.state_reason)
             raise
+        finally:
+            if ram is not None and ram.path.is_relative_to(files.dir):
+                # QEMU mapped its private copy before its QMP answered: the pages live
+                # on in the mapping, and nothing is left to clean up after it.
+                ram.path.unlink(missing_ok=True)
         runtime.transition = PowerState.STARTING
         if config.graphics:
             # QEMU made it with its umask; the screen is for hangard's proxy alone.
@@ -525,6 +531,19 @@ class VMService:
         runtime.transition = None
         self.repo.set_state(record.id, PowerState.RUNNING)
         return runtime
+
+    async def _ram_file(self, memory: SavedGuest | None, files: VMFiles) -> RamFile | None:
+        """How the QEMU resuming ``memory`` gets its warm template's RAM file: mapped
+        read-only where QEMU can (>= 8.2), else (sandboxed) a copy of its own, since an
+        older QEMU opens the file read-write (confine.private_ram says why)."""
+        if memory is None or memory.ram is None:
+            return None
+        if self.host.maps_read_only_ram:
+            return RamFile(memory.ram, shared=False, read_only=True)
+        if not self.sandbox:
+            return RamFile(memory.ram, shared=False)  # QEMU is root's: no uid to keep out
+        copy = await asyncio.to_thread(confine.private_ram, memory.ram, files)
+        return RamFile(copy, shared=False)
 
     async def stop(
         self,

@@ -59,9 +59,7 @@ def test_the_host_administrator_shares_it_and_projects_delete_only_their_own(
     alpha_admin = world.as_token("alpha", "admin")
     shared = alpha_admin.request("DELETE", "/1.0/images/tiny")
     assert shared.status_code == 403, shared.text
-    refused = alpha_admin.request(
-        "PATCH", "/1.0/images/fork-web-0a1b2c3d", json={"project": None}
-    )
+    refused = alpha_admin.request("PATCH", "/1.0/images/fork-web-0a1b2c3d", json={"project": None})
     assert refused.status_code == 403
     answer = world.api.patch("/1.0/images/fork-web-0a1b2c3d", json={"project": None})
     assert answer.status_code == 200 and answer.json()["project"] is None, answer.text
@@ -77,9 +75,7 @@ def test_the_host_administrator_shares_it_and_projects_delete_only_their_own(
         ["qemu-img", "info"],
         lambda argv: CommandResult(tuple(argv), 0, json.dumps({"backing-filename": backing}), ""),
     )
-    deleted = world.as_token("alpha", "operator").request(
-        "DELETE", "/1.0/images/fork-web-0a1b2c3d"
-    )
+    deleted = world.as_token("alpha", "operator").request("DELETE", "/1.0/images/fork-web-0a1b2c3d")
     assert deleted.status_code == 204, deleted.text
     assert "fork-web-0a1b2c3d" not in _names(world, "alpha")
 

@@ -36,9 +36,7 @@ def _open_to_others(root: Path) -> list[str]:
     return found
 
 
-def test_nothing_under_hangards_home_is_open_to_other_users(
-    daemon: Daemon, client: Client
-) -> None:
+def test_nothing_under_hangards_home_is_open_to_other_users(daemon: Daemon, client: Client) -> None:
     try:
         client.launch({"name": "priv", "image": "tiny", "memory": 128 * 1024 * 1024})
         wait_for_marker(client, "priv", "HANGAR-BOOT-COMPLETE")

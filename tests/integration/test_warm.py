@@ -11,6 +11,9 @@ import hashlib
 import json
 import re
 import socket
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import httpx
 import pytest
 
 from hangar.client.client import ApiError, Client
+from hangar.services.qemu.jail import QEMU_GID
 from tests.support.daemon import Daemon
 from tests.support.guest_console import guest
 from tests.support.waiting import free_port, wait_for_marker
@@ -214,3 +218,34 @@ def test_warm_launches_leave_the_template_ram_file_unchanged(
     finally:
         client.delete("ram-check", force=True)
     assert hashlib.sha256(ram.read_bytes()).hexdigest() == before
+
+
+def test_a_warm_launchs_qemu_cannot_write_the_template_ram_file(
+    client: Client, daemon: Daemon, template: str
+) -> None:
+    """The template's RAM file is read by every VM launched from it: their sandboxed
+    QEMUs may not write it (QEMU 7.2 opens a RAM file read-write, so it gets a copy of
+    its own, which hangard unlinks once mapped)."""
+    ram = daemon.home / "lib" / "images" / template / "ram.img"
+    info = ram.stat()
+    assert info.st_uid == 0 and not stat.S_IMODE(info.st_mode) & 0o022, oct(info.st_mode)
+    client.launch({"name": "ram-owner", "image": template})
+    try:
+        assert "W=4" in guest(client, "ram-owner", "echo W=$((2+2))")
+        vm = client.vm("ram-owner")
+        pid = int(vm["pid"])
+        uid = int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+        # What an attacker who took over this QEMU could do with the template's file:
+        tried = subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={QEMU_GID}", "--",
+             sys.executable, "-c", f"open({str(ram)!r}, 'r+b')"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert tried.returncode != 0 and "PermissionError" in tried.stderr, tried
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        if str(ram) not in maps:  # QEMU < 8.2: its own copy, already unlinked
+            vm_dir = Path(str(vm["serial_log"])).parent
+            assert f"{vm_dir}/ram.img (deleted)" in maps
+            assert not (vm_dir / "ram.img").exists()
+    finally:
+        client.delete("ram-owner", force=True)

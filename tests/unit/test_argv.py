@@ -247,3 +247,20 @@ def test_entropy_devices_only_where_the_config_asks() -> None:
     assert not old.entropy
     joined = " ".join(render_argv(old, host_facts(), FILES))
     assert "rng" not in joined and "vmgenid" not in joined
+
+
+def test_a_read_only_ram_file_is_opened_read_only_and_mapped_private() -> None:
+    config = _debian()
+    args = render_argv(
+        config, host_facts(), FILES, incoming=True, ram=RamFile(TEMPLATE_RAM, False, True)
+    )
+    backend = next(a for a in args if a.startswith("memory-backend-file"))
+    assert backend.endswith(f"mem-path={TEMPLATE_RAM},share=off,readonly=on,rom=off")
+
+
+@pytest.mark.parametrize(
+    ("version", "read_only"),
+    [("7.2.22", False), ("8.1.5", False), ("8.2.0", True), ("9.0.1", True), ("", False)],
+)
+def test_qemu_maps_a_read_only_ram_file_from_8_2(version: str, read_only: bool) -> None:
+    assert host_facts(qemu_version=version).maps_read_only_ram is read_only

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from hangar.errors import HostCommandFailed
+from hangar.host.sockets import read_small_file
 from hangar.runner import CommandRunner
 from hangar.services.net.dnsmasq_conf import (
     DNSMASQ_USER,
@@ -64,9 +65,9 @@ def dnsmasq_pid(files: DnsmasqFiles) -> int | None:
     dnsmasq started with this network's config file.
     """
     try:
-        pid = int(files.pidfile.read_text().strip())
+        pid = int(read_small_file(files.pidfile).strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+    except (OSError, ValueError):
         return None
     if (
         cmdline

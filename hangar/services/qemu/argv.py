@@ -157,6 +157,9 @@ class RamFile:
 
     path: Path
     shared: bool
+    # Opened read-only (QEMU 8.2's readonly=on,rom=off): the file may be one many
+    # VMs' QEMUs map, none of which may write it.
+    read_only: bool = False
 
 
 # The id of each machine's RAM backend when QEMU makes it itself: a saved stream
@@ -168,7 +171,8 @@ def _ram_args(config: VMConfig, ram: RamFile) -> list[str]:
     return [
         "-object",
         f"memory-backend-file,id={RAM_IDS[config.machine]},size={config.memory},"
-        f"mem-path={ram.path},share={'on' if ram.shared else 'off'}",
+        f"mem-path={ram.path},share={'on' if ram.shared else 'off'}"
+        + (",readonly=on,rom=off" if ram.read_only else ""),
     ]
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -144,6 +145,26 @@ def share_read_only(path: Path) -> None:
         os.chmod(path, 0o640)
 
 
+def private_ram(template_ram: Path, files: VMFiles) -> Path:
+    """A copy of a warm template's RAM file for one VM's QEMU alone.
+
+    QEMU 7.2 opens a memory-backend-file read-write even to map it private: were the
+    template's file shared, every VM's QEMU could write it, and a compromised one
+    would change the memory of every VM launched from the template (and of those
+    running, in pages they have not touched yet). The copy is sparse (zero pages take
+    no disk) and a reflink where the filesystem has them; hangard unlinks it once
+    QEMU has mapped it. The cost: VMs from one template no longer share the pages
+    none of them wrote. QEMU >= 8.2 needs no copy (HostFacts.maps_read_only_ram)."""
+    copy = files.dir / "ram.img"
+    copy.unlink(missing_ok=True)
+    subprocess.run(
+        ["cp", "--reflink=auto", "--sparse=always", "--", str(template_ram), str(copy)],
+        check=True,
+        capture_output=True,
+    )
+    return copy
+
+
 def backing_chain(disk: Path) -> list[Path]:
     """The backing files of the qcow2 ``disk``, nearest first, read from the headers
     (no qemu-img run on every start). hangar's qcow2 files name absolute paths or
@@ -236,12 +257,9 @@ def prepare(
         writable.append(path)
         read(backing_chain(path))
     if ram is not None and not ram.is_relative_to(files.dir):
-        # QEMU 7.2 opens a memory-backend-file read-write even to map it private
-        # (copy-on-write; the file is never written through): its QEMUs need write
-        # permission on a warm template's RAM file. QEMU 8.2's rom=off would not.
-        share_read_only(ram)
-        os.chmod(ram, 0o660)
-        writable.append(ram)
+        # A warm template's RAM file, which QEMU >= 8.2 opens read-only (readonly=on,
+        # rom=off); older QEMUs get a copy of their own in the VM folder (private_ram).
+        read([ram])
     devices: list[tuple[Path, Path]] = []
     dev = files.dir / "dev"
     if host.accelerator == "kvm" or (taps and any(n.type == "network" for n in config.nics)):

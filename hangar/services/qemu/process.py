@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hangar.errors import QemuFailed
+from hangar.host.sockets import read_small_file
 from hangar.services.qemu import serial_log
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qemu.jail import Jail, jail_argv
@@ -98,9 +99,25 @@ def read_exit_status(files: VMFiles) -> ExitStatus | None:
 
 def read_pid(files: VMFiles) -> int | None:
     try:
-        return int(files.pidfile.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        return int(read_small_file(files.pidfile).strip())
+    except (OSError, ValueError):
         return None
+
+
+def descends_from(pid: int, ancestor: int, depth: int = 4) -> bool:
+    """True if ``pid`` is ``ancestor``'s child or grandchild (and so on, ``depth`` deep).
+    A pid read from a file a QEMU could write is killed only when it passes this."""
+    for _ in range(depth):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        pid = int(stat.rsplit(")", 1)[-1].split()[1])
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
 def is_our_qemu(pid: int, vm_uuid: str) -> bool:

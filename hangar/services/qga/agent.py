@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, QemuFailed
+from hangar.host.sockets import open_unix_connection
 
 SYNC_TIMEOUT = 5.0
 EXEC_POLL = 0.1
@@ -168,7 +169,7 @@ class GuestAgent:
         async with self.lock:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(str(self.socket), limit=MAX_REPLY), SYNC_TIMEOUT
+                    open_unix_connection(self.socket, limit=MAX_REPLY), SYNC_TIMEOUT
                 )
             except (OSError, TimeoutError) as exc:
                 raise AgentUnavailable(

@@ -17,6 +17,7 @@ from typing import Any, cast
 from qemu.qmp import ExecuteError, QMPClient, QMPError, Runstate
 
 from hangar.errors import QemuFailed
+from hangar.host.sockets import reachable_socket
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class Monitor:
         while True:
             if socket.exists():
                 try:
-                    await self._client.connect(str(socket))
+                    with reachable_socket(socket) as target:
+                        await self._client.connect(target)
                     return
                 except (QMPError, OSError):
                     pass

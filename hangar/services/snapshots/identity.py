@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hangar.errors import HangarError, QemuFailed
+from hangar.host.sockets import open_unix_connection
 from hangar.services.qemu.argv import IDENTITY_PORT, VMFiles
 from hangar.services.qga.agent import (
     ExecResult,
@@ -185,7 +186,7 @@ async def by_console(files: VMFiles, name: str, mac: str, machine_id: str) -> No
     within :data:`IDENTITY_TIMEOUT` seconds."""
     token = uuid.uuid4().hex[:12]
     try:
-        reader, writer = await asyncio.open_unix_connection(str(files.console_socket))
+        reader, writer = await open_unix_connection(files.console_socket)
     except OSError as exc:
         raise QemuFailed(f"cannot reach the guest's serial console: {exc}") from exc
     try:
@@ -324,7 +325,7 @@ class IdentityPort:
     @classmethod
     async def connect(cls, socket: Path) -> IdentityPort:
         try:
-            reader, writer = await asyncio.open_unix_connection(str(socket))
+            reader, writer = await open_unix_connection(socket)
         except OSError as exc:
             raise QemuFailed(f"cannot reach the guest's identity port: {exc}") from exc
         return cls(reader, writer)

@@ -25,7 +25,7 @@ from pathlib import Path
 from hangar.errors import QemuFailed
 from hangar.host.facts import HostFacts
 from hangar.runner import CommandRunner
-from hangar.services.qemu import confine, img
+from hangar.services.qemu import confine, img, process
 from hangar.services.qemu.argv import RamFile, VMFiles, render_argv
 from hangar.services.qemu.jail import Jail, jail_argv
 from hangar.services.qmp import migration
@@ -128,9 +128,12 @@ async def _convert(argv: list[str], files: VMFiles, stream: Path, state: Path) -
     finally:
         await monitor.close()
         if proc.returncode is None:
-            # In a sandbox, proc is bwrap: QEMU (in the pid file) would outlive it.
-            with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
-                os.kill(int(files.pidfile.read_text()), signal.SIGKILL)
+            # In a sandbox, proc is bwrap: QEMU (in the pid file) would outlive it. The
+            # helper's uid writes that file, so its pid is killed only if it is bwrap's.
+            pid = process.read_pid(files)
+            if pid is not None and process.descends_from(pid, proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
