@@ -30,6 +30,7 @@ from hangar.errors import (
     StateConflict,
 )
 from hangar.host.facts import HostFacts
+from hangar.host.sockets import reachable_socket
 from hangar.names import check_name
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -509,8 +510,9 @@ class VMService:
         runtime.transition = PowerState.STARTING
         if config.graphics:
             # QEMU made it with its umask; the screen is for hangard's proxy alone.
-            with contextlib.suppress(FileNotFoundError):
-                os.chmod(files.vnc_socket, 0o600)
+            # Through the checked socket: QEMU could have put a symlink in its place.
+            with contextlib.suppress(OSError), reachable_socket(files.vnc_socket) as vnc:
+                os.chmod(vnc, 0o600)
         try:
             if memory is not None:
                 await load_memory(
