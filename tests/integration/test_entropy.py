@@ -114,3 +114,17 @@ def test_two_warm_clones_read_different_random_bytes(client: Client, saved: Save
             assert not seen[a] & seen[b], f"{a} and {b} share their CRNG's output"
     finally:
         delete_quietly(client, *names)
+
+
+def test_two_restores_of_one_memory_snapshot_read_different_random_bytes(
+    client: Client, saved: Saved
+) -> None:
+    """A restore resumes the saved kernel too: vmgenid (q35) or hangard's reseed
+    (microvm: the console hook, hangar/services/snapshots/reseed.py) makes each
+    restored guest's first bytes its own."""
+    client.create_snapshot(saved.source, "rng", memory=True)
+    seen = []
+    for _ in range(2):
+        client.restore_snapshot(saved.source, "rng", force=True)
+        seen.append(urandom(client, saved.source))  # the first command after the restore
+    assert not seen[0] & seen[1], "two restores of one snapshot share their CRNG's output"

@@ -40,7 +40,7 @@ from hangar.services.qemu import img, layers
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qmp import migration
 from hangar.services.qmp.monitor import Monitor
-from hangar.services.snapshots import tree
+from hangar.services.snapshots import reseed, tree
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import RevertStack, revert_on_error
 from hangar.services.vms import VMService, VMView
@@ -317,6 +317,9 @@ class SnapshotService:
                         self.vms.repo.get(vm_name, project),
                         memory=migration.SavedGuest(Path(snap.memory)),
                     )
+                    if reseed.needs_reseed(config):
+                        agent = self.vms.agent(config) if config.agent else None
+                        await reseed.reseed(config, files, agent)
                 self.repo.set_head(record.id, snap.id)
             # The disk it replaced held only what no snapshot keeps (force said so).
             if previous not in {Path(s.disk) for s in self.repo.list(record.id)}:
