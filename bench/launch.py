@@ -45,10 +45,10 @@ from qemu.qmp import QMPClient
 
 from hangar.client.client import ApiError, Client
 from hangar.errors import DaemonUnavailable
-from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.storage.images import ImageManifest, ImageStore
+from hangar.spec.host import HostFacts
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import VMConfig, VMCreate
 

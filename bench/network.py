@@ -41,10 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from hangar.client.client import Client  # noqa: E402
-from hangar.host.facts import HostFacts  # noqa: E402
 from hangar.paths import Paths  # noqa: E402
 from hangar.services.qemu.argv import VMFiles, render_argv  # noqa: E402
 from hangar.services.storage.images import ImageStore  # noqa: E402
+from hangar.spec.host import HostFacts  # noqa: E402
 from hangar.spec.resolve import resolve  # noqa: E402
 from hangar.spec.vm import VMCreate  # noqa: E402
 from tests.support.daemon import Daemon, kill_vm_processes  # noqa: E402

@@ -37,10 +37,10 @@ from typing import Any
 from hangar.certs import fingerprint
 from hangar.client.client import Client
 from hangar.client.remotes import Remote, fetch_certificate
-from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.services.lifecycle import PowerState
 from hangar.services.storage.images import ImageStore
+from hangar.spec.host import HostFacts
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import VMCreate
 from hangar.state.db import Database

@@ -50,8 +50,8 @@ from qemu.qmp import QMPClient
 from bench.guests import ssh_ready
 from bench.launch import Hangard, free_port, git_info, host_facts, kill_processes_under
 from hangar.client.client import Client
-from hangar.host.facts import HostFacts
 from hangar.services.qemu.argv import VMFiles, render_argv
+from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageManifest
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import VMCreate

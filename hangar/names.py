@@ -19,6 +19,9 @@ from pathlib import Path
 
 from hangar.errors import InvalidInput
 
+# The project every host starts with, and the one local requests act in by default.
+DEFAULT_PROJECT = "default"
+
 MAX_NAME = 63
 # A DNS label: a VM's name becomes its guest's hostname, and every other resource
 # follows the same rule so that one pattern guards every path.

@@ -19,9 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hangar.api.auth import ADMIN, Access, Caller, authenticate
 from hangar.errors import Unauthenticated
-from hangar.services.audit import HOST_SCOPE
+from hangar.services.audit import HOST_SCOPE, AuditEntry
 from hangar.services.platform import Platform
-from hangar.state.audit import AuditEntry
 
 router = APIRouter(prefix="/1.0/audit", tags=["audit"])
 log = logging.getLogger(__name__)

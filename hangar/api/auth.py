@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hangar.api.deps import platform_of
 from hangar.errors import Forbidden, NotFound, Unauthenticated
-from hangar.state.vms import DEFAULT_PROJECT
+from hangar.names import DEFAULT_PROJECT
 
 LOCAL_MARK = "hangar.local"
 ROOT_ID = "local"

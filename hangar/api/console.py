@@ -15,7 +15,6 @@ from hangar.api.auth import Level, authorize_ws
 from hangar.api.deps import platform_of
 from hangar.api.sessions import Session, sessions_of
 from hangar.errors import HangarError
-from hangar.host.sockets import open_unix_connection
 
 router = APIRouter(prefix="/1.0/vms", tags=["vms"])
 
@@ -30,7 +29,8 @@ async def console(websocket: WebSocket, name: str, project: str | None = Query(N
     await websocket.accept()
     try:
         scope = authorize_ws(websocket, project, Level.OPERATE)
-        path = await platform_of(websocket).vms.console_socket(name, scope.project)
+        vms = platform_of(websocket).vms
+        await vms.get(name, scope.project)  # 404 before the in-use check
     except HangarError as exc:
         await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
         return
@@ -43,7 +43,10 @@ async def console(websocket: WebSocket, name: str, project: str | None = Query(N
     _in_use.add(key)
     try:
         try:
-            reader, writer = await open_unix_connection(path)
+            reader, writer = await vms.open_console(name, scope.project)
+        except HangarError as exc:
+            await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
+            return
         except OSError as exc:
             await websocket.close(code=CLOSE_BASE + 503, reason=f"console not reachable: {exc}")
             return

@@ -18,7 +18,6 @@ from hangar.api.console import CLOSE_BASE, pump
 from hangar.api.deps import platform_of
 from hangar.api.sessions import sessions_of
 from hangar.errors import HangarError
-from hangar.host.sockets import open_unix_connection
 from hangar.services.guests import GuestInfo
 from hangar.services.qga.agent import ExecResult
 from hangar.services.vms import VMView
@@ -85,12 +84,10 @@ async def vnc(websocket: WebSocket, name: str, project: str | None = Query(None)
     await websocket.accept()
     try:
         scope = authorize_ws(websocket, project, Level.OPERATE)
-        path = await platform_of(websocket).guests.vnc_socket(name, scope.project)
+        reader, writer = await platform_of(websocket).guests.open_display(name, scope.project)
     except HangarError as exc:
         await websocket.close(code=CLOSE_BASE + exc.http_status, reason=str(exc)[:120])
         return
-    try:
-        reader, writer = await open_unix_connection(path)
     except OSError as exc:
         await websocket.close(code=CLOSE_BASE + 503, reason=f"display not reachable: {exc}")
         return

@@ -16,9 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, OPERATE, Access
 from hangar.api.deps import platform_of
-from hangar.errors import Forbidden, InvalidInput
 from hangar.services.operations import Operation, OperationView
-from hangar.services.snapshots.standby import StandbyView, unfit_source
+from hangar.services.snapshots.standby import StandbyView
 from hangar.services.storage.exporter import ExportFormat
 from hangar.services.storage.formats import Format
 from hangar.spec.image import MAX_STANDBY
@@ -98,20 +97,9 @@ async def import_image(request: Request, body: ImportBody, scope: Access = HOST)
 async def delete_image(request: Request, name: str, scope: Access = OPERATE) -> Response:
     """Delete an image or template: a shared one is the host administrator's; a project's
     own (a fork's template) its operators may delete."""
-    platform = platform_of(request)
-    if not scope.caller.local and platform.images.get(name, scope.project).project is None:
-        raise Forbidden(
-            f"image '{name}' is shared by every project: only the host administrator may delete it",
-            hint="delete it on the host, through the local socket",
-        )
-    # Its standby VMs are linked clones of it: they go first, and come back if the
-    # template stays.
-    await platform.warm.standby.drain(name)
-    try:
-        await platform.transfer.delete_image(name)
-    except BaseException:
-        platform.warm.standby.refill(name)
-        raise
+    await platform_of(request).templates.delete_image(
+        name, scope.project, by_host=scope.caller.local
+    )
     return Response(status_code=204)
 
 
@@ -175,31 +163,13 @@ async def publish_vm(
 ) -> OperationView:
     """Capture a stopped VM as a generalized template (an image VMs of every project
     launch from). The operation's result is the template's manifest."""
-    platform = platform_of(request)
-    record = platform.vms.repo.get(name, scope.project)
-    if body.standby:
-        why = unfit_source(record.config) if body.warm else "it needs --warm"
-        if why is not None:
-            raise InvalidInput(
-                f"VM '{name}' cannot make a template with standby VMs: {why}",
-                hint="publish without --standby",
-            )
-
-    async def work(op: Operation) -> BaseModel:
-        if body.warm:
-            manifest = await platform.warm.publish(
-                name, body.template, project=scope.project, progress=op.progress
-            )
-            if body.standby:
-                platform.warm.standby.set_count(body.template, body.standby)
-                manifest = platform.images.store.get(body.template)
-            return manifest
-        op.progress(f"generalizing and capturing VM '{name}'")
-        return await platform.clones.publish(name, body.template, project=scope.project)
-
-    kind = "warm template" if body.warm else "template"
-    description = f"publish VM '{name}' as {kind} '{body.template}'"
-    return platform.operations.start(scope.project, "publish", description, work).view
+    return (
+        platform_of(request)
+        .templates.start_publish(
+            name, body.template, warm=body.warm, standby=body.standby, project=scope.project
+        )
+        .view
+    )
 
 
 @router.post("/1.0/vms/{name}/fork", status_code=202)

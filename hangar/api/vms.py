@@ -57,12 +57,9 @@ async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> 
             "only the host administrator may attach a host file as an ISO",
             hint="launch ISO installs on the host, through the local socket",
         )
-    platform = platform_of(request)
-    warm = spec.image is not None and platform.warm.warm_state(spec.image, scope.project)
-    if body.start and not body.full and not body.cold and warm:
-        # A warm template resumes its saved guest under a new identity.
-        return await platform.warm.launch(spec, project=scope.project)
-    return await platform.vms.create(spec, start=body.start, full=body.full, project=scope.project)
+    return await platform_of(request).templates.launch(
+        spec, start=body.start, full=body.full, cold=body.cold, project=scope.project
+    )
 
 
 @router.get("/{name}")

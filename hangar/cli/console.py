@@ -8,13 +8,14 @@ import sys
 import termios
 import threading
 import tty
-
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
+from typing import TYPE_CHECKING
 
 from hangar.cli.safe import shown
 from hangar.client.client import Client
 from hangar.errors import Conflict
+
+if TYPE_CHECKING:  # websockets is imported when a console opens (CLI start-up time)
+    from websockets.sync.client import ClientConnection
 
 DETACH = b"\x1d"  # Ctrl-], as telnet and virsh console use
 
@@ -26,6 +27,8 @@ def attach(client: Client, name: str) -> None:
 
 
 def _attach(ws: ClientConnection, name: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+
     stdin = sys.stdin.fileno()
     interactive = os.isatty(stdin)
     saved = termios.tcgetattr(stdin) if interactive else None

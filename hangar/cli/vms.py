@@ -12,8 +12,8 @@ from hangar.cli.app import F, cli, connect, emit_json, err, format_option, handl
 from hangar.cli.safe import Table, shown
 from hangar.client.client import Client
 from hangar.errors import InvalidInput, QemuFailed
+from hangar.spec.forwards import parse_forward
 from hangar.spec.units import format_size, parse_size
-from hangar.spec.vm import PortForward
 
 
 def wait_option(fn: F) -> F:
@@ -226,7 +226,7 @@ def launch(
         raise InvalidInput("--ip with --count", hint="an address serves only one VM")
     nics: list[dict[str, Any]] = []
     if forwards or not networks:
-        parsed = [PortForward.parse(f).model_dump() for f in forwards]
+        parsed = [parse_forward(f) for f in forwards]
         nics.append({"type": "user", "forwards": parsed})
     fixed = _fixed_ips(networks, ips)
     nics += [{"type": "network", "network": n, "ip": fixed.get(n)} for n in networks]

@@ -12,13 +12,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
-from websockets.sync.client import ClientConnection, connect, unix_connect
 
-from hangar import errors
 from hangar.certs import fingerprint
+from hangar.client.api_error import ApiError as ApiError  # re-exported: callers catch it here
 from hangar.client.guests_api import GuestsApi
 from hangar.client.network_api import NetworkApi
 from hangar.client.platform_api import PlatformApi
@@ -26,18 +25,8 @@ from hangar.client.remotes import Remote, changed, fetch_certificate
 from hangar.errors import DaemonUnavailable, HangarError
 from hangar.paths import Paths
 
-
-def _exit_codes() -> dict[str, int]:
-    codes: dict[str, int] = {}
-    stack: list[type[HangarError]] = [HangarError]
-    while stack:
-        cls = stack.pop()
-        codes[cls.kind] = cls.exit_code
-        stack.extend(cls.__subclasses__())
-    return codes
-
-
-_EXIT_CODES = _exit_codes()
+if TYPE_CHECKING:  # websockets is imported when a websocket opens (CLI start-up time)
+    from websockets.sync.client import ClientConnection
 
 
 class _PeerRememberingSocket(ssl.SSLSocket):
@@ -50,20 +39,6 @@ class _PeerRememberingSocket(ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         self.peer_certificate = self.getpeercert(binary_form=True)
-
-
-class ApiError(HangarError):
-    """An error answered by hangard, rebuilt on the client side."""
-
-    def __init__(self, status: int, body: Mapping[str, Any]):
-        super().__init__(
-            str(body.get("message", f"hangard answered HTTP {status}")),
-            hint=str(body.get("hint", "")),
-            details=dict(body.get("details") or {}),
-        )
-        self.status = status
-        self.remote_kind = str(body.get("error", "error"))
-        self.remote_exit_code = _EXIT_CODES.get(self.remote_kind, errors.HangarError.exit_code)
 
 
 def _unavailable(socket_path: Path, exc: Exception) -> DaemonUnavailable:
@@ -492,6 +467,8 @@ class Client(PlatformApi, NetworkApi, GuestsApi):
 
     def websocket(self, path: str, params: Mapping[str, str] | None = None) -> ClientConnection:
         """Open a websocket on hangard (authenticated like every request)."""
+        from websockets.sync.client import connect, unix_connect
+
         query = dict(params or {})
         if self.project:
             query.setdefault("project", self.project)

@@ -6,12 +6,13 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection
+if TYPE_CHECKING:  # websockets is imported by the commands that open one (CLI start-up time)
+    from websockets.sync.client import ClientConnection
 
 from hangar import errors
+from hangar.client.api_error import ApiError
 from hangar.client.transport import Transport
 from hangar.errors import HangarError
 
@@ -97,8 +98,6 @@ class PlatformApi(Transport):
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Wait for an operation to end. Returns it on success; raises its error otherwise."""
-        from hangar.client.client import ApiError
-
         deadline = time.monotonic() + timeout
         while True:
             op = self.operation(
@@ -131,6 +130,8 @@ class PlatformApi(Transport):
         with self.websocket("/1.0/events", params) as connection:
 
             def messages() -> Iterator[dict[str, Any]]:
+                from websockets.exceptions import ConnectionClosed
+
                 try:
                     for message in connection:
                         yield cast(dict[str, Any], json.loads(message))

@@ -7,7 +7,7 @@ with.
 
 from __future__ import annotations
 
-from hangar.host.facts import Accelerator, HostFacts
+from hangar.spec.host import Accelerator, HostFacts
 
 # Under TCG: qemu64 plus the x86-64-v2 features (SSSE3, SSE4.1, SSE4.2, POPCNT;
 # qemu64 already has CX16, LAHF and SSE3). Userlands built for x86-64-v2 (RHEL 9

@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 from hangar.errors import HostCommandFailed
 from hangar.host.accel import accel_args_for
-from hangar.host.facts import Accelerator
 from hangar.host.probe_guest import (
     DEBUG_EXIT_PORT,
     DEBUGCON_PORT,
@@ -35,6 +34,7 @@ from hangar.host.probe_guest import (
     parse_probe_output,
 )
 from hangar.runner import CommandRunner
+from hangar.spec.host import Accelerator
 
 Outcome = Literal["finished", "timeout", "failed"]
 

@@ -1,4 +1,4 @@
-"""Probe the host once and return :class:`~hangar.host.facts.HostFacts`.
+"""Probe the host once and return :class:`~hangar.spec.host.HostFacts`.
 
 The parsers here are pure (text in, value out) and tested against outputs
 recorded on a real host (``tests/data/host/``). :func:`probe_host` runs QEMU
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from hangar.errors import HostCommandFailed
 from hangar.host import cache
-from hangar.host.facts import HostFacts
 from hangar.host.kvm import AccelDecision, decide_accelerator, probe_accelerator
 from hangar.runner import CommandRunner
+from hangar.spec.host import HostFacts
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from datetime import UTC, datetime, timedelta
 
 from hangar.errors import InvalidInput
 from hangar.services.events import EventBus
-from hangar.state.audit import AuditEntry, AuditRepository
+from hangar.state.audit import AuditEntry as AuditEntry  # the service's view, re-exported
+from hangar.state.audit import AuditRepository
 
 log = logging.getLogger(__name__)
 

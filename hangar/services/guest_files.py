@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hangar.errors import InvalidInput
-from hangar.host.facts import HostFacts
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.storage.seed import render_seed, write_seed_iso
+from hangar.spec.host import HostFacts
 from hangar.spec.vm import PortForward, VMConfig
 
 # ISO 9660: the primary volume descriptor starts at sector 16 with "\x01CD001".

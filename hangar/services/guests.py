@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, HangarError, StateConflict
+from hangar.host.sockets import open_unix_connection
 from hangar.services.lifecycle import PowerState
 from hangar.services.qga.agent import AgentUnavailable, ExecResult, reply_object, reply_text
 from hangar.services.vms import VMService
@@ -124,10 +125,13 @@ class GuestService:
             raise AgentUnavailable(f"QEMU's screendump of '{name}' is not a PNG")
         return data
 
-    async def vnc_socket(self, name: str, project: str = DEFAULT_PROJECT) -> Path:
-        """QEMU's VNC socket of a running or paused VM with a display."""
+    async def open_display(
+        self, name: str, project: str = DEFAULT_PROJECT
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to QEMU's VNC server of a running or paused VM with a display.
+        Raises :class:`OSError` when QEMU's socket does not answer."""
         record = await self._with_display(name, project, "open the display of")
-        return self.vms.files(record.config).vnc_socket
+        return await open_unix_connection(self.vms.files(record.config).vnc_socket)
 
     async def _with_display(self, name: str, project: str, action: str) -> VMRecord:
         """VM ``name``, if it runs (or is paused) and has a display."""

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from hangar.host.facts import HostFacts
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.audit import AuditService
@@ -20,10 +19,12 @@ from hangar.services.projects import ProjectService
 from hangar.services.snapshots.service import SnapshotService
 from hangar.services.snapshots.warm import WarmService
 from hangar.services.storage.images import ImageStore
+from hangar.services.templates import TemplateService
 from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService
 from hangar.services.volumes import StorageService
+from hangar.spec.host import HostFacts
 from hangar.state.audit import AuditRepository
 from hangar.state.db import Database
 from hangar.state.networks import NetworkRepository
@@ -52,6 +53,7 @@ class Platform:
     snapshots: SnapshotService
     warm: WarmService
     guests: GuestService
+    templates: TemplateService
     _stopped: bool = False
     _housekeeping: asyncio.Task[None] | None = None
 
@@ -87,28 +89,32 @@ class Platform:
             networks=networks,
             sandbox=sandbox,
         )
+        images = ImageService(paths, store, runner, projects=project_repo)
+        operations = OperationManager(events)
+        transfer = TransferService(store, vms, runner, max_virtual_size=max_virtual_size_from_env())
+        clones = CloneService(vms, store, runner)
+        warm = WarmService(vms, store, runner, project_repo)
         platform = cls(
             paths=paths,
             host=host,
             db=db,
-            images=ImageService(paths, store, runner, projects=project_repo),
+            images=images,
             vms=vms,
             networks=networks,
             projects=projects,
             tokens=TokenService(db),
             audit=AuditService(AuditRepository(db), events),
             events=events,
-            operations=OperationManager(events),
-            transfer=TransferService(
-                store, vms, runner, max_virtual_size=max_virtual_size_from_env()
-            ),
-            clones=CloneService(vms, store, runner),
+            operations=operations,
+            transfer=transfer,
+            clones=clones,
             storage=StorageService(
                 paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
             ),
             snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
-            warm=WarmService(vms, store, runner, project_repo),
+            warm=warm,
             guests=GuestService(vms),
+            templates=TemplateService(vms, images, transfer, clones, warm, operations),
         )
         vm_repo.listeners.append(platform._vm_changed)
         return platform

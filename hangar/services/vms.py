@@ -29,8 +29,7 @@ from hangar.errors import (
     ResourceLimit,
     StateConflict,
 )
-from hangar.host.facts import HostFacts
-from hangar.host.sockets import reachable_socket
+from hangar.host.sockets import open_unix_connection, reachable_socket
 from hangar.names import check_name
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -44,6 +43,7 @@ from hangar.services.qmp.migration import SavedGuest, load_memory
 from hangar.services.storage.images import ImageStore
 from hangar.services.supervisor import Outcome, Runtime, Supervisor
 from hangar.services.undo import revert_on_error
+from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id, resolve
@@ -184,15 +184,18 @@ class VMService:
         # One after the other: a view awaits nothing slow, and 1,000 tasks cost more.
         return [await self.view(r) for r in records]
 
-    async def console_socket(self, name: str, project: str = DEFAULT_PROJECT) -> Path:
-        """The serial console's unix socket of a running or paused VM."""
+    async def open_console(
+        self, name: str, project: str = DEFAULT_PROJECT
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the serial console of a running or paused VM. Raises
+        :class:`OSError` when QEMU's console does not answer."""
         record = self.repo.get(name, project)
         state = await self.state_of(record)
         if state not in (PowerState.RUNNING, PowerState.PAUSED, PowerState.STARTING):
             raise StateConflict(
                 name, "attach to the console of", state.value, ["running", "paused"]
             )
-        return self.files(record.config).console_socket
+        return await open_unix_connection(self.files(record.config).console_socket)
 
     # --- create and delete --------------------------------------------------------
 

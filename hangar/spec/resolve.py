@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from hangar.errors import InvalidInput, ResourceLimit
-from hangar.host.facts import HostFacts
 from hangar.names import check_name
+from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageDefaults, ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.units import format_size

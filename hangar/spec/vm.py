@@ -24,6 +24,7 @@ from pydantic import (
 
 from hangar.errors import InvalidInput
 from hangar.names import MAX_NAME, NAME_PATTERN
+from hangar.spec.forwards import HINT, parse_forward
 from hangar.spec.units import parse_size
 
 CONFIG_FORMAT_VERSION = 1
@@ -80,26 +81,11 @@ class PortForward(BaseModel):
     @classmethod
     def parse(cls, text: str) -> PortForward:
         """Parse ``[HOST_IP:]HOSTPORT:GUESTPORT[/tcp|udp]`` as the CLI's --forward takes it."""
-        spec, _, proto = text.partition("/")
-        parts = spec.split(":")
-        hint = "write HOSTPORT:GUESTPORT, e.g. 8080:80, optionally with /udp"
-        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[-2:]):
-            raise InvalidInput(f"port forward '{text}' is not HOSTPORT:GUESTPORT", hint=hint)
-        if proto not in ("", "tcp", "udp"):
-            raise InvalidInput(f"port forward '{text}' has protocol '{proto}'", hint=hint)
-        values: dict[str, object] = {
-            "host_port": int(parts[-2]),
-            "guest_port": int(parts[-1]),
-            "protocol": proto or "tcp",
-        }
-        if len(parts) == 3:
-            values["host_address"] = parts[0]
+        values = parse_forward(text)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            bad_address = any(e["loc"] == ("host_address",) for e in exc.errors())
-            why = "names no IPv4 host address" if bad_address else "is out of range"
-            raise InvalidInput(f"port forward '{text}' {why}", hint=hint) from exc
+            raise InvalidInput(f"port forward '{text}' is out of range", hint=HINT) from exc
 
 
 class NicCreate(BaseModel):

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from hangar.errors import Conflict, NotFound
+from hangar.names import DEFAULT_PROJECT as DEFAULT_PROJECT  # re-exported
 from hangar.spec.vm import VMConfig
 from hangar.state.db import Database
-
-DEFAULT_PROJECT = "default"
 
 # Called after every change of a VM row: (record after the change, or None when deleted
 # together with the record before it). The events stream hooks in here, so every state

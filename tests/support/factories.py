@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hangar.host.facts import HostFacts
+from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageManifest, WarmState
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import VMCreate

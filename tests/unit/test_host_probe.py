@@ -18,7 +18,6 @@ import pytest
 from hangar.errors import HostCommandFailed
 from hangar.host import cache
 from hangar.host.accel import TCG_CPU_MODEL, accel_args, accel_args_for, tcg_tb_size_mib
-from hangar.host.facts import HostFacts
 from hangar.host.kvm import (
     ProbeRun,
     decide_accelerator,
@@ -43,6 +42,7 @@ from hangar.host.probe_guest import (
     parse_probe_output,
 )
 from hangar.runner import CommandResult
+from hangar.spec.host import HostFacts
 from tests.support.recording_runner import Call, ScriptedRunner
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "host"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hangar.errors import InvalidInput
 from hangar.host.accel import accel_args
-from hangar.host.facts import HostFacts
+from hangar.spec.host import HostFacts
 from hangar.spec.vm import DataDisk, NicConfig, PortForward, VMConfig, vm_uuid
 
 

@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hangar.errors import QemuFailed, ResourceLimit
-from hangar.host.facts import HostFacts
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qemu.jail import QEMU_GID, QEMU_UID_BASE, QEMU_UID_COUNT, Jail, is_qemu_uid
+from hangar.spec.host import HostFacts
 from hangar.spec.vm import VMConfig
 
 _lock = threading.Lock()

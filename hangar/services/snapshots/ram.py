@@ -23,13 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from hangar.errors import QemuFailed
-from hangar.host.facts import HostFacts
 from hangar.runner import CommandRunner
 from hangar.services.qemu import confine, img, process
 from hangar.services.qemu.argv import RamFile, VMFiles, render_argv
 from hangar.services.qemu.jail import Jail, jail_argv
 from hangar.services.qmp import migration
 from hangar.services.qmp.monitor import Monitor
+from hangar.spec.host import HostFacts
 from hangar.spec.vm import VMConfig
 
 RAM = "ram.img"

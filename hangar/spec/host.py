@@ -1,4 +1,7 @@
-"""Facts about the host, probed once by :mod:`hangar.host.probe` and passed around as values."""
+"""Facts about the host: probed once by :mod:`hangar.host.probe`, passed around as values.
+
+A spec-level type: resolving a VM spec (spec.resolve) and rendering QEMU argv are pure
+functions of the spec and these facts."""
 
 from __future__ import annotations
 

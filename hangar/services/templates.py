@@ -1,0 +1,112 @@
+"""Use cases that span images, warm templates and standby VMs, one method each.
+
+Each used to be a sequence written in an API route (drain the standbys, delete,
+refill on failure; publish warm, then set the standby count; warm or cold launch):
+the web UI and the CLI would have had to repeat them. Here a route calls one method.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from hangar.errors import Forbidden, InvalidInput
+from hangar.names import DEFAULT_PROJECT
+from hangar.services.clones import CloneService
+from hangar.services.images import ImageService
+from hangar.services.operations import Operation, OperationManager
+from hangar.services.snapshots.standby import unfit_source
+from hangar.services.snapshots.warm import WarmService
+from hangar.services.transfer import TransferService
+from hangar.services.undo import revert_on_error
+from hangar.services.vms import VMService, VMView
+from hangar.spec.vm import VMCreate
+
+
+class TemplateService:
+    def __init__(
+        self,
+        vms: VMService,
+        images: ImageService,
+        transfer: TransferService,
+        clones: CloneService,
+        warm: WarmService,
+        operations: OperationManager,
+    ):
+        self.vms = vms
+        self.images = images
+        self.transfer = transfer
+        self.clones = clones
+        self.warm = warm
+        self.operations = operations
+
+    async def launch(
+        self,
+        spec: VMCreate,
+        *,
+        start: bool = True,
+        full: bool = False,
+        cold: bool = False,
+        project: str = DEFAULT_PROJECT,
+    ) -> VMView:
+        """Create (and start) a VM. From a warm template, unless ``cold`` or ``full``,
+        it resumes the template's saved guest under a new identity instead of booting."""
+        warm = spec.image is not None and self.warm.warm_state(spec.image, project)
+        if start and not full and not cold and warm:
+            return await self.warm.launch(spec, project=project)
+        return await self.vms.create(spec, start=start, full=full, project=project)
+
+    async def delete_image(self, name: str, project: str, *, by_host: bool) -> None:
+        """Delete an image or template. A shared one is the host administrator's
+        (``by_host``); a project's own (a fork's template) its operators may delete.
+        Its standby VMs, linked clones of it, go first, and come back if it stays."""
+        if not by_host and self.images.get(name, project).project is None:
+            raise Forbidden(
+                f"image '{name}' is shared by every project: only the host administrator "
+                "may delete it",
+                hint="delete it on the host, through the local socket",
+            )
+        await self.warm.standby.drain(name)
+        try:
+            await self.transfer.delete_image(name)
+        except BaseException:
+            self.warm.standby.refill(name)
+            raise
+
+    def start_publish(
+        self,
+        vm: str,
+        template: str,
+        *,
+        warm: bool = False,
+        standby: int = 0,
+        project: str = DEFAULT_PROJECT,
+    ) -> Operation:
+        """Capture VM ``vm`` as template ``template`` in an operation (its result: the
+        template's manifest). Warm: its running guest is saved too, and ``standby``
+        VMs of it are kept ready; if they cannot be, the template goes again."""
+        record = self.vms.repo.get(vm, project)
+        if standby:
+            why = unfit_source(record.config) if warm else "it needs to be a warm template"
+            if why is not None:
+                raise InvalidInput(
+                    f"VM '{vm}' cannot make a template with standby VMs: {why}",
+                    hint="publish it without standby VMs",
+                )
+
+        async def work(op: Operation) -> BaseModel:
+            if not warm:
+                op.progress(f"generalizing and capturing VM '{vm}'")
+                return await self.clones.publish(vm, template, project=project)
+            async with revert_on_error() as undo:
+                manifest = await self.warm.publish(
+                    vm, template, project=project, progress=op.progress
+                )
+                undo.push("delete the template", lambda: self.transfer.delete_image(template))
+                if standby:
+                    self.warm.standby.set_count(template, standby)
+                    manifest = self.images.store.get(template)
+            return manifest
+
+        kind = "warm template" if warm else "template"
+        description = f"publish VM '{vm}' as {kind} '{template}'"
+        return self.operations.start(project, "publish", description, work)
