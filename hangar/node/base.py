@@ -44,6 +44,15 @@ def capabilities(config: VMConfig) -> Capabilities:
 
 
 @dataclass(frozen=True)
+class SerialPosition:
+    """Where a reader is in a VM's serial output: an offset in the current log, and
+    which rotation of it that offset belongs to (opaque to services)."""
+
+    offset: int
+    rotation: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
 class SavedGuest:
     """A guest to resume: a saved stream, and the RAM file it was saved beside (None:
     the stream holds the RAM too). See services/snapshots/ram.py."""
@@ -183,14 +192,18 @@ class Node(abc.ABC):
         """Where the VM's serial output is kept on this Node."""
 
     @abc.abstractmethod
-    async def serial_tail(self, config: VMConfig, lines: int) -> tuple[bytes, int] | None:
-        """The last ``lines`` lines of the VM's serial output and the offset to follow
-        it from; None when the VM has no files here (it was deleted)."""
+    async def serial_tail(
+        self, config: VMConfig, lines: int
+    ) -> tuple[bytes, SerialPosition] | None:
+        """The last ``lines`` lines of the VM's serial output and where to follow it
+        from; None when the VM has no files here (it was deleted)."""
 
     @abc.abstractmethod
-    async def serial_from(self, config: VMConfig, offset: int) -> tuple[bytes, int] | None:
-        """What the serial output gained since ``offset``, and the new offset (across a
-        rotation of the log); None when the VM has no files here any more."""
+    async def serial_from(
+        self, config: VMConfig, position: SerialPosition
+    ) -> tuple[bytes, SerialPosition] | None:
+        """What the serial output gained since ``position``, and the new position
+        (across rotations of the log); None when the VM has no files here any more."""
 
     @abc.abstractmethod
     def remove_iso(self, config: VMConfig) -> None:

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from hangar.errors import HangarError, QemuFailed
 from hangar.host.sockets import open_unix_connection, reachable_socket
-from hangar.node.base import Gone, Node, Outcome, ReadyHook, Running, SavedGuest
+from hangar.node.base import (
+    Gone,
+    Node,
+    Outcome,
+    ReadyHook,
+    Running,
+    SavedGuest,
+    SerialPosition,
+)
 from hangar.node.files import full_copy
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -123,18 +131,22 @@ class LocalNode(Node):
     def serial_log(self, config: VMConfig) -> Path:
         return self.files(config).serial_log
 
-    async def serial_tail(self, config: VMConfig, lines: int) -> tuple[bytes, int] | None:
+    async def serial_tail(
+        self, config: VMConfig, lines: int
+    ) -> tuple[bytes, SerialPosition] | None:
         log = self.files(config).serial_log
         if not log.parent.exists():
             return None
         return await asyncio.to_thread(serial_log.tail, log, lines)
 
-    async def serial_from(self, config: VMConfig, offset: int) -> tuple[bytes, int] | None:
+    async def serial_from(
+        self, config: VMConfig, position: SerialPosition
+    ) -> tuple[bytes, SerialPosition] | None:
         log = self.files(config).serial_log
-        chunk, offset = await asyncio.to_thread(serial_log.read_from, log, offset)
+        chunk, position = await asyncio.to_thread(serial_log.read_from, log, position)
         if not chunk and not log.parent.exists():
             return None
-        return chunk, offset
+        return chunk, position
 
     def remove_iso(self, config: VMConfig) -> None:
         self.files(config).iso.unlink(missing_ok=True)

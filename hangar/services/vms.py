@@ -27,7 +27,7 @@ from hangar.errors import (
     StateConflict,
 )
 from hangar.names import check_name
-from hangar.node.base import Node, Outcome, ReadyHook, Running, SavedGuest
+from hangar.node.base import Node, Outcome, ReadyHook, Running, SavedGuest, SerialPosition
 from hangar.node.local import LocalNode
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -643,7 +643,7 @@ SERIAL_POLL = 0.05
 async def _serial_stream(
     node: Node,
     config: VMConfig,
-    start: tuple[bytes, int] | None,
+    start: tuple[bytes, SerialPosition] | None,
     follow: bool,
     ended: asyncio.Event | None,
 ) -> AsyncIterator[bytes]:
@@ -657,14 +657,14 @@ async def _serial_stream(
         held = b"\r" if chunk.endswith(b"\r") else b""
         return chunk[: len(chunk) - len(held)].replace(b"\r\n", b"\n")
 
-    first, offset = start
+    first, position = start
     if first:
         yield lf(first)
     while follow and (ended is None or not ended.is_set()):
-        more = await node.serial_from(config, offset)
+        more = await node.serial_from(config, position)
         if more is None:
             break  # the VM was deleted
-        chunk, offset = more
+        chunk, position = more
         if chunk:
             yield lf(chunk)
         else:

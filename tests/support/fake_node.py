@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hangar.errors import QemuFailed
-from hangar.node.base import Gone, Node, Outcome, ReadyHook, Running, SavedGuest
+from hangar.node.base import (
+    Gone,
+    Node,
+    Outcome,
+    ReadyHook,
+    Running,
+    SavedGuest,
+    SerialPosition,
+)
 from hangar.services.lifecycle import PowerState
 from hangar.spec.image import ImageManifest
 from hangar.spec.vm import NicConfig, VMConfig
@@ -135,11 +143,15 @@ class FakeNode(Node):
     def serial_log(self, config: VMConfig) -> Path:
         return Path("/nonexistent/fake-node") / config.id / "serial.log"
 
-    async def serial_tail(self, config: VMConfig, lines: int) -> tuple[bytes, int] | None:
-        return (b"", 0) if config.id in self.files else None
+    async def serial_tail(
+        self, config: VMConfig, lines: int
+    ) -> tuple[bytes, SerialPosition] | None:
+        return (b"", SerialPosition(0)) if config.id in self.files else None
 
-    async def serial_from(self, config: VMConfig, offset: int) -> tuple[bytes, int] | None:
-        return (b"", offset) if config.id in self.files else None
+    async def serial_from(
+        self, config: VMConfig, position: SerialPosition
+    ) -> tuple[bytes, SerialPosition] | None:
+        return (b"", position) if config.id in self.files else None
 
     def remove_iso(self, config: VMConfig) -> None:
         self.isos.discard(config.id)
