@@ -18,6 +18,8 @@ import click
 import pytest
 
 from hangar.cli.main import cli
+from hangar.errors import StateConflict
+from hangar.services.lifecycle import Action
 
 PACKAGE = Path(__file__).parents[2] / "hangar"
 LAYERS = ("services", "api", "state", "spec", "host", "errors.py")
@@ -91,3 +93,10 @@ def test_hints_name_no_cli_command_or_flag(path: Path) -> None:
     assert not found, "hints with CLI syntax (say what to do; the CLI words it):\n" + "\n".join(
         found
     )
+
+
+@pytest.mark.parametrize("action", list(Action))
+def test_state_conflicts_name_actions_in_words(action: Action) -> None:
+    # StateConflict builds its message and hint from the lifecycle action's name.
+    error = StateConflict("web", action, "stopped", ["running"])
+    assert not cli_syntax(error.hint) and not cli_syntax(error.message), error
