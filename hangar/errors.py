@@ -10,12 +10,47 @@ to do. The tree splits in two:
 
 Each class maps to a CLI exit code and an HTTP status, so the API and the CLI
 never invent their own.
+
+A hint is neutral: it says what to do in words any client can show (the CLI, a web
+UI), never a CLI command or flag. What a client could offer to do next travels beside
+it as a :class:`NextStep` (its parameters in ``details``); each client phrases it in its
+own terms (the CLI as a command line, see hangar/cli/suggest.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any, ClassVar
+
+
+class NextStep(StrEnum):
+    """What the caller can do next, machine-readable. The comment after each names the
+    keys of ``details`` it reads. A client that does not know an action (a newer
+    server's) shows the hint alone, so adding one is always safe."""
+
+    STOP_VM = "stop-vm"  # vm
+    SHOW_VM = "show-vm"  # vm
+    FORCE = "force"  # (repeat the same request with force)
+    FORCE_OR_SNAPSHOT = "force-or-snapshot"  # vm, memory: repeat with force, or snapshot first
+    DETACH_VOLUME = "detach-volume"  # volume, vm
+    LIST_VMS = "list-vms"  # project (optional)
+    LIST_VOLUMES = "list-volumes"  # project (optional)
+    LIST_NETWORKS = "list-networks"  # project (optional)
+    LIST_SNAPSHOTS = "list-snapshots"  # vm
+    LIST_IMAGES = "list-images"
+    LIST_FORWARDS = "list-forwards"
+    LIST_FIREWALL = "list-firewall-rules"
+    LIST_PROJECTS = "list-projects"
+    LIST_TOKENS = "list-tokens"
+    LIST_POOLS = "list-pools"
+    BUILD_IMAGE = "build-image"  # image (optional: one the host can build)
+    DELETE_IMAGE = "delete-image"  # image
+    IMPORT_IMAGE = "import-image"
+    CREATE_TOKEN = "create-token"  # project (optional)
+    RAISE_QUOTA = "raise-quota"  # project, limit (a quota key such as max_disk)
+    SET_UPLINKS = "set-uplinks"  # project (a host administrator's action)
+    DELETE_PROJECT = "delete-project"  # project (a host administrator's action)
 
 
 class HangarError(Exception):
@@ -25,17 +60,28 @@ class HangarError(Exception):
     exit_code: ClassVar[int] = 1
     kind: ClassVar[str] = "error"
 
-    def __init__(self, message: str, *, hint: str = "", details: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        details: dict[str, Any] | None = None,
+        action: str = "",
+    ):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.details: dict[str, Any] = dict(details or {})
+        # A NextStep value, or "" for none; a plain str so that a client keeps an
+        # action it does not know (it then shows the hint alone).
+        self.action = str(action)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "error": self.kind,
             "message": self.message,
             "hint": self.hint,
+            "action": self.action or None,
             "details": self.details,
         }
 

@@ -44,6 +44,9 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     hint: str
+    # What the caller can do next (hangar.errors.Action), for a client to phrase in its
+    # own words; its parameters are in details. null when there is none.
+    action: str | None = None
     details: dict[str, Any]
 
 
@@ -80,7 +83,7 @@ def create_app(platform: Platform) -> FastAPI:
         title="hangar",
         version=__version__,
         description="Virtual machines on QEMU. All errors are JSON: "
-        "{error, message, hint, details}. Over TCP every request needs "
+        "{error, message, hint, action, details}. Over TCP every request needs "
         "'Authorization: Bearer <token>'; `?project=` picks the project (default: the "
         "token's). Two websockets (not expressible in OpenAPI) take the same header and "
         "query: `/1.0/vms/{name}/console` (raw serial bytes both ways; operator or admin) "
@@ -112,6 +115,7 @@ def create_app(platform: Platform) -> FastAPI:
                 "error": "invalid-input",
                 "message": "invalid request: " + "; ".join(problems),
                 "hint": "see /openapi.json for the request format",
+                "action": None,
                 "details": {"errors": problems},
             },
         )

@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hangar.api.deps import platform_of
-from hangar.errors import Forbidden, NotFound, Unauthenticated
+from hangar.errors import Forbidden, NextStep, NotFound, Unauthenticated
 from hangar.names import DEFAULT_PROJECT
 
 LOCAL_MARK = "hangar.local"
@@ -93,14 +93,15 @@ def authenticate(conn: HTTPConnection) -> Caller:
         if secret is None:
             raise Unauthenticated(
                 "this request needs a token",
-                hint="send 'Authorization: Bearer <token>'; an admin creates one with "
-                "'hangar token create --project P --role viewer|operator|admin'",
+                hint="send 'Authorization: Bearer <token>'; a project admin creates tokens",
+                action=NextStep.CREATE_TOKEN,
             )
         token = platform_of(conn).tokens.authenticate(secret)
         if token is None:
             raise Unauthenticated(
                 "the token is not valid (unknown or revoked)",
-                hint="ask a project admin for a new token ('hangar token create')",
+                hint="ask a project admin for a new token",
+                action=NextStep.CREATE_TOKEN,
             )
         caller = Caller(id=token.id, name=token.name, role=token.role, project=token.project)
     conn.scope.setdefault("state", {})["caller"] = caller
@@ -115,7 +116,9 @@ def authorize(conn: HTTPConnection, caller: Caller, project: str, level: Level) 
         return
     if caller.project != project:
         raise NotFound(
-            f"no project named '{project}'", hint="'hangar project list' shows the projects"
+            f"no project named '{project}'",
+            hint="list the projects to see which there are",
+            action=NextStep.LIST_PROJECTS,
         )
     if caller.level < level:
         raise Forbidden(

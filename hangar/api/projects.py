@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hangar.api.auth import HOST, READ, Access, Level, authenticate, authorize
 from hangar.api.deps import platform_of
 from hangar.api.sessions import sessions_of
-from hangar.errors import Forbidden
+from hangar.errors import Forbidden, NextStep
 from hangar.services.projects import ProjectView, Quotas
 
 router = APIRouter(prefix="/1.0/projects", tags=["projects"])
@@ -54,7 +54,7 @@ async def get_project(request: Request, name: str = NAME_PATH) -> ProjectView:
 @router.patch("/{name}")
 async def set_quotas(request: Request, body: QuotaUpdate, name: str = NAME_PATH) -> ProjectView:
     """Change quotas (host administrator): 404 for another project's token, 403 for its own."""
-    _host_only(request, name, "change a project's quotas", f"hangar project set {name} KEY=VALUE")
+    _host_only(request, name, "change a project's quotas", NextStep.RAISE_QUOTA)
     return platform_of(request).projects.set_quotas(name, body.model_dump(exclude_unset=True))
 
 
@@ -75,19 +75,19 @@ async def get_uplinks(request: Request, name: str = NAME_PATH) -> Uplinks:
 @router.put("/{name}/uplinks")
 async def set_uplinks(request: Request, body: Uplinks, name: str = NAME_PATH) -> Uplinks:
     """Allow exactly these host interfaces as this project's uplinks (host administrator)."""
-    _host_only(request, name, "allow uplinks", f"hangar project uplinks {name} IFACE...")
+    _host_only(request, name, "allow uplinks", NextStep.SET_UPLINKS)
     return Uplinks(uplinks=platform_of(request).projects.set_uplinks(name, body.uplinks))
 
 
 @router.delete("/{name}", status_code=204)
 async def delete_project(request: Request, name: str = NAME_PATH) -> Response:
-    _host_only(request, name, "delete a project", f"hangar project delete {name}")
+    _host_only(request, name, "delete a project", NextStep.DELETE_PROJECT)
     platform_of(request).projects.delete(name)
     sessions_of(request).end_project(name)  # its tokens went with it
     return Response(status_code=204)
 
 
-def _host_only(request: Request, name: str, doing: str, command: str) -> None:
+def _host_only(request: Request, name: str, doing: str, action: NextStep) -> None:
     """Let only the host administrator on: 404 for another project's token (as if it
     did not exist), 403 for the project's own tokens."""
     caller = authenticate(request)
@@ -95,5 +95,7 @@ def _host_only(request: Request, name: str, doing: str, command: str) -> None:
     if not caller.local:
         raise Forbidden(
             f"only the host administrator may {doing}",
-            hint=f"ask them to run '{command}' on the host",
+            hint="ask the host administrator to do it on the host",
+            details={"project": name},
+            action=action,
         )

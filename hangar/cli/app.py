@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
+from hangar.cli import suggest
 from hangar.cli.safe import shown
 from hangar.client.client import ApiError, Client
 from hangar.client.remotes import LOCAL, RemoteStore
@@ -30,21 +31,36 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            _fail(exc.message, exc.hint, exc.remote_exit_code)
+            _fail(exc.message, exc.hint, exc.remote_exit_code, exc.action, exc.details)
         except HangarError as exc:
-            _fail(exc.message, exc.hint, exc.exit_code)
+            _fail(exc.message, exc.hint, exc.exit_code, exc.action, exc.details)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _fail(message: str, hint: str, code: int) -> None:
+def _fail(
+    message: str,
+    hint: str,
+    code: int,
+    action: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> None:
     # soft_wrap: no newlines inserted, so fingerprints and paths stay whole (and greppable).
     # Messages carry others' text (names, paths, a guest's output): each line through
     # shown(), so '[...]' is not markup and escape sequences do not reach the terminal.
     err.print(f"[bold red]error:[/] {_lines(message)}", highlight=False, soft_wrap=True)
     if hint:
         err.print(f"[yellow]hint:[/] {_lines(hint)}", highlight=False, soft_wrap=True)
+    # The hint is neutral (a web UI shows it too); the command line is the CLI's own.
+    for line in suggest.render(action, details or {}, _argv()):
+        err.print(f"      {line}", highlight=False, soft_wrap=True)
     sys.exit(code)
+
+
+def _argv() -> Sequence[str]:
+    """The arguments hangar runs with (after 'hangar'), as the root group kept them."""
+    ctx = click.get_current_context(silent=True)
+    return list(ctx.meta.get(ARGV_KEY, ())) if ctx is not None else []
 
 
 def _lines(text: str) -> str:
@@ -80,7 +96,20 @@ def connect() -> Client:
     return Client(remote=store.get(name), project=project)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+ARGV_KEY = "hangar.argv"
+
+
+class _Root(click.Group):
+    """The root group; it keeps the arguments it was given (in the context's meta,
+    shared by every subcommand's context) so an error can suggest the same command
+    with one more option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV_KEY] = tuple(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hangar")
 @click.option(
     "--remote",

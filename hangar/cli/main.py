@@ -46,7 +46,7 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except InvalidInput as exc:  # raised while parsing options
-        _fail(exc.message, exc.hint, exc.exit_code)
+        _fail(exc.message, exc.hint, exc.exit_code, exc.action, exc.details)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class ApiError(HangarError):
             str(body.get("message", f"hangard answered HTTP {status}")),
             hint=str(body.get("hint", "")),
             details=dict(body.get("details") or {}),
+            action=str(body.get("action") or ""),  # absent from an older hangard
         )
         self.status = status
         self.remote_kind = str(body.get("error", "error"))

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from hangar.errors import Conflict, NotFound, QemuFailed
+from hangar.errors import Conflict, NextStep, NotFound, QemuFailed
 from hangar.names import check_name
 from hangar.node.files import link_boot_files
 from hangar.runner import CommandRunner
@@ -180,15 +180,18 @@ class CloneService:
         if target.exists():
             raise Conflict(
                 f"an image or template named '{template}' already exists",
-                hint="pick another name, or delete it first with 'hangar image delete'",
+                hint="pick another name, or delete that image first",
+                details={"image": template},
+                action=NextStep.DELETE_IMAGE,
             )
         async with self.vms.locks[record.id]:
             state = await self.vms.state_of(record)
             if state not in (PowerState.STOPPED, PowerState.CRASHED):
                 raise Conflict(
                     f"cannot publish VM '{vm_name}': it is {state.value}",
-                    hint=f"stop it first: hangar stop {vm_name}",
-                    details={"state": state.value, "allowed": ["stopped"]},
+                    hint="stop the VM first",
+                    details={"state": state.value, "allowed": ["stopped"], "vm": vm_name},
+                    action=NextStep.STOP_VM,
                 )
             return await asyncio.to_thread(self._publish, record.config, template)
 

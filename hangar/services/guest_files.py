@@ -60,7 +60,9 @@ def _free_port(owners: Mapping[tuple[str, int], str]) -> int:
             port: int = probe.getsockname()[1]
         if ("tcp", port) not in owners:
             return port
-    raise InvalidInput("found no free host port for SSH", hint="add --forward PORT:22 yourself")
+    raise InvalidInput(
+        "found no free host port for SSH", hint="forward a free host port to guest port 22 yourself"
+    )
 
 
 def prepare(config: VMConfig, files: VMFiles, host: HostFacts, iso: Path | None) -> None:

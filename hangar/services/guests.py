@@ -143,7 +143,7 @@ class GuestService:
         if not record.config.graphics:
             raise Conflict(
                 f"VM '{name}' has no display",
-                hint="launch it with --graphics (ISO installs have one)",
+                hint="launch the VM with graphics (ISO installs have them)",
             )
         return record
 

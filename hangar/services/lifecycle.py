@@ -19,12 +19,12 @@ class PowerState(StrEnum):
 class Action(StrEnum):
     START = "start"
     STOP = "stop"
-    FORCE_STOP = "stop --force"
+    FORCE_STOP = "force stop"
     PAUSE = "pause"
     RESUME = "resume"
     RESTART = "restart"
     DELETE = "delete"
-    FORCE_DELETE = "delete --force"
+    FORCE_DELETE = "force delete"
 
 
 S = PowerState

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, InvalidInput, NotFound
+from hangar.errors import Conflict, InvalidInput, NextStep, NotFound
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.events import EventBus
@@ -356,14 +356,14 @@ class NetworkService:
             if net.id in seen:
                 raise InvalidInput(
                     f"VM '{config.name}' is attached to network '{net.name}' twice",
-                    hint="give each --network once",
+                    hint="attach the VM to each network once",
                 )
             seen.add(net.id)
             if not net.managed:
                 if nic.ip:
                     raise InvalidInput(
                         f"network '{net.name}' is bridged: addresses come from its LAN",
-                        hint="leave out --ip for a bridged network",
+                        hint="give no address for a bridged network",
                     )
                 nics.append(nic)
                 continue
@@ -458,7 +458,7 @@ class NetworkService:
             if ip is None:
                 raise InvalidInput(
                     f"VM '{spec.vm}' has no NIC on network '{network}'",
-                    hint=f"launch it with --network {network}",
+                    hint=f"attach the VM to network '{network}' first",
                 )
             for other in self._forwards(nics):
                 same_addr = "0.0.0.0" in (other.host_address, spec.host_address) or (
@@ -505,7 +505,8 @@ class NetworkService:
             if not any(f.id == forward_id and f.network_id in mine for f in self.repo.forwards()):
                 raise NotFound(
                     f"no forward with id {forward_id} in project '{project}'",
-                    hint="'hangar forward list' shows them",
+                    hint="list the forwards to see their ids",
+                    action=NextStep.LIST_FORWARDS,
                 )
             self.repo.delete_forward(forward_id)
             await asyncio.to_thread(self._apply_rules, self._state())
@@ -519,8 +520,8 @@ class NetworkService:
         async with self._lock:
             if spec.port is not None and spec.protocol not in ("tcp", "udp"):
                 raise InvalidInput(
-                    "a firewall rule with a port needs --protocol tcp or udp",
-                    hint="add --protocol tcp (or udp)",
+                    "a firewall rule with a port needs protocol tcp or udp",
+                    hint="give protocol tcp (or udp)",
                 )
             if spec.cidr is not None:
                 spec = spec.model_copy(update={"cidr": check_cidr(spec.cidr)})
@@ -549,7 +550,8 @@ class NetworkService:
             if not any(r.id == rule_id for r in self.repo.rules(project)):
                 raise NotFound(
                     f"no firewall rule with id {rule_id} in project '{project}'",
-                    hint="'hangar firewall list' shows them",
+                    hint="list the firewall rules to see their ids",
+                    action=NextStep.LIST_FIREWALL,
                 )
             self.repo.delete_rule(rule_id)
             await asyncio.to_thread(self._apply_rules, self._state())

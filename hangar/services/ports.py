@@ -21,7 +21,7 @@ def check_free(forwards: Iterable[PortForward], *, owners: Mapping[tuple[str, in
         if owner is not None:
             raise Conflict(
                 f"host port {fwd.host_port}/{fwd.protocol} is already forwarded to VM '{owner}'",
-                hint="pick another host port, e.g. --forward 8081:80",
+                hint="pick another host port, e.g. 8081 for guest port 80",
             )
         kind = socket.SOCK_STREAM if fwd.protocol == "tcp" else socket.SOCK_DGRAM
         family = socket.AF_INET6 if ":" in fwd.host_address else socket.AF_INET

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hangar.errors import Conflict, QuotaExceeded
+from hangar.errors import Conflict, NextStep, QuotaExceeded
 from hangar.names import check_interface, check_project
 from hangar.spec.units import format_size
 from hangar.spec.vm import VMConfig
@@ -132,22 +132,25 @@ class ProjectService:
         if count:
             raise Conflict(
                 f"project '{name}' still has {count} VM(s)",
-                hint=f"delete them first ('hangar list --project {name}')",
+                hint="delete its VMs first",
                 details={"project": name, "instances": count},
+                action=NextStep.LIST_VMS,
             )
         volumes = len(self.volumes.list(project=name))
         if volumes:
             raise Conflict(
                 f"project '{name}' still has {volumes} volume(s)",
-                hint=f"delete them first ('hangar --project {name} volume list')",
+                hint="delete its volumes first",
                 details={"project": name, "volumes": volumes},
+                action=NextStep.LIST_VOLUMES,
             )
         networks = self.networks.count(name)
         if networks:
             raise Conflict(
                 f"project '{name}' still has {networks} network(s)",
-                hint=f"delete them first ('hangar --project {name} network list')",
+                hint="delete its networks first",
                 details={"project": name, "networks": networks},
+                action=NextStep.LIST_NETWORKS,
             )
         self.repo.delete(name)
 
@@ -172,7 +175,8 @@ class ProjectService:
                     f"project '{project}' would exceed its {label} quota: limit {fmt(limit)}, "
                     f"in use {fmt(current)}, this VM asks for {fmt(asks[field])}",
                     hint=f"delete VMs in '{project}' or ask the host administrator to raise "
-                    f"the limit ('hangar project set {project} {key.replace('_', '-')}=...')",
+                    "the limit",
+                    action=NextStep.RAISE_QUOTA,
                     details={
                         "project": project,
                         "limit": key,
@@ -194,7 +198,8 @@ class ProjectService:
                 f"project '{project}' would exceed its disk quota: limit {format_size(limit)}, "
                 f"in use {format_size(current)}, this asks for {format_size(extra)} more",
                 hint=f"delete VMs or volumes in '{project}' or ask the host administrator to "
-                f"raise the limit ('hangar project set {project} max-disk=...')",
+                "raise the limit",
+                action=NextStep.RAISE_QUOTA,
                 details={
                     "project": project,
                     "limit": "max_disk",

@@ -167,7 +167,7 @@ class TransferService:
             if record is None:
                 raise NotFound(
                     f"no image or VM named '{source}'",
-                    hint="'hangar image list' and 'hangar list' show what there is",
+                    hint="list the images and the VMs to see what there is",
                 )
             config = record.config
             async with self.vms.locks[record.id]:
@@ -251,7 +251,7 @@ class TransferService:
             if users:
                 raise Conflict(
                     f"image '{name}' is in use by {len(users)} VM(s): {', '.join(sorted(users))}",
-                    hint="delete those VMs first (full copies made with --full do not count)",
+                    hint="delete those VMs first (full copies do not count)",
                     details={"vms": sorted(users)},
                 )
             folder = self.store.path(name)

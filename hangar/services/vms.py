@@ -21,6 +21,7 @@ from hangar.errors import (
     Conflict,
     HangarError,
     InvalidInput,
+    NextStep,
     NotFound,
     QemuFailed,
     ResourceLimit,
@@ -401,7 +402,9 @@ class VMService:
             if not gone:
                 raise NotFound(
                     f"VM '{name}' has no NIC on network '{network}'",
-                    hint=f"'hangar info {name}' shows its addresses",
+                    hint="the VM's details show its NICs and addresses",
+                    details={"vm": name},
+                    action=NextStep.SHOW_VM,
                 )
             if live:
                 for nic in gone:
@@ -425,14 +428,15 @@ class VMService:
             return True
         error = StateConflict(record.name, action, state.value, ["stopped", "crashed"])
         if hotplug:
-            error.hint = f"wait until it is running or stopped ('hangar info {record.name}')"
+            error.hint = "wait until it is running or stopped"
+            error.action = NextStep.SHOW_VM
         else:
             error.hint = (
                 f"the {record.config.machine} machine has no NIC hotplug (virtio-mmio devices "
-                f"cannot be added to a running guest): 'hangar stop {record.name}', change the "
-                f"NICs, then 'hangar start {record.name}'; VMs launched with --machine q35 "
-                "take NICs while they run"
+                "cannot be added to a running guest): stop the VM, change the NICs, then "
+                "start it again; VMs on the q35 machine take NICs while they run"
             )
+            error.action = NextStep.STOP_VM
         raise error
 
     # --- power ----------------------------------------------------------------------

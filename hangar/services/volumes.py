@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, InvalidInput, ResourceLimit
+from hangar.errors import Conflict, InvalidInput, NextStep, ResourceLimit
 from hangar.names import check_name, check_project, member
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
@@ -221,7 +221,9 @@ class StorageService:
                 view = self._volume_view(volume)
                 raise Conflict(
                     f"volume '{name}' is in use by VM '{view.vm}'",
-                    hint=f"detach it first: hangar volume detach {name} {view.vm}",
+                    hint=f"detach it from VM '{view.vm}' first",
+                    details={"volume": name, "vm": view.vm},
+                    action=NextStep.DETACH_VOLUME,
                 )
             path = self._file(volume, self.pools.get(volume.pool))
             self.volumes.delete(volume.id)
@@ -264,7 +266,9 @@ class StorageService:
                 owner = self._volume_view(volume).vm
                 raise Conflict(
                     f"volume '{name}' is already attached to VM '{owner}'",
-                    hint=f"detach it first: hangar volume detach {name} {owner}",
+                    hint=f"detach it from VM '{owner}' first",
+                    details={"volume": name, "vm": owner},
+                    action=NextStep.DETACH_VOLUME,
                 )
             config = record.config
             used = {d.slot for d in config.data_disks}
@@ -293,7 +297,8 @@ class StorageService:
         if volume.vm_id != record.id:
             raise Conflict(
                 f"volume '{name}' is not attached to VM '{vm_name}'",
-                hint="'hangar volume list' shows where each volume is attached",
+                hint="list the volumes to see where each is attached",
+                action=NextStep.LIST_VOLUMES,
             )
         async with self._lock, self.vms.locks[record.id]:
             runtime = await self._live_runtime(record, "detach a volume from")
@@ -320,9 +325,9 @@ class StorageService:
         )
         raise Conflict(
             f"cannot {action} VM '{record.name}' while it is {state.value}: {why}",
-            hint=f"stop it first (hangar stop {record.name}); VMs launched with "
-            "--machine q35 take volumes while they run",
-            details={"state": state.value, "machine": record.config.machine},
+            hint="stop the VM first; VMs on the q35 machine take volumes while they run",
+            details={"state": state.value, "machine": record.config.machine, "vm": record.name},
+            action=NextStep.STOP_VM,
         )
 
     # --- root disks -----------------------------------------------------------------

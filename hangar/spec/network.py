@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hangar.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hangar.errors import Conflict, Forbidden, InvalidInput, NextStep, NotFound
 from hangar.names import check_name
 
 NETWORK_FORMAT_VERSION = 1
@@ -188,20 +188,20 @@ def resolve_network(
     if request.type == "bridged":
         if request.subnet:
             raise InvalidInput(
-                "a bridged network takes no --subnet: addresses come from the host's LAN",
-                hint="leave out --subnet",
+                "a bridged network takes no subnet: addresses come from the host's LAN",
+                hint="leave the subnet out",
             )
         if not request.uplink:
             raise InvalidInput(
-                "a bridged network needs --uplink BRIDGE: the host bridge to join",
-                hint="name an existing bridge, e.g. --uplink br0",
+                "a bridged network needs an uplink: the host bridge to join",
+                hint="name an existing host bridge as its uplink, e.g. br0",
             )
         if request.uplink not in host_bridges:
             what = "is not a bridge" if request.uplink in host_interfaces else "does not exist"
             raise NotFound(
                 f"host interface '{request.uplink}' {what}",
                 hint="create a bridge with the interface as a port (ip link add br0 type "
-                "bridge; ip link set eth0 master br0) and give --uplink br0",
+                "bridge; ip link set eth0 master br0) and name br0 as the uplink",
             )
         return NetworkConfig(
             id=network_id,
@@ -218,7 +218,8 @@ def resolve_network(
     if request.uplink is not None:
         if request.type == "isolated":
             raise InvalidInput(
-                "an isolated network has no uplink", hint="leave out --uplink, or use --type nat"
+                "an isolated network has no uplink",
+                hint="leave the uplink out, or make it a nat network",
             )
         if request.uplink not in host_interfaces:
             raise NotFound(
@@ -254,7 +255,7 @@ def resolve_network(
         )
         found = next(free, None)
         if found is None:
-            raise Conflict("no free subnet left in 10.77.0.0/16", hint="give --subnet")
+            raise Conflict("no free subnet left in 10.77.0.0/16", hint="give a subnet")
         subnet = found
     return NetworkConfig(
         id=network_id,
@@ -284,7 +285,7 @@ def allocate_ip(network: NetworkConfig, used: Collection[str], wanted: str | Non
             addr = ipaddress.IPv4Address(wanted)
         except ValueError as exc:
             raise InvalidInput(
-                f"--ip '{wanted}' is not an IPv4 address", hint="e.g. 10.77.0.20"
+                f"address '{wanted}' is not an IPv4 address", hint="e.g. 10.77.0.20"
             ) from exc
         if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address):
             raise InvalidInput(
@@ -294,7 +295,7 @@ def allocate_ip(network: NetworkConfig, used: Collection[str], wanted: str | Non
         if str(addr) in reserved:
             raise Conflict(
                 f"address {addr} is already used on network '{network.name}'",
-                hint="pick another address, or leave out --ip",
+                hint="pick another address, or none to get a free one",
             )
         return str(addr)
     for host in subnet.hosts():
@@ -337,11 +338,12 @@ def _check_uplink_allowed(
     if any(n.bridge == request.uplink and n.type != "bridged" for n in others):
         raise Conflict(
             f"'{request.uplink}' is the bridge of a hangar network, not an uplink",
-            hint="attach VMs to that network instead ('--network NAME')",
+            hint="attach VMs to that network instead",
         )
     if allowed is not None and request.uplink not in allowed:
         raise Forbidden(
             f"project '{project}' may not use host interface '{request.uplink}' as an uplink",
-            hint="the host administrator allows uplinks per project: "
-            f"'hangar project uplinks {project} IFACE...'",
+            hint="the host administrator allows uplinks per project",
+            details={"project": project},
+            action=NextStep.SET_UPLINKS,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hangar.errors import InvalidInput, ResourceLimit
+from hangar.errors import InvalidInput, NextStep, ResourceLimit
 from hangar.names import check_name
 from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageDefaults, ImageManifest
@@ -59,7 +59,8 @@ def resolve(
     if image is None and request.iso is None:
         raise InvalidInput(
             "a VM needs an image or an installer ISO",
-            hint="name an image ('hangar image list'), or pass --iso FILE --disk SIZE",
+            hint="name an image, or give an installer ISO and a disk size",
+            action=NextStep.LIST_IMAGES,
         )
     defaults = image.defaults if image is not None else BLANK_DEFAULTS
     cpus = request.cpus or defaults.cpus
@@ -70,13 +71,13 @@ def resolve(
     if cpus > host.cpus:
         raise ResourceLimit(
             f"{cpus} vCPUs asked for, but the host has {host.cpus} CPUs",
-            hint=f"use --cpus {host.cpus} or fewer",
+            hint=f"ask for {host.cpus} vCPUs or fewer",
         )
     if memory > host.memory_bytes:
         raise ResourceLimit(
             f"{format_size(memory)} of memory asked for, "
             f"but the host has {format_size(host.memory_bytes)}",
-            hint="ask for less memory with --memory",
+            hint="ask for less memory",
         )
     if memory < MIN_MEMORY:
         raise InvalidInput(
@@ -87,7 +88,7 @@ def resolve(
         raise InvalidInput(
             f"disk of {format_size(disk)} is smaller than image '{image.name}' "
             f"({format_size(image.disk_virtual_size)})",
-            hint=f"use --disk {format_size(image.disk_virtual_size)} or more",
+            hint=f"ask for a disk of {format_size(image.disk_virtual_size)} or more",
         )
 
     firmware = _firmware(request, image, kernel_path)
@@ -95,12 +96,12 @@ def resolve(
     # Firmware, CD-ROMs and VGA need a PC: microvm has no BIOS disk boot, IDE or VGA.
     machine = request.machine or ("q35" if firmware or graphics else defaults.machine)
     if machine == "microvm":
-        for wanted, what in ((firmware, "--firmware"), (request.iso, "--iso"),
-                             (graphics, "--graphics")):  # fmt: skip
+        for wanted, what in ((firmware, "firmware"), (request.iso, "an ISO"),
+                             (graphics, "graphics")):  # fmt: skip
             if wanted:
                 raise InvalidInput(
                     f"{what} needs a PC machine, and microvm is not one",
-                    hint="use --machine q35 (or leave --machine out)",
+                    hint="ask for the q35 machine (or for no machine type: the default fits)",
                 )
 
     # An imported OVF's network adapters set the image's default NIC count.
@@ -130,9 +131,11 @@ def resolve(
         )
     elif request.ssh_keys or request.user_data is not None:
         raise InvalidInput(
-            "--ssh-key and --cloud-init need a cloud image"
+            "SSH keys and cloud-init user data need a cloud image"
             + (f"; image '{image.name}' does not use cloud-init" if image else ""),
-            hint="launch a cloud image such as debian-12 ('hangar image build debian-12')",
+            hint="launch a cloud image such as debian-12 (the host can build it)",
+            details={"image": "debian-12"},
+            action=NextStep.BUILD_IMAGE,
         )
 
     boot = None
@@ -178,7 +181,7 @@ def _firmware(
         can = " or ".join(image.firmware) or "only direct kernel boot"
         raise InvalidInput(
             f"image '{image.name}' has no bootloader for {request.firmware} on its disk",
-            hint=f"it boots with: {can}; leave --firmware out for direct kernel boot",
+            hint=f"it boots with: {can}; ask for no firmware for direct kernel boot",
         )
     return request.firmware
 
@@ -190,6 +193,6 @@ def _check_forwards(forwards: Iterable[PortForward]) -> None:
         if key in seen:
             raise InvalidInput(
                 f"host port {fwd.host_port}/{fwd.protocol} is forwarded twice",
-                hint="give each --forward its own host port",
+                hint="give each forward its own host port",
             )
         seen.add(key)

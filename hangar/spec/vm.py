@@ -106,7 +106,7 @@ class NicCreate(BaseModel):
             if not self.network:
                 raise ValueError("a NIC of type 'network' needs 'network' (its name)")
             if self.forwards:
-                raise ValueError("forwards on a network NIC are made with 'hangar forward add'")
+                raise ValueError("forwards on a network NIC are added to its network, not here")
         elif self.network is not None or self.ip is not None:
             raise ValueError("'network' and 'ip' need type 'network'")
         return self

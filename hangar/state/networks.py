@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from hangar.errors import Conflict, NotFound
+from hangar.errors import Conflict, NextStep, NotFound
 from hangar.spec.network import (
     FirewallRule,
     FirewallRuleCreate,
@@ -32,7 +32,8 @@ class ForwardRow:
 def _not_found(name: str, project: str) -> NotFound:
     return NotFound(
         f"no network named '{name}' in project '{project}'",
-        hint="'hangar network list' shows the networks",
+        hint="list the networks to see which there are",
+        action=NextStep.LIST_NETWORKS,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from hangar.errors import Conflict, NotFound
+from hangar.errors import Conflict, NextStep, NotFound
 from hangar.state.db import Database
 from hangar.state.vms import now
 
@@ -56,7 +56,9 @@ class ProjectRepository:
         record = self.find(name)
         if record is None:
             raise NotFound(
-                f"no project named '{name}'", hint="'hangar project list' shows the projects"
+                f"no project named '{name}'",
+                hint="list the projects to see which there are",
+                action=NextStep.LIST_PROJECTS,
             )
         return record
 

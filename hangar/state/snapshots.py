@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from hangar.errors import Conflict, NotFound
+from hangar.errors import Conflict, NextStep, NotFound
 from hangar.spec.vm import VMConfig
 from hangar.state.db import Database
 from hangar.state.vms import now
@@ -84,7 +84,9 @@ class SnapshotRepository:
         if snap is None:
             raise NotFound(
                 f"VM '{vm_name}' has no snapshot named '{name}'",
-                hint=f"'hangar snapshot list {vm_name}' shows its snapshots",
+                hint="list the VM's snapshots to see which there are",
+                details={"vm": vm_name},
+                action=NextStep.LIST_SNAPSHOTS,
             )
         return snap
 

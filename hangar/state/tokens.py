@@ -11,7 +11,7 @@ import hmac
 import sqlite3
 from dataclasses import dataclass
 
-from hangar.errors import NotFound
+from hangar.errors import NextStep, NotFound
 from hangar.state.db import Database
 from hangar.state.vms import now
 
@@ -51,7 +51,11 @@ class TokenRepository:
     def get(self, token_id: str, project: str | None = None) -> TokenRecord:
         rows = self.db.query("SELECT * FROM tokens WHERE id = ?", (token_id,))
         if not rows or (project is not None and rows[0]["project"] != project):
-            raise NotFound(f"no token with id '{token_id}'", hint="'hangar token list' shows them")
+            raise NotFound(
+                f"no token with id '{token_id}'",
+                hint="list the tokens to see their ids",
+                action=NextStep.LIST_TOKENS,
+            )
         return _record(rows[0])
 
     def list(self, project: str | None = None) -> list[TokenRecord]:

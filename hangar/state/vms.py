@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hangar.errors import Conflict, NotFound
+from hangar.errors import Conflict, NextStep, NotFound
 from hangar.names import DEFAULT_PROJECT as DEFAULT_PROJECT  # re-exported
 from hangar.spec.vm import VMConfig
 from hangar.state.db import Database
@@ -106,7 +106,10 @@ class VMRepository:
         record = self.find(name, project)
         if record is None:
             raise NotFound(
-                f"no VM named '{name}' in project '{project}'", hint="'hangar list' shows the VMs"
+                f"no VM named '{name}' in project '{project}'",
+                hint="list the VMs to see which there are",
+                details={"project": project},
+                action=NextStep.LIST_VMS,
             )
         return record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from hangar.errors import Conflict, NotFound
+from hangar.errors import Conflict, NextStep, NotFound
 from hangar.state.db import Database
 from hangar.state.vms import now
 
@@ -51,14 +51,19 @@ class PoolRepository:
         except sqlite3.IntegrityError as exc:
             raise Conflict(
                 f"a pool named '{name}' or at '{path}' already exists",
-                hint="'hangar storage pool list' shows the pools",
+                hint="list the storage pools to see which there are",
+                action=NextStep.LIST_POOLS,
             ) from exc
         return PoolRecord(name, path, stamp)
 
     def get(self, name: str) -> PoolRecord:
         rows = self.db.query("SELECT * FROM pools WHERE name = ?", (name,))
         if not rows:
-            raise NotFound(f"no pool named '{name}'", hint="'hangar storage pool list' shows them")
+            raise NotFound(
+                f"no pool named '{name}'",
+                hint="list the storage pools to see which there are",
+                action=NextStep.LIST_POOLS,
+            )
         return PoolRecord(rows[0]["name"], rows[0]["path"], rows[0]["created_at"])
 
     def list(self) -> list[PoolRecord]:
@@ -94,7 +99,12 @@ class VolumeRepository:
             "SELECT * FROM volumes WHERE project = ? AND name = ?", (project, name)
         )
         if not rows:
-            raise NotFound(f"no volume named '{name}'", hint="'hangar volume list' shows them")
+            raise NotFound(
+                f"no volume named '{name}'",
+                hint="list the volumes to see which there are",
+                details={"project": project},
+                action=NextStep.LIST_VOLUMES,
+            )
         return _volume(rows[0])
 
     def list(

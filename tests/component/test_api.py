@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -54,6 +55,29 @@ def test_errors_are_json_with_a_hint(api: TestClient) -> None:
         "state": "stopped",
         "allowed": ["running"],
     }
+    assert conflict.json()["action"] is None  # nothing to suggest beyond the hint
+
+
+def test_an_error_carries_its_next_step_beside_a_neutral_hint(api: TestClient) -> None:
+    missing = api.get("/1.0/vms/ghost").json()
+    assert missing["hint"] == "list the VMs to see which there are"
+    assert missing["action"] == "list-vms" and missing["details"] == {"project": "default"}
+
+    api.post("/1.0/vms", json={"name": "web", "image": "tiny", "memory": "128M"})
+    # A refused operation's error carries it too (the client raises it from there).
+    started = api.post("/1.0/vms/web/publish", json={"template": "tpl"})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 10
+    op = started.json()
+    while op["status"] == "running" and time.monotonic() < deadline:
+        op = api.get(f"/1.0/operations/{op['id']}", params={"wait": 1}).json()
+    assert op["status"] == "failure", op
+    body = op["error"]
+    assert body["hint"] == "stop the VM first" and "hangar" not in body["hint"]
+    assert body["action"] == "stop-vm" and body["details"]["vm"] == "web"
+    # The schema names the field, for clients generated from it.
+    schema = api.get("/openapi.json").json()
+    assert "action" in schema["components"]["schemas"]["ErrorBody"]["properties"]
 
 
 @pytest.mark.parametrize(

@@ -253,3 +253,53 @@ def test_an_error_message_is_shown_literally(
     result = CliRunner().invoke(cli, ["info", "x"], catch_exceptions=False)
     assert result.exit_code == 3
     assert_literal(terminal.text(), 2)
+
+
+def test_a_suggested_command_shows_the_name_literally(
+    terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hint is neutral; the CLI words the error's next step as a command line, and
+    # the VM's name in it (here hostile) is quoted and shown, never obeyed.
+    def refuse(self: FakeClient, name: str) -> dict[str, Any]:
+        raise ApiError(
+            409,
+            {
+                "error": "conflict",
+                "message": "it runs",
+                "hint": "stop the VM first",
+                "action": "stop-vm",
+                "details": {"vm": EVIL},
+            },
+        )
+
+    monkeypatch.setattr(FakeClient, "vm", refuse)
+    result = CliRunner().invoke(cli, ["info", "x"], catch_exceptions=False)
+    assert result.exit_code == 4
+    plain = SGR.sub("", terminal.text())
+    assert "hint: stop the VM first" in plain
+    assert f"try: hangar stop '{LITERAL}'" in plain, plain
+    assert_literal(terminal.text(), 1)
+
+
+def test_a_forced_retry_repeats_the_command_the_user_ran(
+    terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: FakeClient, name: str) -> dict[str, Any]:
+        raise ApiError(409, {"error": "conflict", "message": "m", "hint": "h", "action": "force"})
+
+    monkeypatch.setattr(FakeClient, "vm", refuse)
+    result = CliRunner().invoke(cli, ["--project", "p 1", "info", "x"], catch_exceptions=False)
+    assert result.exit_code == 4
+    assert "try: hangar --project 'p 1' info x --force" in SGR.sub("", terminal.text())
+
+
+def test_an_unknown_next_step_shows_the_hint_alone(
+    terminal: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: FakeClient, name: str) -> dict[str, Any]:
+        raise ApiError(409, {"error": "conflict", "message": "m", "hint": "h", "action": "new"})
+
+    monkeypatch.setattr(FakeClient, "vm", refuse)
+    result = CliRunner().invoke(cli, ["info", "x"], catch_exceptions=False)
+    assert result.exit_code == 4
+    assert SGR.sub("", terminal.text()).splitlines() == ["error: m", "hint: h"]

@@ -23,6 +23,7 @@ def test_projects_quotas_tokens_and_audit(daemon: Daemon) -> None:
     over = daemon.cli("--project", "cli-proj", "launch", "tiny", "nope", "--no-start")
     assert over.code == 5, over
     assert "instances quota: limit 0, in use 0" in over.stderr and "project set" in over.stderr
+    assert "hangar project set cli-proj max-instances=..." in over.stderr, over
 
     bad = daemon.cli("project", "set", "cli-proj", "max-ram=1G")
     assert bad.code == 2 and "max-instances" in bad.stderr

@@ -30,6 +30,10 @@ def test_snapshot_commands_and_a_warm_launch(daemon: Daemon) -> None:
 
         refused = daemon.cli("snapshot", "restore", vm, "one")
         assert refused.code == 4 and "--force" in refused.stderr, refused
+        # The neutral hint, then the CLI's own command lines for the suggested action.
+        assert "force the restore" in refused.stderr, refused
+        assert f"try: hangar snapshot restore {vm} one --force" in refused.stderr, refused
+        assert f"hangar snapshot create {vm} NAME --memory" in refused.stderr, refused
         restored = daemon.cli("snapshot", "restore", vm, "one", "--force")
         assert restored.code == 0 and "restored to one (running)" in restored.stdout, restored
 

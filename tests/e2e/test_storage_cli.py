@@ -91,6 +91,9 @@ def test_pools_volumes_and_resize_through_the_cli(daemon: Daemon, tmp_path: Path
         assert [v["vm"] for v in listed if v["name"] == "cli-vol"] == ["cli-vols"]
         refused = daemon.cli("volume", "delete", "cli-vol")
         assert refused.code == 4 and "in use by VM 'cli-vols'" in refused.stderr
+        # A neutral hint, then the CLI's command for it.
+        assert "detach it from VM 'cli-vols' first" in refused.stderr, refused
+        assert "try: hangar volume detach cli-vol cli-vols" in refused.stderr, refused
         grown = daemon.cli("volume", "resize", "cli-vol", "--size", "128M")
         assert grown.code == 0 and (vol_dir / "cli-vol.raw").stat().st_size == 128 * 1024**2
         shrink = daemon.cli("resize", "cli-vols", "--disk", "64M")

@@ -299,6 +299,7 @@ def test_spoofed_source_address_is_dropped(net: Net) -> None:
 def test_nic_attach_refused_while_running_then_made_on_a_stopped_vm(net: Net) -> None:
     refused = net.daemon.cli("network", "attach", "a1", "isonet")
     assert refused.code == 4 and "no NIC hotplug" in refused.stderr, refused
+    assert "stop the VM" in refused.stderr and "try: hangar stop a1" in refused.stderr, refused
     # A VM with a user-mode NIC only, attached to the isolated network while stopped.
     made = net.daemon.cli("launch", "tiny", "s1", "--memory", "128M", "--no-start")
     assert made.code == 0, made

@@ -86,7 +86,9 @@ def test_memory_snapshot_brings_back_a_file_and_a_killed_process(
 
     with pytest.raises(ApiError) as refused:
         client.restore_snapshot(vm, "mem")
-    assert refused.value.remote_kind == "conflict" and "--force" in refused.value.hint
+    assert refused.value.remote_kind == "conflict" and "force the restore" in refused.value.hint
+    # The hint is neutral; what to do next travels as an action the CLI words itself.
+    assert refused.value.action == "force-or-snapshot" and refused.value.details["vm"] == vm
     assert "changed" in guest(client, vm, "cat /root/state")  # refused: nothing changed
 
     restored = client.restore_snapshot(vm, "mem", force=True)

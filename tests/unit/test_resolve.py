@@ -45,7 +45,7 @@ def test_macs_are_stable_distinct_and_local() -> None:
 def test_too_many_cpus() -> None:
     with pytest.raises(ResourceLimit, match="3 vCPUs asked for, but the host has 2") as info:
         _resolve(cpus=3)
-    assert "--cpus 2" in info.value.hint
+    assert "2 vCPUs or fewer" in info.value.hint
 
 
 def test_too_much_memory() -> None:

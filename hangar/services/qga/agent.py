@@ -264,7 +264,7 @@ async def wait_exec(
             raise GuestCommandTimeout(
                 f"'{what}' still runs in '{agent.name}' after {timeout:g} s "
                 f"(guest pid {pid}; left running)",
-                hint="raise --timeout, or run it in the background in the guest",
+                hint="allow it a longer timeout, or run it in the background in the guest",
             )
         await asyncio.sleep(poll)
 

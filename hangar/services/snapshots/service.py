@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, QemuFailed, StateConflict
+from hangar.errors import Conflict, NextStep, QemuFailed, StateConflict
 from hangar.names import check_name
 from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
@@ -186,7 +186,9 @@ class SnapshotService:
                 kept = "with its memory" if saved else "with the disk only"
                 raise QemuFailed(
                     f"snapshot '{name}' of VM '{vm_name}' was taken {kept}, but: {failure}",
-                    hint=f"see 'hangar info {vm_name}' and 'hangar snapshot list {vm_name}'",
+                    hint="check the VM's state and its list of snapshots",
+                    details={"vm": vm_name},
+                    action=NextStep.LIST_SNAPSHOTS,
                 )
         return self.get(vm_name, name, project)
 
@@ -333,15 +335,17 @@ class SnapshotService:
             raise Conflict(
                 f"VM '{record.name}' is {state.value}: restoring '{name}' discards its "
                 "current state",
-                hint=f"add --force, or first keep it: hangar snapshot create {record.name} "
-                "NAME --memory",
-                details={"state": state.value},
+                hint="force the restore, or first keep the running state in a snapshot with memory",
+                details={"state": state.value, "vm": record.name, "memory": True},
+                action=NextStep.FORCE_OR_SNAPSHOT,
             )
         if await asyncio.to_thread(img.has_own_data, self.runner, files.disk):
             raise Conflict(
                 f"the disk of VM '{record.name}' changed since its last snapshot: restoring "
                 f"'{name}' discards those changes",
-                hint=f"add --force, or first keep them: hangar snapshot create {record.name} NAME",
+                hint="force the restore, or first keep them in a snapshot",
+                details={"vm": record.name, "memory": False},
+                action=NextStep.FORCE_OR_SNAPSHOT,
             )
 
     # --- delete --------------------------------------------------------------------
@@ -361,7 +365,12 @@ class SnapshotService:
             running = state not in STOPPED
             plan = tree.plan_delete(snaps, snap, head, running)
             if plan.refusal is not None:
-                raise Conflict(plan.refusal, hint=f"stop it first: hangar stop {vm_name}")
+                raise Conflict(
+                    plan.refusal,
+                    hint="stop the VM first",
+                    details={"vm": vm_name},
+                    action=NextStep.STOP_VM,
+                )
             layers = [Path(c.disk) for c in plan.merge_into_children]
             if plan.merge_into_vm_disk:
                 layers.append(self.vms.files(record.config).disk)

@@ -138,7 +138,7 @@ class StandbyPool:
         if manifest.warm is None:
             raise InvalidInput(
                 f"template '{template}' is not warm: there is no running guest to keep ready",
-                hint="publish a running VM with --warm",
+                hint="publish a running VM as a warm template",
             )
         why = can_stand_by(manifest.warm)
         if count and why is not None:

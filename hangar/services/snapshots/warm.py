@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from hangar.errors import Conflict, HangarError, InvalidInput, StateConflict
+from hangar.errors import Conflict, HangarError, InvalidInput, NextStep, StateConflict
 from hangar.names import check_name
 from hangar.node.base import Running
 from hangar.node.files import link_boot_files
@@ -142,7 +142,9 @@ class WarmService:
         if self.store.path(template).exists():
             raise Conflict(
                 f"an image or template named '{template}' already exists",
-                hint="pick another name, or delete it first with 'hangar image delete'",
+                hint="pick another name, or delete that image first",
+                details={"image": template},
+                action=NextStep.DELETE_IMAGE,
             )
         async with self.vms.locks[record.id]:
             record = self.vms.repo.get(vm_name, project)
@@ -160,7 +162,8 @@ class WarmService:
                 raise Conflict(
                     f"VM '{vm_name}' boots from its disk through firmware; a warm template "
                     "needs a VM that boots the image's kernel directly",
-                    hint="publish it without --warm, or launch from the image without --firmware",
+                    hint="publish it cold (not warm), or launch from the image with direct "
+                    "kernel boot (no firmware)",
                 )
             return await self._publish(record.config, runtime, template, progress, settle, owner)
 
@@ -325,7 +328,7 @@ class WarmService:
                 raise InvalidInput(
                     f"template '{request.image}' is warm: it resumes a guest saved with "
                     f"{what}={have}, not {want}",
-                    hint="leave it out, or launch with --cold to boot instead",
+                    hint="leave it out, or launch it cold to boot instead",
                 )
         if request.disk is not None and request.disk < saved.disk_size:
             raise InvalidInput(
@@ -517,7 +520,7 @@ class WarmService:
         template of it (kept: the forks are linked clones of its disk), then N warm
         launches named PREFIX-1 … PREFIX-N (PREFIX: VM-fork)."""
         if not 1 <= count <= MAX_FORKS:
-            raise InvalidInput(f"--count {count}", hint=f"fork 1 to {MAX_FORKS} VMs at a time")
+            raise InvalidInput(f"fork count {count}", hint=f"fork 1 to {MAX_FORKS} VMs at a time")
         record = self.vms.repo.get(vm_name, project)
         base = prefix or f"{vm_name}-fork"
         names = [f"{base}-{i}" for i in range(1, count + 1)]
@@ -526,7 +529,7 @@ class WarmService:
             if self.vms.repo.find(name, project) is not None:
                 raise Conflict(
                     f"a VM named '{name}' already exists in project '{project}'",
-                    hint="pick another --prefix, or delete that VM first",
+                    hint="pick another name prefix, or delete that VM first",
                 )
         template = f"fork-{vm_name[:40]}-{uuid.uuid4().hex[:8]}"
         # The state of now, busy or not: that is what a fork copies.

@@ -121,7 +121,7 @@ def check_raw_size(size: int, *, what: str = "the image") -> None:
             f"refusing {what}: as a raw disk its size ({size} bytes) would have to be a "
             f"multiple of {SECTOR} bytes, and it is not: it is not a disk image",
             hint="check that this is the disk you meant (a raw disk is whole 512-byte "
-            "sectors), or give its real format with --format",
+            "sectors), or give its real format",
         )
 
 

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from hangar.errors import InvalidInput, NotFound
+from hangar.errors import InvalidInput, NextStep, NotFound
 from hangar.names import child
 from hangar.names import member as member_path
 from hangar.runner import CommandRunner
@@ -84,7 +84,8 @@ class ImageStore:
             known = ", ".join(m.name for m in self.list(project)) or "none"
             raise NotFound(
                 f"no image named '{name}'",
-                hint=f"images here: {known}; build one with 'hangar image build tiny'",
+                hint=f"images here: {known}; build or import one",
+                action=NextStep.LIST_IMAGES,
             )
         return image
 
@@ -126,7 +127,9 @@ class ImageStore:
             raise InvalidInput(
                 f"the manifest of image '{manifest.parent.name}' is not valid: "
                 f"{exc.errors()[0]['msg']}",
-                hint="delete the image ('hangar image delete') and build or import it again",
+                hint="delete the image and build or import it again",
+                details={"image": manifest.parent.name},
+                action=NextStep.DELETE_IMAGE,
             ) from exc
         for filename in image.files():
             path = member_path(manifest.parent, filename, what=f"file of image '{image.name}'")
@@ -182,8 +185,9 @@ def _check_made_here(path: Path) -> None:
         raise InvalidInput(
             f"'{path}' was not made by hangar (owner uid {info.st_uid}, mode "
             f"{stat.S_IMODE(info.st_mode):o}, link: {stat.S_ISLNK(info.st_mode)})",
-            hint="hangar uses only images it built or imported; import the disk with "
-            "'hangar image import FILE' instead of copying it into the store",
+            hint="hangar uses only images it built or imported; import the disk instead of "
+            "copying it into the store",
+            action=NextStep.IMPORT_IMAGE,
         )
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hangar.errors import Conflict, HostCommandFailed, InvalidInput
+from hangar.errors import Conflict, HostCommandFailed, InvalidInput, NextStep
 from hangar.runner import CommandRunner
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
@@ -92,7 +92,9 @@ class Importer:
         if target.exists():
             raise Conflict(
                 f"an image named '{request.name}' already exists",
-                hint="pick another name with --name, or delete the image first",
+                hint="import it under another name, or delete the image first",
+                details={"image": request.name},
+                action=NextStep.DELETE_IMAGE,
             )
         st = _stat_regular(source)
         with source.open("rb") as f:
@@ -109,7 +111,7 @@ class Importer:
                 if not formats.is_tar(head):
                     raise formats.UnsafeImage(
                         f"refusing {what}: it is said to be an OVA but is not a tar archive",
-                        hint="give the right --format, or leave it out to detect it",
+                        hint="give the right format, or none to detect it",
                     )
                 disk, disk_fmt, defaults = self._unpack_ova(source, tmp, request, progress)
                 description = f"imported from {source.name} (OVA, {disk_fmt} disk)"
@@ -165,7 +167,7 @@ class Importer:
         except HostCommandFailed as exc:
             raise UnsafeImage(
                 f"refusing {what}: qemu-img cannot read it as {claimed}: {exc.output.strip()}",
-                hint="check the file and its --format; differencing images are not supported",
+                hint="check the file and its format; differencing images are not supported",
             ) from exc
         size = formats.check_info(info, claimed, what=what)
         _check_size(size, limit, what)
@@ -280,6 +282,6 @@ def _check_size(size: int, limit: int, what: str) -> None:
         raise UnsafeImage(
             f"refusing {what}: its virtual size {format_size(size)} is over the limit of "
             f"{format_size(limit)}",
-            hint="raise the limit (--max-size, or HANGAR_MAX_IMAGE_SIZE for hangard) "
+            hint="raise the import's size limit (or HANGAR_MAX_IMAGE_SIZE for hangard) "
             "if the image is trusted",
         )
