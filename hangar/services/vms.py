@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from hangar.spec.image import ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id, resolve
 from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
+from hangar.state.locks import LocalLocks, ProjectKey
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ class VMService:
         self.host = host
         self.runner = runner
         self.supervisor = Supervisor(self._on_exit)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks = LocalLocks()
         self._background: set[asyncio.Task[None]] = set()
         self._agents: dict[str, GuestAgent] = {}
 
@@ -200,7 +200,7 @@ class VMService:
     # --- create and delete --------------------------------------------------------
 
     @property
-    def locks(self) -> defaultdict[str, asyncio.Lock]:
+    def locks(self) -> LocalLocks:
         """The per-VM locks (by VM id): other services take them to act on a VM's files."""
         return self._locks
 
@@ -247,7 +247,7 @@ class VMService:
                 # The project lock spans check and insert, so concurrent launches cannot
                 # both fit in the last free slot (or take the same address on one of
                 # the project's networks); the (slow) start runs outside it.
-                async with self._locks[f"project:{project}"]:
+                async with self._locks[ProjectKey(project)]:
                     config = self._prepare_networks(config, project)
                     if self.quota_check is not None:
                         self.quota_check(project, config)
@@ -302,7 +302,7 @@ class VMService:
         """
         self._check_ports(config)
         async with revert_on_error() as undo:
-            async with self._locks[f"project:{project}"]:
+            async with self._locks[ProjectKey(project)]:
                 if self.quota_check is not None:
                     self.quota_check(project, config)
                 config = self._prepare_networks(config, project)
@@ -334,7 +334,7 @@ class VMService:
             shutil.rmtree(files.dir, ignore_errors=True)
             shutil.rmtree(files.runtime, ignore_errors=True)
             self.repo.delete(record.id)
-        self._locks.pop(record.id, None)
+        self._locks.discard(record.id)
         self._agents.pop(record.id, None)
 
     # --- NICs -----------------------------------------------------------------------
@@ -369,7 +369,7 @@ class VMService:
                 slot=slot,
             )
             # Under the project lock: addresses are allocated from the project's networks.
-            async with self._locks[f"project:{project}"]:
+            async with self._locks[ProjectKey(project)]:
                 updated = self._prepare_networks(
                     config.model_copy(update={"nics": (*nics, nic)}), project
                 )
