@@ -94,8 +94,9 @@ class StopResult(BaseModel):
     method: str
 
 
-# Raises (e.g. QuotaExceeded) when a resolved config does not fit its project.
-QuotaCheck = Callable[[str, VMConfig], None]
+# Admits a resolved config into its project (services/quota.py) or raises (e.g.
+# QuotaExceeded); returns the release to run if the launch fails.
+QuotaCheck = Callable[[str, VMConfig], Awaitable[Callable[[], Awaitable[None]]]]
 # Runs once a started VM runs (e.g. a warm launch's new identity); if it raises, the
 # VM is stopped again.
 ReadyHook = Callable[["Runtime"], Awaitable[None]]
@@ -244,13 +245,14 @@ class VMService:
             self._check_ports(config)
             files = self.files(config)
             async with revert_on_error() as undo:
-                # The project lock spans check and insert, so concurrent launches cannot
-                # both fit in the last free slot (or take the same address on one of
-                # the project's networks); the (slow) start runs outside it.
+                # The project lock spans address allocation and insert, so concurrent
+                # launches cannot take the same address on one of the project's
+                # networks (quotas are admitted by revision, not by this lock); the
+                # (slow) start runs outside it.
                 async with self._locks[ProjectKey(project)]:
                     config = self._prepare_networks(config, project)
                     if self.quota_check is not None:
-                        self.quota_check(project, config)
+                        undo.push("release quota", await self.quota_check(project, config))
                     files.dir.mkdir(parents=True)
                     undo.push(
                         "remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True)
@@ -304,7 +306,7 @@ class VMService:
         async with revert_on_error() as undo:
             async with self._locks[ProjectKey(project)]:
                 if self.quota_check is not None:
-                    self.quota_check(project, config)
+                    undo.push("release quota", await self.quota_check(project, config))
                 config = self._prepare_networks(config, project)
                 record = self.repo.insert(config, PowerState.STOPPED, project)
                 undo.push("delete VM row", lambda: self.repo.delete(config.id))

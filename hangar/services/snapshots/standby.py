@@ -299,9 +299,17 @@ class StandbyPool:
         async with vms.locks[entry.vm_id]:
             async with vms.locks[ProjectKey(project)]:
                 ports.check_free((fwd for _, fwd in added), owners=vms.port_owners(config))
+                # The same admission as a launch (services/quota.py); the reservation
+                # settles when the row moves into the project.
+                release = None
                 if vms.quota_check is not None:
-                    vms.quota_check(project, config)
-                vms.repo.move(entry.vm_id, project, config)
+                    release = await vms.quota_check(project, config)
+                try:
+                    vms.repo.move(entry.vm_id, project, config)
+                except BaseException:
+                    if release is not None:
+                        await release()
+                    raise
             forwarded: list[str] = []
             try:
                 for i, fwd in added:
