@@ -15,10 +15,10 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hangar.errors import QemuFailed
+from hangar.node.base import Outcome as Outcome  # re-exported
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu import process, serial_log
 from hangar.services.qemu.argv import VMFiles
@@ -33,15 +33,6 @@ log = logging.getLogger(__name__)
 MIN_UPTIME_FOR_REBOOT = 5.0
 EXIT_STATUS_WAIT = 1.0
 QMP_CONNECT_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: PowerState
-    reason: str
-    reboot: bool = False
-    # The guest powered itself off (not asked by hangard): an installer has finished.
-    guest_poweroff: bool = False
 
 
 def exit_outcome(

@@ -8,7 +8,6 @@ a time; actions on different VMs run concurrently.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -24,23 +23,24 @@ from hangar.errors import (
     HangarError,
     InvalidInput,
     NotFound,
-    QemuFailed,
     ResourceLimit,
     StateConflict,
 )
-from hangar.host.sockets import open_unix_connection, reachable_socket
+from hangar.host.sockets import open_unix_connection
 from hangar.names import check_name
+from hangar.node.base import Outcome, ReadyHook, Running
+from hangar.node.local import LocalNode
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services import guest_files, ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
-from hangar.services.qemu import confine, hotplug, img, layers, process
-from hangar.services.qemu.argv import NIC_PORTS, RamFile, VMFiles, nic_slot, render_argv
+from hangar.services.qemu import img
+from hangar.services.qemu.argv import NIC_PORTS, VMFiles, nic_slot
 from hangar.services.qga.agent import GuestAgent
-from hangar.services.qmp.migration import SavedGuest, load_memory
+from hangar.services.qmp.migration import SavedGuest
 from hangar.services.storage.images import ImageStore
-from hangar.services.supervisor import Outcome, Runtime, Supervisor
+from hangar.services.supervisor import Supervisor
 from hangar.services.undo import revert_on_error
 from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageManifest
@@ -97,9 +97,6 @@ class StopResult(BaseModel):
 # Admits a resolved config into its project (services/quota.py) or raises (e.g.
 # QuotaExceeded); returns the release to run if the launch fails.
 QuotaCheck = Callable[[str, VMConfig], Awaitable[Callable[[], Awaitable[None]]]]
-# Runs once a started VM runs (e.g. a warm launch's new identity); if it raises, the
-# VM is stopped again.
-ReadyHook = Callable[["Runtime"], Awaitable[None]]
 
 
 class VMService:
@@ -113,42 +110,38 @@ class VMService:
         quota_check: QuotaCheck | None = None,
         networks: NetworkService | None = None,
         sandbox: bool = False,
+        node: LocalNode | None = None,
     ):
         self.paths = paths
-        # Run every QEMU as the VM's own unprivileged uid in a namespace of its own
-        # (services/qemu/jail.py). hangard turns it on; tests whose QEMU is a fake
-        # script from the virtualenv (outside any sandbox's view) leave it off.
-        self.sandbox = sandbox
+        # Where the VMs run. Sandboxed: every QEMU as the VM's own unprivileged uid in a
+        # namespace of its own (services/qemu/jail.py); hangard turns it on, tests whose
+        # QEMU is a fake script from the virtualenv leave it off.
+        self.node = node or LocalNode(paths, host, on_exit=self._on_exit, sandbox=sandbox)
         self.quota_check = quota_check
         self.networks = networks
         self.repo = repo
         self.images = images
         self.host = host
         self.runner = runner
-        self.supervisor = Supervisor(self._on_exit)
         self._locks = LocalLocks()
         self._background: set[asyncio.Task[None]] = set()
-        self._agents: dict[str, GuestAgent] = {}
 
     # --- reading -----------------------------------------------------------------
 
+    @property
+    def supervisor(self) -> Supervisor:
+        """This host's QEMUs, for the services not yet behind Node methods."""
+        return self.node.supervisor
+
     def files(self, config: VMConfig) -> VMFiles:
-        folder = self.paths.vm_dir(config.id)
-        return VMFiles(
-            dir=folder,
-            runtime=self.paths.vm_runtime(config.id),
-            active_disk=layers.active_disk(folder),
-        )
+        return self.node.files(config)
 
     async def state_of(self, record: VMRecord) -> PowerState:
-        runtime = self.supervisor.get(record.id)
-        if runtime is not None:
-            return await runtime.power_state()
-        return PowerState(record.state)
+        state = await self.node.power_state(record.id)
+        return state if state is not None else PowerState(record.state)
 
     async def view(self, record: VMRecord) -> VMView:
         config = record.config
-        runtime = self.supervisor.get(record.id)
         return VMView(
             id=config.id,
             name=config.name,
@@ -161,7 +154,7 @@ class VMService:
             disk_size=config.disk_size,
             machine=config.machine,
             accelerator=self.host.accelerator,
-            pid=runtime.pid if runtime else None,
+            pid=self.node.pid(record.id),
             forwards=[f for nic in config.nics for f in nic.forwards],
             macs=[nic.mac for nic in config.nics],
             addresses=self.networks.addresses(config, record.project) if self.networks else [],
@@ -327,9 +320,8 @@ class VMService:
         async with self._locks[record.id]:
             state = await self.state_of(record)
             check(name, Action.FORCE_DELETE if force else Action.DELETE, state)
-            runtime = self.supervisor.get(record.id)
-            if runtime is not None:
-                await self._force_stop(runtime, "deleted")
+            if self.node.is_running(record.id):
+                await self.node.kill(record.id, "deleted")
             if self.networks is not None:
                 await self.networks.detach_vm(record.config)
             files = self.files(record.config)
@@ -337,7 +329,7 @@ class VMService:
             shutil.rmtree(files.runtime, ignore_errors=True)
             self.repo.delete(record.id)
         self._locks.discard(record.id)
-        self._agents.pop(record.id, None)
+        self.node.forget(record.id)
 
     # --- NICs -----------------------------------------------------------------------
 
@@ -351,7 +343,7 @@ class VMService:
         """
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
-            runtime = await self._nic_runtime(record, "attach a NIC to")
+            live = await self._nic_live(record, "attach a NIC to")
             config = record.config
             # The first index whose MAC and tap no NIC has (a detach leaves gaps).
             taken = {n.mac for n in config.nics} | {n.tap for n in config.nics}
@@ -379,11 +371,8 @@ class VMService:
             try:
                 if self.networks is not None:
                     await self.networks.attach_vm(updated, project)
-                if runtime is not None:
-                    position = len(updated.nics) - 1
-                    await hotplug.plug_nic(
-                        runtime.monitor, updated, position, updated.nics[position]
-                    )
+                if live:
+                    await self.node.plug_nic(record.id, updated, len(updated.nics) - 1)
             except BaseException:
                 self.repo.set_config(config)
                 if self.networks is not None:
@@ -394,7 +383,7 @@ class VMService:
     def _pinned_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
         """On q35: the NICs with their slots (root ports) written down, so a later
         change of positions never moves a plugged NIC, and the first free slot."""
-        if config.machine != "q35":
+        if not self.node.capabilities(config).hotplug:
             return config.nics, None
         nics = tuple(
             n.model_copy(update={"slot": nic_slot(i, n)}) for i, n in enumerate(config.nics)
@@ -414,7 +403,7 @@ class VMService:
         stopped VM, or unplugged from a running ``q35`` VM (the guest lets go first)."""
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
-            runtime = await self._nic_runtime(record, "detach a NIC from")
+            live = await self._nic_live(record, "detach a NIC from")
             config = record.config
             gone = [n for n in config.nics if n.type == "network" and n.network == network]
             if not gone:
@@ -422,30 +411,28 @@ class VMService:
                     f"VM '{name}' has no NIC on network '{network}'",
                     hint=f"'hangar info {name}' shows its addresses",
                 )
-            if runtime is not None:
+            if live:
                 for nic in gone:
-                    position = config.nics.index(nic)
-                    await hotplug.unplug_nic(runtime.monitor, config, position, nic)
-            pinned, _ = (
-                self._pinned_nics(config) if config.machine == "q35" else (config.nics, None)
-            )
+                    await self.node.unplug_nic(record.id, config, config.nics.index(nic), nic)
+            pinned, _ = self._pinned_nics(config)
             kept = tuple(p for p, n in zip(pinned, config.nics, strict=True) if n not in gone)
             if self.networks is not None:
                 await self.networks.detach_nics(config, gone, project)
             self.repo.set_config(config.model_copy(update={"nics": kept}))
         return await self.get(name, project)
 
-    async def _nic_runtime(self, record: VMRecord, action: str) -> Runtime | None:
-        """None for a stopped VM; the runtime of a running q35 VM; refused otherwise."""
+    async def _nic_live(self, record: VMRecord, action: str) -> bool:
+        """False for a stopped VM; True for a running VM that takes hotplug; refused
+        otherwise."""
         state = await self.state_of(record)
         if state in (PowerState.STOPPED, PowerState.CRASHED):
-            return None
-        runtime = self.supervisor.get(record.id)
-        live = state in (PowerState.RUNNING, PowerState.PAUSED) and runtime is not None
-        if live and runtime is not None and record.config.machine == "q35":
-            return runtime
+            return False
+        hotplug = self.node.capabilities(record.config).hotplug
+        live = state in (PowerState.RUNNING, PowerState.PAUSED) and self.node.is_running(record.id)
+        if live and hotplug:
+            return True
         error = StateConflict(record.name, action, state.value, ["stopped", "crashed"])
-        if record.config.machine == "q35":
+        if hotplug:
             error.hint = f"wait until it is running or stopped ('hangar info {record.name}')"
         else:
             error.hint = (
@@ -472,7 +459,7 @@ class VMService:
         *,
         memory: SavedGuest | None = None,
         ready: ReadyHook | None = None,
-    ) -> Runtime:
+    ) -> Running:
         """Start QEMU paused, wire it up over QMP, then continue it.
 
         With ``memory`` (saved from this config's machine) QEMU resumes the saved
@@ -481,76 +468,18 @@ class VMService:
         if memory is None and any(nic.dhcp_start for nic in record.config.nics):
             record = self._fresh_lease_table(record)
         config = record.config
-        files = self.files(config)
         if self.networks is not None:
             # Taps, reservations and rules again: idempotent, and it repairs a
             # host that lost them (e.g. after a reboot).
             await self.networks.attach_vm(config, record.project)
         self.repo.set_state(record.id, PowerState.STARTING)
-        ram: RamFile | None = None
         try:
-            ram = await self._ram_file(memory, files)
-            argv = render_argv(config, self.host, files, incoming=memory is not None, ram=ram)
-            jail = (
-                await asyncio.to_thread(
-                    confine.prepare,
-                    self.paths.vms,
-                    files,
-                    config,
-                    self.host,
-                    ram=ram.path if ram is not None else None,
-                )
-                if self.sandbox
-                else None
-            )
-            runtime = await self.supervisor.launch(config.id, config.name, argv, files, jail)
+            running = await self.node.start(config, memory=memory, ready=ready)
         except BaseException:
             self.repo.set_state(record.id, record.state, record.state_reason)
             raise
-        finally:
-            if ram is not None and ram.path.is_relative_to(files.dir):
-                # QEMU mapped its private copy before its QMP answered: the pages live
-                # on in the mapping, and nothing is left to clean up after it.
-                ram.path.unlink(missing_ok=True)
-        runtime.transition = PowerState.STARTING
-        if config.graphics:
-            # QEMU made it with its umask; the screen is for hangard's proxy alone.
-            # Through the checked socket: QEMU could have put a symlink in its place.
-            with contextlib.suppress(OSError), reachable_socket(files.vnc_socket) as vnc:
-                os.chmod(vnc, 0o600)
-        try:
-            if memory is not None:
-                await load_memory(
-                    runtime.monitor,
-                    memory.stream,
-                    alive=lambda: not files.exit_status.exists(),
-                    ram_in_file=ram is not None,
-                )
-                if memory.loaded is not None:
-                    await memory.loaded()
-            await runtime.monitor.cont()
-            if ready is not None:
-                await ready(runtime)
-        except BaseException:
-            await self._force_stop(runtime, "failed to start")
-            self.repo.set_state(record.id, record.state, record.state_reason)
-            raise
-        runtime.transition = None
         self.repo.set_state(record.id, PowerState.RUNNING)
-        return runtime
-
-    async def _ram_file(self, memory: SavedGuest | None, files: VMFiles) -> RamFile | None:
-        """How the QEMU resuming ``memory`` gets its warm template's RAM file: mapped
-        read-only where QEMU can (>= 8.2), else (sandboxed) a copy of its own, since an
-        older QEMU opens the file read-write (confine.private_ram says why)."""
-        if memory is None or memory.ram is None:
-            return None
-        if self.host.maps_read_only_ram:
-            return RamFile(memory.ram, shared=False, read_only=True)
-        if not self.sandbox:
-            return RamFile(memory.ram, shared=False)  # QEMU is root's: no uid to keep out
-        copy = await asyncio.to_thread(confine.private_ram, memory.ram, files)
-        return RamFile(copy, shared=False)
+        return running
 
     async def stop(
         self,
@@ -565,50 +494,14 @@ class VMService:
         async with self._locks[record.id]:
             state = await self.state_of(record)
             check(name, Action.FORCE_STOP if force else Action.STOP, state)
-            runtime = self._runtime(record)
-            method = await self._stop(runtime, force=force, timeout=timeout)
+            method = await self._stop(record.config, force=force, timeout=timeout)
         return StopResult(vm=await self.get(name, project), method=method)
 
-    async def _stop(self, runtime: Runtime, *, force: bool, timeout: float) -> str:
+    async def _stop(self, config: VMConfig, *, force: bool, timeout: float) -> str:
         if force:
-            await self._force_stop(runtime, "force-stopped")
+            await self.node.kill(config.id, "force-stopped")
             return "forced"
-        if await runtime.power_state() is PowerState.PAUSED:
-            # A paused guest cannot see the power button.
-            await runtime.monitor.cont()
-        runtime.transition = PowerState.STOPPING
-        runtime.stop_reason = "stopped: the guest powered off after the ACPI power button"
-        await runtime.monitor.powerdown()
-        record = self.repo.by_id(runtime.vm_id)
-        agent = self.agent(record.config) if record and record.config.agent else None
-        # With an agent: a third of the time for ACPI, then the agent is asked too.
-        acpi_wait = timeout / 3 if agent is not None else timeout
-        try:
-            await asyncio.wait_for(runtime.exited.wait(), acpi_wait)
-            return "acpi"
-        except TimeoutError:
-            pass
-        asked = False
-        if agent is not None:
-            try:
-                await agent.call("guest-shutdown", {"mode": "powerdown"})
-                asked = True
-                runtime.stop_reason = (
-                    "stopped: the guest ignored the ACPI power button and powered off "
-                    "when its agent asked"
-                )
-            except HangarError as exc:
-                # Perhaps it is shutting down after all (agent already gone): wait on.
-                log.info("VM %s: agent shutdown not possible: %s", runtime.name, exc)
-            try:
-                await asyncio.wait_for(runtime.exited.wait(), timeout - acpi_wait)
-                return "agent" if asked else "acpi"
-            except TimeoutError:
-                pass
-        await self._force_stop(
-            runtime, f"force-stopped: the guest ignored the ACPI power button for {timeout:g} s"
-        )
-        return "forced-after-timeout"
+        return await self.node.stop(config, timeout=timeout)
 
     def _fresh_lease_table(self, record: VMRecord) -> VMRecord:
         """A booting VM's user-mode network starts with an empty DHCP lease table, whose
@@ -624,30 +517,19 @@ class VMService:
         *,
         memory: SavedGuest | None = None,
         ready: ReadyHook | None = None,
-    ) -> Runtime:
+    ) -> Running:
         """Start a VM for another service that holds its lock (see :meth:`_start`)."""
         return await self._start(record, memory=memory, ready=ready)
 
-    async def force_stop_locked(self, runtime: Runtime, reason: str) -> None:
+    async def force_stop_locked(self, runtime: Running, reason: str) -> None:
         """Stop a VM now for another service that holds its lock."""
-        await self._force_stop(runtime, reason)
-
-    async def _force_stop(self, runtime: Runtime, reason: str) -> None:
-        """QMP quit (QEMU flushes disks), SIGKILL if that does not end it."""
-        runtime.transition = PowerState.STOPPING
-        runtime.stop_reason = reason
-        await runtime.monitor.quit()
-        try:
-            await asyncio.wait_for(runtime.exited.wait(), FORCE_STOP_TIMEOUT)
-        except TimeoutError:
-            runtime.kill()
-            await asyncio.wait_for(runtime.exited.wait(), FORCE_STOP_TIMEOUT)
+        await self.node.kill(runtime.vm_id, reason)
 
     async def pause(self, name: str, project: str = DEFAULT_PROJECT) -> VMView:
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.PAUSE, await self.state_of(record))
-            await self._runtime(record).monitor.stop()
+            await self.node.pause(record.id)
             self.repo.set_state(record.id, PowerState.PAUSED)
         return await self.get(name, project)
 
@@ -655,7 +537,7 @@ class VMService:
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.RESUME, await self.state_of(record))
-            await self._runtime(record).monitor.cont()
+            await self.node.resume(record.id)
             self.repo.set_state(record.id, PowerState.RUNNING)
         return await self.get(name, project)
 
@@ -671,7 +553,7 @@ class VMService:
         record = self.repo.get(name, project)
         async with self._locks[record.id]:
             check(name, Action.RESTART, await self.state_of(record))
-            method = await self._stop(self._runtime(record), force=force, timeout=timeout)
+            method = await self._stop(record.config, force=force, timeout=timeout)
             await self._start(self.repo.get(name, project))
         return StopResult(vm=await self.get(name, project), method=method)
 
@@ -693,18 +575,7 @@ class VMService:
 
     def agent(self, config: VMConfig) -> GuestAgent:
         """The guest agent client of a VM (one per VM: its channel serves one client)."""
-        agent = self._agents.get(config.id)
-        if agent is None:
-            agent = self._agents[config.id] = GuestAgent(
-                self.files(config).agent_socket, config.name
-            )
-        return agent
-
-    def _runtime(self, record: VMRecord) -> Runtime:
-        runtime = self.supervisor.get(record.id)
-        if runtime is None:
-            raise QemuFailed(f"VM '{record.name}' has no running QEMU")
-        return runtime
+        return self.node.agent(config)
 
     def _prepare_networks(self, config: VMConfig, project: str) -> VMConfig:
         if self.networks is not None:
@@ -732,19 +603,19 @@ class VMService:
 
     # --- supervision ----------------------------------------------------------------
 
-    async def _on_exit(self, runtime: Runtime, outcome: Outcome) -> None:
-        log.info("VM %s: %s (%s)", runtime.name, outcome.state, outcome.reason)
+    async def _on_exit(self, vm_id: str, name: str, outcome: Outcome) -> None:
+        log.info("VM %s: %s (%s)", name, outcome.state, outcome.reason)
         reason = outcome.reason
-        record = self.repo.by_id(runtime.vm_id)
+        record = self.repo.by_id(vm_id)
         if outcome.guest_poweroff and record is not None and record.config.iso is not None:
             # An installer that powers the guest off has finished: the next boot is
             # from the disk alone (see README, "ISO installs").
             self._detach_iso(record.config)
             reason += f"; installer ISO '{record.config.iso}' detached"
-        self.repo.set_state(runtime.vm_id, outcome.state, reason)
-        record = self.repo.by_id(runtime.vm_id)
+        self.repo.set_state(vm_id, outcome.state, reason)
+        record = self.repo.by_id(vm_id)
         if outcome.reboot and record is not None:
-            task = asyncio.create_task(self._reboot(runtime.name, record.project))
+            task = asyncio.create_task(self._reboot(name, record.project))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -757,32 +628,21 @@ class VMService:
     async def reconcile(self) -> None:
         """Adopt QEMUs that kept running while hangard was away; record the ones that vanished."""
         for record in self.repo.list():
-            files = self.files(record.config)
-            runtime = await self.supervisor.adopt(record.id, record.name, files)
-            if runtime is not None:
-                state = await runtime.power_state()
-                self.repo.set_state(record.id, state, "adopted after hangard restarted")
-                continue
-            if record.state in (PowerState.STOPPED, PowerState.CRASHED):
-                continue
-            status = process.read_exit_status(files)
-            if status is not None and status.clean:
-                self.repo.set_state(
-                    record.id, PowerState.STOPPED, "QEMU exited while hangard was away"
-                )
-            else:
-                why = status.describe() if status else "QEMU vanished"
-                tail = process.serial_tail(files, 8)
-                reason = f"{why} while hangard was away" + (
-                    "; last serial output:\n" + "\n".join(tail) if tail else ""
-                )
-                self.repo.set_state(record.id, PowerState.CRASHED, reason)
+            found = await self.node.adopt(record.config)
+            if isinstance(found, PowerState):
+                self.repo.set_state(record.id, found, "adopted after hangard restarted")
+            elif found is not None and record.state not in (
+                PowerState.STOPPED,
+                PowerState.CRASHED,
+            ):
+                state = PowerState.STOPPED if found.clean else PowerState.CRASHED
+                self.repo.set_state(record.id, state, found.reason)
 
     async def shutdown(self) -> None:
         """hangard is stopping: let go of every QEMU, leaving the VMs running."""
         for task in list(self._background):
             task.cancel()
-        await self.supervisor.detach_all()
+        await self.node.detach_all()
 
 
 def link_boot_files(config: VMConfig, folder: Path) -> VMConfig:

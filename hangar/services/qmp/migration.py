@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hangar.errors import QemuFailed
+from hangar.node.base import SavedGuest as SavedGuest  # re-exported
 from hangar.services.qmp.monitor import Monitor
 
 POLL = 0.005
@@ -28,18 +28,6 @@ LOAD_TIMEOUT = 600.0
 
 
 ROOT = "root"  # the root disk's node name in hangar's argv
-
-
-@dataclass(frozen=True)
-class SavedGuest:
-    """A guest to resume: a saved stream, and the RAM file it was saved beside (None:
-    the stream holds the RAM too). See services/snapshots/ram.py."""
-
-    stream: Path
-    ram: Path | None = None
-    # Run once the guest is loaded, before it runs (a warm launch connects to the
-    # guest's identity port then: see services/snapshots/identity.py).
-    loaded: Callable[[], Awaitable[None]] | None = None
 
 
 async def root_node(monitor: Monitor) -> str:

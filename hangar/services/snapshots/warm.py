@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from hangar.errors import Conflict, HangarError, InvalidInput, StateConflict
 from hangar.names import check_name
+from hangar.node.base import Running
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.clones import backup
@@ -223,7 +224,7 @@ class WarmService:
                 seed=files.seed if config.cloud_init is not None else None,
                 folder=tmp,
                 runtime=files.runtime.with_name(f"w-{uuid.uuid4().hex[:10]}"),
-                sandbox=self.vms.paths.vms if self.vms.sandbox else None,
+                sandbox=self.vms.paths.vms if self.vms.node.sandbox else None,
             )
             (tmp / MEMORY).unlink()
             boot = link_boot_files(config, tmp).boot
@@ -401,7 +402,7 @@ class WarmService:
                 if config.identity_channel and warm.listener is not None and config.nics:
                     ports.append(await identity.IdentityPort.connect(files.identity_socket))
 
-            async def ready(runtime: Runtime) -> None:
+            async def ready(runtime: Running) -> None:
                 t0 = time.monotonic()
                 mac = config.nics[0].mac
                 if host_keys is not None:

@@ -1,0 +1,2 @@
+"""Where VMs run: the :class:`~hangar.node.base.Node` interface and this host's
+implementation, :class:`~hangar.node.local.LocalNode`."""

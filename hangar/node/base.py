@@ -1,0 +1,154 @@
+"""The Node boundary: what services ask of "the place VMs run".
+
+A service decides (state gates, quotas, names, networks, the database) and asks a Node
+to act on a VM's QEMU: start it (booting, or resuming a saved guest), stop it, read its
+power state, pause and resume it, plug and unplug NICs, adopt the QEMUs that outlived
+a hangard restart. This host's QEMUs are :class:`hangar.node.local.LocalNode`; a
+cluster adds a Node that forwards to another host's hangard; component tests drive
+services over a fake one (tests/support/fake_node.py).
+
+What a machine type can do is declared here (:func:`capabilities`), once, instead of
+``machine == "q35"`` checks in every service.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hangar.services.lifecycle import PowerState
+from hangar.spec.vm import NicConfig, VMConfig
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a VM of one machine type can do on a Node."""
+
+    # Devices (NICs, disks) plugged into and out of a running guest: q35's PCIe root
+    # ports take them; microvm's virtio-mmio devices exist only from the start.
+    hotplug: bool
+    # The guest reseeds its kernel's CRNG by itself when a saved guest of it is loaded
+    # (QEMU's vmgenid: q35's ACPI tables carry it, QEMU 7.2's microvm ones do not).
+    reseeds_on_load: bool
+
+
+def capabilities(config: VMConfig) -> Capabilities:
+    """The capabilities of a VM of ``config`` on any Node of this hangar. Pure."""
+    q35 = config.machine == "q35"
+    return Capabilities(hotplug=q35, reseeds_on_load=q35 and config.entropy)
+
+
+@dataclass(frozen=True)
+class SavedGuest:
+    """A guest to resume: a saved stream, and the RAM file it was saved beside (None:
+    the stream holds the RAM too). See services/snapshots/ram.py."""
+
+    stream: Path
+    ram: Path | None = None
+    # Run once the guest is loaded, before it runs (a warm launch connects to the
+    # guest's identity port then: see services/snapshots/identity.py).
+    loaded: Callable[[], Awaitable[None]] | None = None
+
+
+class Running(Protocol):
+    """A started VM, as a ready hook sees it."""
+
+    @property
+    def vm_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+
+
+# Runs once a started VM runs (e.g. a warm launch's new identity); if it raises, the
+# VM is stopped again.
+ReadyHook = Callable[[Running], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a VM's QEMU ended."""
+
+    state: PowerState
+    reason: str
+    reboot: bool = False
+    # The guest powered itself off (not asked by hangard): an installer has finished.
+    guest_poweroff: bool = False
+
+
+@dataclass(frozen=True)
+class Gone:
+    """A VM whose QEMU is no longer there (found when hangard starts)."""
+
+    clean: bool  # it exited with status 0 (the guest powered off)
+    reason: str
+
+
+# Called when a VM's QEMU ends: (VM id, VM name, how).
+ExitHandler = Callable[[str, str, Outcome], Awaitable[None]]
+
+
+class Node(abc.ABC):
+    """Where VMs run. Methods take the VM's id (or config) and raise
+    :class:`hangar.errors.QemuFailed` when the VM's QEMU cannot do what is asked."""
+
+    def capabilities(self, config: VMConfig) -> Capabilities:
+        return capabilities(config)
+
+    @abc.abstractmethod
+    def is_running(self, vm_id: str) -> bool:
+        """True while the VM has a QEMU on this Node (running, paused, in transition)."""
+
+    @abc.abstractmethod
+    def pid(self, vm_id: str) -> int | None: ...
+
+    @abc.abstractmethod
+    async def power_state(self, vm_id: str) -> PowerState | None:
+        """The VM's state as its QEMU reports it; None when it has no QEMU here."""
+
+    @abc.abstractmethod
+    async def start(
+        self,
+        config: VMConfig,
+        *,
+        memory: SavedGuest | None = None,
+        ready: ReadyHook | None = None,
+    ) -> Running:
+        """Start the VM paused, wire it up, load ``memory`` (a saved guest) if given,
+        then run it and call ``ready``. On failure nothing is left running."""
+
+    @abc.abstractmethod
+    async def stop(self, config: VMConfig, *, timeout: float) -> str:
+        """Ask the guest to power off (ACPI, then its guest agent when it has one), force
+        it after ``timeout`` s. Says how: "acpi", "agent" or "forced-after-timeout"."""
+
+    @abc.abstractmethod
+    async def kill(self, vm_id: str, reason: str) -> None:
+        """End the VM's QEMU now (disks flushed when QEMU can still do it)."""
+
+    @abc.abstractmethod
+    async def pause(self, vm_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def resume(self, vm_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def plug_nic(self, vm_id: str, config: VMConfig, position: int) -> None:
+        """Hot-plug NIC ``config.nics[position]`` into the running VM."""
+
+    @abc.abstractmethod
+    async def unplug_nic(self, vm_id: str, config: VMConfig, position: int, nic: NicConfig) -> None:
+        """Unplug a NIC from the running VM; returns once the guest let go of it."""
+
+    @abc.abstractmethod
+    async def adopt(self, config: VMConfig) -> PowerState | Gone | None:
+        """After hangard restarted: take over the VM's QEMU if it still runs (its
+        state), else say how it went away (None: it was not running)."""
+
+    @abc.abstractmethod
+    async def detach_all(self) -> None:
+        """hangard is stopping: let go of every QEMU, leaving the VMs running."""
