@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hangar.errors import Conflict, QuotaExceeded
+from hangar.errors import Conflict, HostCommandFailed, QuotaExceeded
 from hangar.services.projects import ProjectService
 from hangar.services.quota import RETRIES, QuotaService
 from hangar.spec.resolve import resolve
@@ -22,7 +22,9 @@ from hangar.state.sqlite_store import SqliteStore
 from hangar.state.store import Json, MemoryStore, RevisionConflict, RevisionedStore, Versioned
 from hangar.state.vms import VMRepository
 from hangar.state.volumes import VolumeRepository
+from tests.component.conftest import PlatformFactory
 from tests.support.factories import host_facts, tiny_manifest
+from tests.support.recording_runner import RecordingRunner
 
 UNLIMITED: dict[str, int | None] = {
     "max_instances": None,
@@ -184,3 +186,25 @@ async def test_admissions_that_keep_losing_give_up_with_a_conflict(world: World)
     world.store.commit = real  # type: ignore[method-assign]
     world.limit(max_instances=1)
     await quota.admit("alpha", vm("b"))  # the lost one holds nothing
+
+
+async def test_a_launch_that_fails_after_its_admission_frees_its_slot(
+    make_platform: PlatformFactory,
+) -> None:
+    """Through VMService: the disk cannot be made (after the admission, before the
+    row), so the launch's reservation is given back and the next launch fits."""
+    platform = make_platform()
+    platform.projects.create("alpha", quotas={**UNLIMITED, "max_instances": 1})
+    runner = platform.vms.runner
+    assert isinstance(runner, RecordingRunner)
+
+    def no_disk(argv: Sequence[str]) -> None:
+        raise HostCommandFailed(argv, 1, "no space left on device")
+
+    runner.responses.insert(0, (("qemu-img", "create"), no_disk))
+    with pytest.raises(HostCommandFailed):
+        await platform.vms.create(VMCreate(name="first", image="tiny"), project="alpha")
+    runner.responses.pop(0)
+    await platform.vms.create(VMCreate(name="second", image="tiny"), start=False, project="alpha")
+    with pytest.raises(QuotaExceeded, match="instances quota: limit 1, in use 1"):
+        await platform.vms.create(VMCreate(name="third", image="tiny"), project="alpha")
