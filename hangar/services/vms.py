@@ -47,7 +47,7 @@ from hangar.spec.image import ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id, resolve
 from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
-from hangar.state.locks import LocalLocks, ProjectKey
+from hangar.state.locks import LocalLocks, Locks, ProjectKey
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class VMService:
         self.images = images
         self.host = host
         self.runner = runner
-        self._locks = LocalLocks()
+        self._locks: Locks = LocalLocks()
         self._background: set[asyncio.Task[None]] = set()
 
     # --- reading -----------------------------------------------------------------
@@ -194,7 +194,7 @@ class VMService:
     # --- create and delete --------------------------------------------------------
 
     @property
-    def locks(self) -> LocalLocks:
+    def locks(self) -> Locks:
         """The per-VM locks (by VM id): other services take them to act on a VM's files."""
         return self._locks
 
