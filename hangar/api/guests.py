@@ -18,8 +18,7 @@ from hangar.api.console import CLOSE_BASE, pump
 from hangar.api.deps import platform_of
 from hangar.api.sessions import sessions_of
 from hangar.errors import HangarError
-from hangar.services.guests import GuestInfo
-from hangar.services.qga.agent import ExecResult
+from hangar.services.guests import ExecResult, GuestInfo
 from hangar.services.vms import VMView
 
 router = APIRouter(prefix="/1.0/vms", tags=["guests"])

@@ -14,12 +14,14 @@ What a machine type can do is declared here (:func:`capabilities`), once, instea
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from hangar.services.lifecycle import PowerState
+from hangar.spec.image import ImageManifest
 from hangar.spec.vm import NicConfig, VMConfig
 
 
@@ -39,6 +41,15 @@ def capabilities(config: VMConfig) -> Capabilities:
     """The capabilities of a VM of ``config`` on any Node of this hangar. Pure."""
     q35 = config.machine == "q35"
     return Capabilities(hotplug=q35, reseeds_on_load=q35 and config.entropy)
+
+
+@dataclass(frozen=True)
+class SerialPosition:
+    """Where a reader is in a VM's serial output: an offset in the current log, and
+    which rotation of it that offset belongs to (opaque to services)."""
+
+    offset: int
+    rotation: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,18 @@ class Node(abc.ABC):
     """Where VMs run. Methods take the VM's id (or config) and raise
     :class:`hangar.errors.QemuFailed` when the VM's QEMU cannot do what is asked."""
 
+    _exit_handler: ExitHandler | None = None
+
     def capabilities(self, config: VMConfig) -> Capabilities:
         return capabilities(config)
+
+    def on_exit(self, handler: ExitHandler) -> None:
+        """Call ``handler`` whenever a VM's QEMU on this Node ends (one handler)."""
+        self._exit_handler = handler
+
+    async def _report_exit(self, vm_id: str, name: str, outcome: Outcome) -> None:
+        if self._exit_handler is not None:
+            await self._exit_handler(vm_id, name, outcome)
 
     @abc.abstractmethod
     def is_running(self, vm_id: str) -> bool:
@@ -143,6 +164,54 @@ class Node(abc.ABC):
     @abc.abstractmethod
     async def unplug_nic(self, vm_id: str, config: VMConfig, position: int, nic: NicConfig) -> None:
         """Unplug a NIC from the running VM; returns once the guest let go of it."""
+
+    @abc.abstractmethod
+    def pin_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
+        """The NICs with the slots they are plugged in written down (so later changes
+        never move a plugged NIC), and the first free slot for one more (None: none)."""
+
+    @abc.abstractmethod
+    async def make_files(
+        self,
+        config: VMConfig,
+        *,
+        image: ImageManifest | None,
+        image_dir: Path | None,
+        full: bool,
+        iso: Path | None,
+    ) -> None:
+        """The VM's files on this Node: its disk from ``image`` (a linked clone, or a
+        copy with ``full``), cloud-init seed and installer ``iso``. On failure none."""
+
+    @abc.abstractmethod
+    def remove_files(self, config: VMConfig) -> None:
+        """Every file made for the VM on this Node."""
+
+    @abc.abstractmethod
+    def serial_log(self, config: VMConfig) -> Path:
+        """Where the VM's serial output is kept on this Node."""
+
+    @abc.abstractmethod
+    async def serial_tail(
+        self, config: VMConfig, lines: int
+    ) -> tuple[bytes, SerialPosition] | None:
+        """The last ``lines`` lines of the VM's serial output and where to follow it
+        from; None when the VM has no files here (it was deleted)."""
+
+    @abc.abstractmethod
+    async def serial_from(
+        self, config: VMConfig, position: SerialPosition
+    ) -> tuple[bytes, SerialPosition] | None:
+        """What the serial output gained since ``position``, and the new position
+        (across rotations of the log); None when the VM has no files here any more."""
+
+    @abc.abstractmethod
+    def remove_iso(self, config: VMConfig) -> None:
+        """The VM's copy of its installer ISO (it boots from its disk alone next)."""
+
+    @abc.abstractmethod
+    async def open_console(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the running VM's serial console (OSError if it does not answer)."""
 
     @abc.abstractmethod
     async def adopt(self, config: VMConfig) -> PowerState | Gone | None:

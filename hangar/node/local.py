@@ -12,18 +12,32 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
+from pathlib import Path
 
 from hangar.errors import HangarError, QemuFailed
-from hangar.host.sockets import reachable_socket
-from hangar.node.base import ExitHandler, Gone, Node, Outcome, ReadyHook, Running, SavedGuest
+from hangar.host.sockets import open_unix_connection, reachable_socket
+from hangar.node.base import (
+    Gone,
+    Node,
+    Outcome,
+    ReadyHook,
+    Running,
+    SavedGuest,
+    SerialPosition,
+)
+from hangar.node.files import full_copy
 from hangar.paths import Paths
+from hangar.runner import CommandRunner
+from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
-from hangar.services.qemu import confine, hotplug, layers, process
-from hangar.services.qemu.argv import RamFile, VMFiles, render_argv
+from hangar.services.qemu import confine, hotplug, img, layers, process, serial_log
+from hangar.services.qemu.argv import NIC_PORTS, RamFile, VMFiles, nic_slot, render_argv
 from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp.migration import load_memory
 from hangar.services.supervisor import Runtime, Supervisor
 from hangar.spec.host import HostFacts
+from hangar.spec.image import ImageManifest
 from hangar.spec.vm import NicConfig, VMConfig
 
 log = logging.getLogger(__name__)
@@ -32,14 +46,21 @@ FORCE_STOP_TIMEOUT = 10.0
 
 
 class LocalNode(Node):
-    def __init__(self, paths: Paths, host: HostFacts, *, on_exit: ExitHandler, sandbox: bool):
+    def __init__(
+        self,
+        paths: Paths,
+        host: HostFacts,
+        runner: CommandRunner,
+        *,
+        sandbox: bool,
+    ):
         self.paths = paths
         self.host = host
+        self.runner = runner
         # Run every QEMU as the VM's own unprivileged uid in a namespace of its own
         # (services/qemu/jail.py). hangard turns it on; tests whose QEMU is a fake
         # script from the virtualenv (outside any sandbox's view) leave it off.
         self.sandbox = sandbox
-        self._on_exit = on_exit
         self.supervisor = Supervisor(self._exited)
         self._agents: dict[str, GuestAgent] = {}
 
@@ -64,6 +85,87 @@ class LocalNode(Node):
                 self.files(config).agent_socket, config.name
             )
         return agent
+
+    async def make_files(
+        self,
+        config: VMConfig,
+        *,
+        image: ImageManifest | None,
+        image_dir: Path | None,
+        full: bool,
+        iso: Path | None,
+    ) -> None:
+        """The VM's folder with its disk (a linked clone of ``image``'s, or with ``full``
+        a copy and its boot files; an empty one without an image), its cloud-init seed
+        and installer ISO. On failure nothing is left."""
+        files = self.files(config)
+        files.dir.mkdir(parents=True)
+        try:
+            if image is None or image_dir is None:
+                await asyncio.to_thread(
+                    img.create, self.runner, files.disk, "qcow2", config.disk_size
+                )
+            elif full:
+                await asyncio.to_thread(
+                    full_copy, self.runner, image_dir, image, files.disk, config.disk_size
+                )
+            else:
+                await asyncio.to_thread(
+                    img.create_overlay,
+                    self.runner,
+                    image_dir / image.disk,
+                    files.disk,
+                    config.disk_size,
+                )
+            await asyncio.to_thread(guest_files.prepare, config, files, self.host, iso)
+        except BaseException:
+            shutil.rmtree(files.dir, ignore_errors=True)
+            raise
+
+    def remove_files(self, config: VMConfig) -> None:
+        """Every file hangard made for the VM on this host."""
+        files = self.files(config)
+        shutil.rmtree(files.dir, ignore_errors=True)
+        shutil.rmtree(files.runtime, ignore_errors=True)
+
+    def serial_log(self, config: VMConfig) -> Path:
+        return self.files(config).serial_log
+
+    async def serial_tail(
+        self, config: VMConfig, lines: int
+    ) -> tuple[bytes, SerialPosition] | None:
+        log = self.files(config).serial_log
+        if not log.parent.exists():
+            return None
+        return await asyncio.to_thread(serial_log.tail, log, lines)
+
+    async def serial_from(
+        self, config: VMConfig, position: SerialPosition
+    ) -> tuple[bytes, SerialPosition] | None:
+        log = self.files(config).serial_log
+        chunk, position = await asyncio.to_thread(serial_log.read_from, log, position)
+        if not chunk and not log.parent.exists():
+            return None
+        return chunk, position
+
+    def remove_iso(self, config: VMConfig) -> None:
+        self.files(config).iso.unlink(missing_ok=True)
+
+    async def open_console(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the VM's serial console; OSError when QEMU's does not answer."""
+        return await open_unix_connection(self._live(vm_id).files.console_socket)
+
+    def pin_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
+        """On q35: the NICs with their slots (root ports) written down, so a later
+        change of positions never moves a plugged NIC, and the first free slot (None
+        when every root port is taken). Other machines: the NICs as they are."""
+        if not self.capabilities(config).hotplug:
+            return config.nics, None
+        nics = tuple(
+            n.model_copy(update={"slot": nic_slot(i, n)}) for i, n in enumerate(config.nics)
+        )
+        free = [s for s in range(NIC_PORTS) if s not in {n.slot for n in nics}]
+        return nics, free[0] if free else None
 
     def forget(self, vm_id: str) -> None:
         """The VM is gone: drop what was kept for it."""
@@ -240,4 +342,4 @@ class LocalNode(Node):
         return runtime
 
     async def _exited(self, runtime: Runtime, outcome: Outcome) -> None:
-        await self._on_exit(runtime.vm_id, runtime.name, outcome)
+        await self._report_exit(runtime.vm_id, runtime.name, outcome)

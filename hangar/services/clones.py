@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from hangar.errors import Conflict, NotFound, QemuFailed
 from hangar.names import check_name
+from hangar.node.files import link_boot_files
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
@@ -38,7 +39,7 @@ from hangar.services.storage.generalize import generalize
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
 from hangar.services.undo import revert_on_error
-from hangar.services.vms import VMService, VMView, link_boot_files
+from hangar.services.vms import VMService, VMView
 from hangar.spec.image import ImageDefaults, ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id

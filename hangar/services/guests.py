@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from hangar.errors import Conflict, HangarError, StateConflict
 from hangar.host.sockets import open_unix_connection
 from hangar.services.lifecycle import PowerState
-from hangar.services.qga.agent import AgentUnavailable, ExecResult, reply_object, reply_text
+from hangar.services.qga.agent import AgentUnavailable, reply_object, reply_text
+from hangar.services.qga.agent import ExecResult as ExecResult  # the view of a run, re-exported
 from hangar.services.vms import VMService
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord
 

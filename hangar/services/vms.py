@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
-import shutil
 import uuid
-from collections.abc import Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -23,32 +21,31 @@ from hangar.errors import (
     HangarError,
     InvalidInput,
     NotFound,
+    QemuFailed,
     ResourceLimit,
     StateConflict,
 )
-from hangar.host.sockets import open_unix_connection
 from hangar.names import check_name
-from hangar.node.base import Outcome, ReadyHook, Running
+from hangar.node.base import Node, Outcome, ReadyHook, Running, SavedGuest, SerialPosition
 from hangar.node.local import LocalNode
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services import guest_files, ports
 from hangar.services.lifecycle import Action, PowerState, check
 from hangar.services.networks import NetworkService, NicAddress
-from hangar.services.qemu import img
-from hangar.services.qemu.argv import NIC_PORTS, VMFiles, nic_slot
-from hangar.services.qga.agent import GuestAgent
-from hangar.services.qmp.migration import SavedGuest
 from hangar.services.storage.images import ImageStore
-from hangar.services.supervisor import Supervisor
 from hangar.services.undo import revert_on_error
 from hangar.spec.host import HostFacts
-from hangar.spec.image import ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id, resolve
 from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
 from hangar.state.locks import LocalLocks, Locks, ProjectKey
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
+
+if TYPE_CHECKING:  # the local-only accessors' types (see LocalNode)
+    from hangar.services.qemu.argv import VMFiles
+    from hangar.services.qga.agent import GuestAgent
+    from hangar.services.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +107,15 @@ class VMService:
         quota_check: QuotaCheck | None = None,
         networks: NetworkService | None = None,
         sandbox: bool = False,
-        node: LocalNode | None = None,
+        node: Node | None = None,
     ):
         self.paths = paths
-        # Where the VMs run. Sandboxed: every QEMU as the VM's own unprivileged uid in a
-        # namespace of its own (services/qemu/jail.py); hangard turns it on, tests whose
-        # QEMU is a fake script from the virtualenv leave it off.
-        self.node = node or LocalNode(paths, host, on_exit=self._on_exit, sandbox=sandbox)
+        # Where the VMs run: this host's QEMUs unless told otherwise (tests pass a fake).
+        # Sandboxed: every QEMU as the VM's own unprivileged uid in a namespace of its
+        # own (services/qemu/jail.py); hangard turns it on, tests whose QEMU is a fake
+        # script from the virtualenv leave it off.
+        self.node = node or LocalNode(paths, host, runner, sandbox=sandbox)
+        self.node.on_exit(self._on_exit)
         self.quota_check = quota_check
         self.networks = networks
         self.repo = repo
@@ -129,12 +128,19 @@ class VMService:
     # --- reading -----------------------------------------------------------------
 
     @property
+    def local(self) -> LocalNode:
+        """This host's Node, for the services not yet behind Node methods (snapshots,
+        warm templates, clones, volumes, exports, guests: they reach QEMU directly)."""
+        if not isinstance(self.node, LocalNode):
+            raise QemuFailed("this operation runs only on this host's own QEMUs")
+        return self.node
+
+    @property
     def supervisor(self) -> Supervisor:
-        """This host's QEMUs, for the services not yet behind Node methods."""
-        return self.node.supervisor
+        return self.local.supervisor
 
     def files(self, config: VMConfig) -> VMFiles:
-        return self.node.files(config)
+        return self.local.files(config)
 
     async def state_of(self, record: VMRecord) -> PowerState:
         state = await self.node.power_state(record.id)
@@ -160,7 +166,7 @@ class VMService:
             addresses=self.networks.addresses(config, record.project) if self.networks else [],
             boot_marker=config.boot_marker,
             created_at=record.created_at,
-            serial_log=str(self.files(config).serial_log),
+            serial_log=str(self.node.serial_log(config)),
             firmware=config.firmware,
             iso=config.iso,
             graphics=config.graphics,
@@ -189,7 +195,23 @@ class VMService:
             raise StateConflict(
                 name, "attach to the console of", state.value, ["running", "paused"]
             )
-        return await open_unix_connection(self.files(record.config).console_socket)
+        return await self.node.open_console(record.id)
+
+    async def serial_output(
+        self,
+        name: str,
+        project: str = DEFAULT_PROJECT,
+        *,
+        lines: int,
+        follow: bool,
+        ended: asyncio.Event | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The last ``lines`` lines of the VM's serial output, then (``follow``) what it
+        gains until the VM is deleted or ``ended`` is set. The serial port's CRLF
+        becomes LF, also when a read ends between the two."""
+        config = self.repo.get(name, project).config
+        start = await self.node.serial_tail(config, lines)
+        return _serial_stream(self.node, config, start, follow, ended)
 
     # --- create and delete --------------------------------------------------------
 
@@ -236,7 +258,6 @@ class VMService:
             if config.cloud_init is not None:
                 config = guest_files.with_ssh_forward(config, self.port_owners(config))
             self._check_ports(config)
-            files = self.files(config)
             async with revert_on_error() as undo:
                 # The project lock spans address allocation and insert, so concurrent
                 # launches cannot take the same address on one of the project's
@@ -246,29 +267,10 @@ class VMService:
                     config = self._prepare_networks(config, project)
                     if self.quota_check is not None:
                         undo.push("release quota", await self.quota_check(project, config))
-                    files.dir.mkdir(parents=True)
-                    undo.push(
-                        "remove VM folder", lambda: shutil.rmtree(files.dir, ignore_errors=True)
+                    await self.node.make_files(
+                        config, image=image, image_dir=image_dir, full=full, iso=iso_source
                     )
-                    if image is None or image_dir is None:
-                        await asyncio.to_thread(
-                            img.create, self.runner, files.disk, "qcow2", config.disk_size
-                        )
-                    elif full:
-                        await asyncio.to_thread(
-                            _full_copy, self.runner, image_dir, image, files.disk, config.disk_size
-                        )
-                    else:
-                        await asyncio.to_thread(
-                            img.create_overlay,
-                            self.runner,
-                            image_dir / image.disk,
-                            files.disk,
-                            config.disk_size,
-                        )
-                    await asyncio.to_thread(
-                        guest_files.prepare, config, files, self.host, iso_source
-                    )
+                    undo.push("remove VM files", lambda: self.node.remove_files(config))
                     record = self.repo.insert(config, PowerState.STOPPED, project)
                     undo.push("delete VM row", lambda: self.repo.delete(vm_id))
                 if self.networks is not None:
@@ -324,12 +326,11 @@ class VMService:
                 await self.node.kill(record.id, "deleted")
             if self.networks is not None:
                 await self.networks.detach_vm(record.config)
-            files = self.files(record.config)
-            shutil.rmtree(files.dir, ignore_errors=True)
-            shutil.rmtree(files.runtime, ignore_errors=True)
+            self.node.remove_files(record.config)
             self.repo.delete(record.id)
         self._locks.discard(record.id)
-        self.node.forget(record.id)
+        if isinstance(self.node, LocalNode):
+            self.node.forget(record.id)
 
     # --- NICs -----------------------------------------------------------------------
 
@@ -381,20 +382,13 @@ class VMService:
         return await self.get(name, project)
 
     def _pinned_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
-        """On q35: the NICs with their slots (root ports) written down, so a later
-        change of positions never moves a plugged NIC, and the first free slot."""
-        if not self.node.capabilities(config).hotplug:
-            return config.nics, None
-        nics = tuple(
-            n.model_copy(update={"slot": nic_slot(i, n)}) for i, n in enumerate(config.nics)
-        )
-        free = [s for s in range(NIC_PORTS) if s not in {n.slot for n in nics}]
-        if not free:
+        nics, free = self.node.pin_nics(config)
+        if free is None and self.node.capabilities(config).hotplug:
             raise ResourceLimit(
                 f"VM '{config.name}' has {len(nics)} NICs, the most a q35 VM takes",
                 hint="detach one first",
             )
-        return nics, free[0]
+        return nics, free
 
     async def detach_nic(
         self, name: str, network: str, *, project: str = DEFAULT_PROJECT
@@ -571,11 +565,11 @@ class VMService:
 
     def _detach_iso(self, config: VMConfig) -> None:
         self.repo.set_config(config.model_copy(update={"iso": None}))
-        self.files(config).iso.unlink(missing_ok=True)
+        self.node.remove_iso(config)
 
     def agent(self, config: VMConfig) -> GuestAgent:
         """The guest agent client of a VM (one per VM: its channel serves one client)."""
-        return self.node.agent(config)
+        return self.local.agent(config)
 
     def _prepare_networks(self, config: VMConfig, project: str) -> VMConfig:
         if self.networks is not None:
@@ -645,38 +639,37 @@ class VMService:
         await self.node.detach_all()
 
 
-def link_boot_files(config: VMConfig, folder: Path) -> VMConfig:
-    """Hard-link the kernel and initramfs ``config`` boots into ``folder``; the config using them.
-
-    A VM that owns its boot files does not depend on the image it came from.
-    """
-    if config.boot is None:
-        return config
-    updates: dict[str, str | None] = {}
-    for key in ("kernel", "initrd"):
-        current = getattr(config.boot, key)
-        if current is None:
-            continue
-        target = folder / Path(current).name
-        if not target.exists():
-            _link_or_copy(Path(current), target)
-        updates[key] = str(target)
-    return config.model_copy(update={"boot": config.boot.model_copy(update=updates)})
+SERIAL_POLL = 0.05
 
 
-def _full_copy(
-    runner: CommandRunner, image_dir: Path, image: ImageManifest, target: Path, size: int
-) -> None:
-    """An independent copy of the image's disk, grown to ``size``, plus its boot files."""
-    img.convert(runner, image_dir / image.disk, "qcow2", target, "qcow2")
-    img.resize(runner, target, "qcow2", size)
-    for member in (image.kernel, image.initrd):
-        if member is not None:
-            _link_or_copy(image_dir / member, target.parent / member)
+async def _serial_stream(
+    node: Node,
+    config: VMConfig,
+    start: tuple[bytes, SerialPosition] | None,
+    follow: bool,
+    ended: asyncio.Event | None,
+) -> AsyncIterator[bytes]:
+    if start is None:
+        return
+    held = b""
 
+    def lf(chunk: bytes) -> bytes:
+        nonlocal held
+        chunk = held + chunk
+        held = b"\r" if chunk.endswith(b"\r") else b""
+        return chunk[: len(chunk) - len(held)].replace(b"\r\n", b"\n")
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    first, position = start
+    if first:
+        yield lf(first)
+    while follow and (ended is None or not ended.is_set()):
+        more = await node.serial_from(config, position)
+        if more is None:
+            break  # the VM was deleted
+        chunk, position = more
+        if chunk:
+            yield lf(chunk)
+        else:
+            await asyncio.sleep(SERIAL_POLL)
+    if held:
+        yield held

@@ -96,7 +96,7 @@ def test_a_vm_without_agent_says_so(api: TestClient) -> None:
 def test_uefi_vm_owns_its_variable_store(api: TestClient, platform: Platform) -> None:
     vars_template = platform.paths.state / "OVMF_VARS.fd"
     vars_template.write_bytes(b"vars" * 1024)
-    platform.vms.host = platform.host = type(platform.host)(
+    platform.vms.host = platform.vms.local.host = platform.host = type(platform.host)(
         **{**platform.host.__dict__, "ovmf_code": "/dev/null", "ovmf_vars": str(vars_template)}
     )
     made = api.post(

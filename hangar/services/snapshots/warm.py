@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from hangar.errors import Conflict, HangarError, InvalidInput, StateConflict
 from hangar.names import check_name
 from hangar.node.base import Running
+from hangar.node.files import link_boot_files
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.clones import backup
@@ -40,7 +41,7 @@ from hangar.services.snapshots.standby import StandbyPool, launched_seed
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
-from hangar.services.vms import VMService, VMView, link_boot_files
+from hangar.services.vms import VMService, VMView
 from hangar.spec.image import ImageDefaults, ImageManifest, WarmState
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import NicConfig, VMConfig, VMCreate
@@ -224,7 +225,7 @@ class WarmService:
                 seed=files.seed if config.cloud_init is not None else None,
                 folder=tmp,
                 runtime=files.runtime.with_name(f"w-{uuid.uuid4().hex[:10]}"),
-                sandbox=self.vms.paths.vms if self.vms.node.sandbox else None,
+                sandbox=self.vms.paths.vms if self.vms.local.sandbox else None,
             )
             (tmp / MEMORY).unlink()
             boot = link_boot_files(config, tmp).boot
