@@ -16,6 +16,7 @@ from hangar.services.images import ImageService
 from hangar.services.networks import NetworkService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
+from hangar.services.quota import QuotaService
 from hangar.services.snapshots.service import SnapshotService
 from hangar.services.snapshots.warm import WarmService
 from hangar.services.storage.images import ImageStore
@@ -30,6 +31,7 @@ from hangar.state.db import Database
 from hangar.state.networks import NetworkRepository
 from hangar.state.projects import ProjectRepository
 from hangar.state.snapshots import SnapshotRepository
+from hangar.state.sqlite_store import SqliteStore
 from hangar.state.vms import VMRecord, VMRepository
 from hangar.state.volumes import PoolRepository, VolumeRepository
 
@@ -79,13 +81,14 @@ class Platform:
             sandbox=sandbox,
         )
         projects = ProjectService(project_repo, vm_repo, volume_repo, network_repo)
+        quota = QuotaService(SqliteStore(db), projects, vm_repo)
         vms = VMService(
             paths,
             vm_repo,
             store,
             host,
             runner,
-            quota_check=projects.check_quota,
+            quota_check=quota.admit,
             networks=networks,
             sandbox=sandbox,
         )
@@ -109,7 +112,7 @@ class Platform:
             transfer=transfer,
             clones=clones,
             storage=StorageService(
-                paths, PoolRepository(db), volume_repo, vms, runner, projects.check_disk_quota
+                paths, PoolRepository(db), volume_repo, vms, runner, quota.check_disk
             ),
             snapshots=SnapshotService(vms, SnapshotRepository(db), runner),
             warm=warm,

@@ -44,6 +44,11 @@ class Usage(BaseModel):
     disk: int
 
 
+def vm_ask(config: VMConfig) -> Usage:
+    """What one VM of ``config`` counts against its project's quotas."""
+    return Usage(instances=1, cpus=config.cpus, memory=config.memory, disk=config.disk_size)
+
+
 class ProjectView(BaseModel):
     name: str
     description: str
@@ -78,14 +83,20 @@ class ProjectService:
         self.networks = networks
 
     def usage(self, project: str) -> Usage:
-        configs = [r.config for r in self.vms.list(project)]
-        return Usage(
+        return self.usage_and_ids(project)[0]
+
+    def usage_and_ids(self, project: str) -> tuple[Usage, set[str]]:
+        """What ``project``'s rows use, and the ids of its VMs (read together)."""
+        records = self.vms.list(project)
+        configs = [r.config for r in records]
+        usage = Usage(
             instances=len(configs),
             cpus=sum(c.cpus for c in configs),
             memory=sum(c.memory for c in configs),
             # Root disks at their virtual size, plus the project's volumes.
             disk=sum(c.disk_size for c in configs) + self.volumes.total_size(project),
         )
+        return usage, {r.id for r in records}
 
     def view(self, record: ProjectRecord) -> ProjectView:
         return ProjectView(
@@ -155,25 +166,24 @@ class ProjectService:
         self.repo.delete(name)
 
     def check_quota(self, project: str, config: VMConfig) -> None:
-        """Raise :class:`QuotaExceeded` naming the limit and the current use if ``config``
-        would not fit in ``project``'s quotas. Call it under the project's lock."""
+        """Raise :class:`QuotaExceeded` if ``config`` would not fit in ``project``'s
+        quotas beside what its rows use (services/quota.py admits launches)."""
+        self.check_fits(project, self.usage(project), vm_ask(config))
+
+    def check_fits(self, project: str, use: Usage, asks: Usage) -> None:
+        """Raise :class:`QuotaExceeded` naming the limit and the current use if a VM
+        asking ``asks`` would not fit in ``project``'s quotas while it uses ``use``."""
         record = self.repo.get(project)
-        use = self.usage(project)
-        asks = {
-            "instances": 1,
-            "cpus": config.cpus,
-            "memory": config.memory,
-            "disk": config.disk_size,
-        }
         for key, field, label, fmt in _LIMITS:
             limit = record.quota(key)
             if limit is None:
                 continue
             current = int(getattr(use, field))
-            if current + asks[field] > limit:
+            asked = int(getattr(asks, field))
+            if current + asked > limit:
                 raise QuotaExceeded(
                     f"project '{project}' would exceed its {label} quota: limit {fmt(limit)}, "
-                    f"in use {fmt(current)}, this VM asks for {fmt(asks[field])}",
+                    f"in use {fmt(current)}, this VM asks for {fmt(asked)}",
                     hint=f"delete VMs in '{project}' or ask the host administrator to raise "
                     "the limit",
                     action=NextStep.RAISE_QUOTA,
@@ -182,17 +192,18 @@ class ProjectService:
                         "limit": key,
                         "value": limit,
                         "in_use": current,
-                        "requested": asks[field],
+                        "requested": asked,
                     },
                 )
 
-    def check_disk_quota(self, project: str, extra: int) -> None:
+    def check_disk_quota(self, project: str, extra: int, pending: int = 0) -> None:
         """Raise :class:`QuotaExceeded` if ``project`` cannot take ``extra`` more bytes of
-        disk (a new volume, or a disk grown). Call it under the project's lock."""
+        disk (a new volume, or a disk grown) beside its rows and ``pending`` bytes of
+        VMs admitted but not yet in them. Call it under the project's lock."""
         limit = self.repo.get(project).quota("max_disk")
         if limit is None or extra <= 0:
             return
-        current = self.usage(project).disk
+        current = self.usage(project).disk + pending
         if current + extra > limit:
             raise QuotaExceeded(
                 f"project '{project}' would exceed its disk quota: limit {format_size(limit)}, "

@@ -11,8 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -41,6 +40,7 @@ from hangar.spec.host import HostFacts
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id, resolve
 from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
+from hangar.state.locks import LocalLocks, Locks, ProjectKey
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, VMRepository
 
 if TYPE_CHECKING:  # the local-only accessors' types (see LocalNode)
@@ -92,8 +92,9 @@ class StopResult(BaseModel):
     method: str
 
 
-# Raises (e.g. QuotaExceeded) when a resolved config does not fit its project.
-QuotaCheck = Callable[[str, VMConfig], None]
+# Admits a resolved config into its project (services/quota.py) or raises (e.g.
+# QuotaExceeded); returns the release to run if the launch fails.
+QuotaCheck = Callable[[str, VMConfig], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 class VMService:
@@ -122,7 +123,7 @@ class VMService:
         self.images = images
         self.host = host
         self.runner = runner
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: Locks = LocalLocks()
         self._background: set[asyncio.Task[None]] = set()
 
     # --- reading -----------------------------------------------------------------
@@ -216,7 +217,7 @@ class VMService:
     # --- create and delete --------------------------------------------------------
 
     @property
-    def locks(self) -> defaultdict[str, asyncio.Lock]:
+    def locks(self) -> Locks:
         """The per-VM locks (by VM id): other services take them to act on a VM's files."""
         return self._locks
 
@@ -259,13 +260,14 @@ class VMService:
                 config = guest_files.with_ssh_forward(config, self.port_owners(config))
             self._check_ports(config)
             async with revert_on_error() as undo:
-                # The project lock spans check and insert, so concurrent launches cannot
-                # both fit in the last free slot (or take the same address on one of
-                # the project's networks); the (slow) start runs outside it.
-                async with self._locks[f"project:{project}"]:
+                # The project lock spans address allocation and insert, so concurrent
+                # launches cannot take the same address on one of the project's
+                # networks (quotas are admitted by revision, not by this lock); the
+                # (slow) start runs outside it.
+                async with self._locks[ProjectKey(project)]:
                     config = self._prepare_networks(config, project)
                     if self.quota_check is not None:
-                        self.quota_check(project, config)
+                        undo.push("release quota", await self.quota_check(project, config))
                     await self.node.make_files(
                         config, image=image, image_dir=image_dir, full=full, iso=iso_source
                     )
@@ -298,9 +300,9 @@ class VMService:
         """
         self._check_ports(config)
         async with revert_on_error() as undo:
-            async with self._locks[f"project:{project}"]:
+            async with self._locks[ProjectKey(project)]:
                 if self.quota_check is not None:
-                    self.quota_check(project, config)
+                    undo.push("release quota", await self.quota_check(project, config))
                 config = self._prepare_networks(config, project)
                 record = self.repo.insert(config, PowerState.STOPPED, project)
                 undo.push("delete VM row", lambda: self.repo.delete(config.id))
@@ -327,7 +329,7 @@ class VMService:
                 await self.networks.detach_vm(record.config)
             self.node.remove_files(record.config)
             self.repo.delete(record.id)
-        self._locks.pop(record.id, None)
+        self._locks.discard(record.id)
         if isinstance(self.node, LocalNode):
             self.node.forget(record.id)
 
@@ -363,7 +365,7 @@ class VMService:
                 slot=slot,
             )
             # Under the project lock: addresses are allocated from the project's networks.
-            async with self._locks[f"project:{project}"]:
+            async with self._locks[ProjectKey(project)]:
                 updated = self._prepare_networks(
                     config.model_copy(update={"nics": (*nics, nic)}), project
                 )

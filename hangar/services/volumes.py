@@ -35,6 +35,7 @@ from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.units import format_size
 from hangar.spec.vm import DataDisk
+from hangar.state.locks import ProjectKey
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord, now
 from hangar.state.volumes import PoolRecord, PoolRepository, VolumeRecord, VolumeRepository
 
@@ -200,7 +201,7 @@ class StorageService:
         target_pool = self.pools.get(pool)
         record = VolumeRecord(uuid.uuid4().hex, project, name, pool, fmt, size, None, now())
         path = self._file(record, target_pool)
-        async with self._lock, self.vms.locks[f"project:{project}"]:
+        async with self._lock, self.vms.locks[ProjectKey(project)]:
             self._check_quota(project, size)
             if path.exists():
                 raise Conflict(f"'{path}' already exists", hint="pick another volume name")
@@ -241,7 +242,7 @@ class StorageService:
                 hint=f"give a size over {format_size(volume.size)}",
             )
         path = self._file(volume, self.pools.get(volume.pool))
-        async with self.vms.locks[f"project:{project}"]:
+        async with self.vms.locks[ProjectKey(project)]:
             self._check_quota(project, size - volume.size)
         record = self.vms.repo.by_id(volume.vm_id) if volume.vm_id else None
         runtime = self.vms.supervisor.get(record.id) if record else None
@@ -343,7 +344,7 @@ class StorageService:
                 f"VM '{vm_name}' has a {format_size(config.disk_size)} disk; disks only grow",
                 hint=f"give a size over {format_size(config.disk_size)}",
             )
-        async with self.vms.locks[f"project:{project}"]:
+        async with self.vms.locks[ProjectKey(project)]:
             self._check_quota(project, size - config.disk_size)
         async with self.vms.locks[record.id]:
             state = await self.vms.state_of(record)

@@ -166,3 +166,30 @@ MIGRATIONS.append(
         )""",
     ]
 )
+MIGRATIONS.append(
+    # user_version 7 (the 7th entry; the entry above, commented 7, is the 6th):
+    # the revisioned key-value store (state/sqlite_store.py), shaped after etcd's. One
+    # row holds the store's revision (etcd's starts at 1) and the newest revision whose
+    # changes are no longer kept; ``kv_history`` keeps the changes of the last revisions
+    # for watchers that resume (value NULL: a delete).
+    [
+        """CREATE TABLE kv (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            create_revision INTEGER NOT NULL,
+            mod_revision INTEGER NOT NULL
+        )""",
+        """CREATE TABLE kv_revision (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            revision INTEGER NOT NULL,
+            compacted INTEGER NOT NULL
+        )""",
+        "INSERT INTO kv_revision (id, revision, compacted) VALUES (1, 1, 1)",
+        """CREATE TABLE kv_history (
+            revision INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT,
+            PRIMARY KEY (revision, key)
+        )""",
+    ]
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -74,9 +74,14 @@ class FakeVMs:
         self.paths = SimpleNamespace(vm_dir=lambda vm_id: root / vm_id)
         self.deleted: list[str] = []
 
-    def quota_check(self, project: str, config: VMConfig) -> None:
+    async def quota_check(self, project: str, config: VMConfig) -> Callable[[], Awaitable[None]]:
         if self.quota is not None:
             self.quota(project, config)
+
+        async def release() -> None:
+            pass
+
+        return release
 
     def port_owners(self, config: VMConfig) -> dict[tuple[str, int], str]:
         return {}

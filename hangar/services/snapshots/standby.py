@@ -43,6 +43,7 @@ from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
 from hangar.spec.image import MAX_STANDBY, ImageManifest, WarmState
 from hangar.spec.vm import CloudInit, PortForward, VMConfig, VMCreate
+from hangar.state.locks import ProjectKey
 from hangar.state.projects import ProjectRepository
 
 if TYPE_CHECKING:
@@ -296,11 +297,19 @@ class StandbyPool:
             if fwd not in record.config.nics[i].forwards
         ]
         async with vms.locks[entry.vm_id]:
-            async with vms.locks[f"project:{project}"]:
+            async with vms.locks[ProjectKey(project)]:
                 ports.check_free((fwd for _, fwd in added), owners=vms.port_owners(config))
+                # The same admission as a launch (services/quota.py); the reservation
+                # settles when the row moves into the project.
+                release = None
                 if vms.quota_check is not None:
-                    vms.quota_check(project, config)
-                vms.repo.move(entry.vm_id, project, config)
+                    release = await vms.quota_check(project, config)
+                try:
+                    vms.repo.move(entry.vm_id, project, config)
+                except BaseException:
+                    if release is not None:
+                        await release()
+                    raise
             forwarded: list[str] = []
             try:
                 for i, fwd in added:
