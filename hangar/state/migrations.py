@@ -104,6 +104,7 @@ MIGRATIONS.append(
 # forwards go with their network (the network service also removes them itself, as it
 # re-renders the ruleset).
 MIGRATIONS.append(
+    # 4: virtual networks, each belonging to a project.
     [
         """CREATE TABLE networks (
             id TEXT PRIMARY KEY,
@@ -154,7 +155,7 @@ MIGRATIONS.append(
     ]
 )
 MIGRATIONS.append(
-    # 7: the host interfaces a project's networks may use as their uplink (a bridged
+    # 6: the host interfaces a project's networks may use as their uplink (a bridged
     # network's host bridge, a nat network's way out), as the host administrator
     # allows them. None listed: the project's admins may make nat and isolated
     # networks on hangar's own bridges only.
@@ -167,8 +168,7 @@ MIGRATIONS.append(
     ]
 )
 MIGRATIONS.append(
-    # user_version 7 (the 7th entry; the entry above, commented 7, is the 6th):
-    # the revisioned key-value store (state/sqlite_store.py), shaped after etcd's. One
+    # 7: the revisioned key-value store (state/sqlite_store.py), shaped after etcd's. One
     # row holds the store's revision (etcd's starts at 1) and the newest revision whose
     # changes are no longer kept; ``kv_history`` keeps the changes of the last revisions
     # for watchers that resume (value NULL: a delete).
