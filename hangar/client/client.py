@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import httpx
-
 from hangar.certs import fingerprint
 from hangar.client.api_error import ApiError as ApiError  # re-exported: callers catch it here
 from hangar.client.guests_api import GuestsApi
+from hangar.client.http import httpx
 from hangar.client.network_api import NetworkApi
 from hangar.client.platform_api import PlatformApi
 from hangar.client.remotes import Remote, changed, fetch_certificate
