@@ -514,3 +514,21 @@ async def test_migration_as_qemu_72_reports_it(sock: Path) -> None:
             await client.execute("migrate-set-capabilities", caps)
         fake.migration.finish_migration()
         assert (await next_event(client))["data"] == {"status": "completed"}
+
+
+async def test_incoming_migration_as_qemu_72_reports_it(sock: Path) -> None:
+    async with FakeQMPServer(sock) as fake, qmp(sock) as client:
+        with pytest.raises(ExecuteError, match="'-incoming' was not specified"):
+            await client.execute("migrate-incoming", {"uri": "fd:m"})
+    async with FakeQMPServer(sock, paused=True, incoming=True) as fake, qmp(sock) as client:
+        assert fake.status == "inmigrate"
+        caps = {"capabilities": [{"capability": "events", "state": True}]}
+        await client.execute("migrate-set-capabilities", caps)
+        await client.execute("getfd", {"fdname": "m"})
+        await client.execute("migrate-incoming", {"uri": "fd:m"})
+        # No 'setup' on the loading side; the run state is set before 'completed'.
+        assert (await next_event(client))["data"] == {"status": "active"}
+        assert (await next_event(client))["data"] == {"status": "completed"}
+        assert fake.status == "paused"
+        with pytest.raises(ExecuteError, match="already been started"):
+            await client.execute("migrate-incoming", {"uri": "fd:m"})

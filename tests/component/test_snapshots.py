@@ -178,6 +178,45 @@ async def test_a_save_fails_clearly_when_qemu_dies_during_it(tmp_path: Path) -> 
         await monitor.close()
 
 
+async def test_a_load_waits_for_qemus_migration_event(tmp_path: Path) -> None:
+    sock = tmp_path / "q.sock"
+    stream = tmp_path / "memory.bin"
+    stream.write_bytes(b"saved")
+    async with FakeQMPServer(sock, paused=True, incoming=True) as fake:
+        fake.migration.hold_migration = True
+        monitor = Monitor("t")
+        await monitor.connect(sock, timeout=5, alive=lambda: True)
+        loading = asyncio.create_task(
+            migration.load_memory(monitor, stream, alive=lambda: not fake.exited, ram_in_file=True)
+        )
+        await fake.wait_for_command("migrate-incoming")
+        await monitor.execute("query-version")  # hangar has read the reply
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not loading.done() and "x-ignore-shared" in fake.migration.capabilities
+        fake.migration.finish_migration()
+        await loading
+        assert fake.status == "paused" and fake.migration.status == "completed"
+        # The event said when: the run state was read once, not polled.
+        assert fake.command_names().count("query-status") == 1
+        assert "x-ignore-shared" not in fake.migration.capabilities  # its snapshots load anywhere
+        await monitor.close()
+
+
+async def test_a_load_that_fails_reports_that_qemu_exited(tmp_path: Path) -> None:
+    sock = tmp_path / "q.sock"
+    stream = tmp_path / "memory.bin"
+    stream.write_bytes(b"saved")
+    async with FakeQMPServer(sock, paused=True, incoming=True) as fake:
+        fake.migration.fail_next_migration("load of migration failed: Invalid argument")
+        monitor = Monitor("t")
+        await monitor.connect(sock, timeout=5, alive=lambda: True)
+        with pytest.raises(QemuFailed, match="QEMU exited while loading the saved memory"):
+            await migration.load_memory(monitor, stream, alive=lambda: not fake.exited)
+        assert fake.exited
+        await monitor.close()
+
+
 async def test_the_root_node_is_the_top_of_the_root_device(tmp_path: Path) -> None:
     sock = tmp_path / "q.sock"
     devices = [

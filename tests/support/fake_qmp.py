@@ -55,7 +55,7 @@ from tests.support.fake_qmp_devices import (
     QMPCommandError,
 )
 
-RunStatus = Literal["prelaunch", "running", "paused", "shutdown", "postmigrate"]
+RunStatus = Literal["prelaunch", "running", "paused", "shutdown", "postmigrate", "inmigrate"]
 
 #: A custom command handler: gets the command's arguments, returns the value
 #: for ``"return"`` (or an awaitable of it), or raises `QMPCommandError`.
@@ -105,6 +105,7 @@ _BUILTIN_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "getfd": (frozenset({"fdname"}), frozenset()),
     "migrate-set-capabilities": (frozenset({"capabilities"}), frozenset()),
     "migrate": (frozenset({"uri"}), frozenset({"blk", "inc", "detach", "resume"})),
+    "migrate-incoming": (frozenset({"uri"}), frozenset()),
     "migrate_cancel": (frozenset(), frozenset()),
     "query-migrate": (frozenset(), frozenset()),
 }
@@ -173,6 +174,8 @@ class FakeQMPServer:
         powerdown_delay: how long the obedient guest takes to shut down.
         no_shutdown: like ``qemu -no-shutdown``: a guest shutdown leaves the
             VM in ``shutdown`` state instead of ending the process.
+        incoming: like ``qemu -incoming defer``: the VM waits in ``inmigrate`` for
+            ``migrate-incoming`` to load it (then paused, with ``paused``).
         version: QEMU version (major, minor, micro) in greeting/query-version.
         package: QEMU package string in greeting/query-version.
     """
@@ -185,6 +188,7 @@ class FakeQMPServer:
         guest_obeys_powerdown: bool = True,
         powerdown_delay: float = 0.05,
         no_shutdown: bool = False,
+        incoming: bool = False,
         version: tuple[int, int, int] = (7, 2, 0),
         package: str = _DEFAULT_PACKAGE,
     ) -> None:
@@ -204,6 +208,9 @@ class FakeQMPServer:
         #: Output for ``human-monitor-command`` command lines, set by tests.
         self.hmp_outputs: dict[str, str] = {}
         self._status: RunStatus = "prelaunch" if paused else "running"
+        self._autostart = not paused
+        if incoming:
+            self._status = "inmigrate"
         self._handlers: dict[str, Handler] = {}
         self._injected = _Injected()
         self._server: asyncio.Server | None = None
@@ -222,7 +229,9 @@ class FakeQMPServer:
         #: Block jobs: ``jobs.hold_jobs``, ``jobs.finish_job``, ``jobs.fail_next_job``.
         self.jobs = Jobs(self.emit_event, self._spawn)
         #: Migration: ``hold_migration``, ``finish_migration``, ``fail_next_migration``.
-        self.migration = Migration(self.emit_event, self._spawn, self._migrated)
+        self.migration = Migration(
+            self.emit_event, self._spawn, self._migrated, self._loaded if incoming else None
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -580,6 +589,9 @@ class FakeQMPServer:
     def _cmd_migrate(self, session: _Session, args: dict[str, Any]) -> Any:
         return self.migration.migrate(args)
 
+    def _cmd_migrate_incoming(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.incoming(args)
+
     def _cmd_migrate_cancel(self, session: _Session, args: dict[str, Any]) -> Any:
         return self.migration.cancel(args)
 
@@ -681,6 +693,15 @@ class FakeQMPServer:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _loaded(self, ok: bool) -> None:
+        if not ok:
+            self._exit()  # QEMU 7.2 exits when an incoming migration fails
+        elif self._autostart:
+            self.emit_event("RESUME")
+            self._set_status("running")
+        else:
+            self._set_status("paused")
 
     def _migrated(self) -> None:
         # QEMU stops a running source VM at the end; either way it is 'postmigrate'.

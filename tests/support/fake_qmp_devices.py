@@ -16,7 +16,10 @@ MIGRATION) and hw/core/qdev.c, job.c, migration/migration.c of 7.2:
   if it failed) until ``job-dismiss`` (-> null).
 * A migration goes setup -> active -> completed (or failed, or cancelling ->
   cancelled); MIGRATION events are sent only with the ``events`` capability on.
-  The completed source VM is in run state ``postmigrate``.
+  The completed source VM is in run state ``postmigrate``. A QEMU started with
+  ``-incoming defer`` (run state ``inmigrate``) loads with ``migrate-incoming``:
+  active -> completed, its run state (paused under -S) set before the event; a
+  failed load ends the process (QEMU 7.2 exits).
 """
 
 from __future__ import annotations
@@ -240,10 +243,19 @@ class Migration:
     ``completed`` is called when one completes (the VM turns ``postmigrate``).
     """
 
-    def __init__(self, emit: Emit, spawn: Spawn, completed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        spawn: Spawn,
+        completed: Callable[[], None],
+        loaded: Callable[[bool], None] | None = None,
+    ) -> None:
         self._emit = emit
         self._spawn = spawn
         self._completed = completed
+        #: For a QEMU started with -incoming defer: called with whether it loaded.
+        self.loaded = loaded
+        self._incoming_started = False
         self.status = "none"
         self.capabilities: set[str] = set()
         self.parameters: dict[str, Any] = {}
@@ -321,6 +333,40 @@ class Migration:
             self._completed()
         else:
             self._set("failed")
+
+    def incoming(self, args: dict[str, Any]) -> Any:
+        if self.loaded is None:
+            raise QMPCommandError(
+                "GenericError", "'-incoming' was not specified on the command line"
+            )
+        if self._incoming_started:
+            raise QMPCommandError("GenericError", "The incoming migration has already been started")
+        uri = str(args["uri"])
+        name = uri.removeprefix("fd:")
+        if not uri.startswith("fd:") or name not in self.fds:
+            raise QMPCommandError(
+                "GenericError", f"File descriptor named '{name}' has not been found"
+            )
+        self.fds.discard(name)
+        self._incoming_started = True
+        self._error = self._next_error.pop(0) if self._next_error else None
+        self._release = asyncio.Event()
+        if not self.hold_migration:
+            self._release.set()
+        self._spawn(self._load())
+        return {}
+
+    async def _load(self) -> None:
+        await asyncio.sleep(0)  # the load runs in a coroutine after the reply
+        self._set("active")  # the destination has no 'setup'
+        await self._release.wait()
+        assert self.loaded is not None
+        if self._error is None:
+            self.loaded(True)  # the run state first, then the event
+            self._set("completed")
+        else:
+            self._set("failed")
+            self.loaded(False)
 
     def cancel(self, args: dict[str, Any]) -> Any:
         if self.status in ("setup", "active"):

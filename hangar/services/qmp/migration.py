@@ -20,12 +20,11 @@ from typing import Any
 from hangar.errors import QemuFailed
 from hangar.services.qmp.monitor import EventWaiter, Monitor
 
-POLL = 0.005
 # How often a running save's progress is read (query-migrate) and the caller may
 # cancel it; its end comes as a MIGRATION event.
 SAVE_PROGRESS = 0.1
 # How a migration ends (MigrationStatus in QEMU's QAPI schema).
-_SAVE_ENDS = ("completed", "failed", "cancelled")
+_ENDS = ("completed", "failed", "cancelled")
 # QEMU's default limit is 128 MiB/s, for a network; a local file takes all it can.
 UNLIMITED_BANDWIDTH = 1 << 40
 SAVE_TIMEOUT = 1800.0
@@ -128,7 +127,7 @@ async def save_memory(
         finally:
             os.close(fd)  # QEMU holds its own copy
         # Listening before the migration starts: a small one can end before the reply.
-        async with monitor.expect("MIGRATION", lambda d: d.get("status") in _SAVE_ENDS) as end:
+        async with monitor.expect("MIGRATION", lambda d: d.get("status") in _ENDS) as end:
             await monitor.execute("migrate", {"uri": f"fd:{name}"})
             await _wait_saved(monitor, end, progress)
     except BaseException:
@@ -179,30 +178,40 @@ async def load_memory(
     maps (argv.RamFile)."""
     if ram_in_file:
         await skip_shared_ram(monitor)
+    # The loading QEMU sends MIGRATION events too, with the capability on. Its
+    # 'completed' comes once the VM's run state is final (QEMU sets it after the
+    # run state, so that an observer may use the VM at once); a failed load makes
+    # QEMU 7.2 exit.
+    await monitor.execute(
+        "migrate-set-capabilities",
+        {"capabilities": [{"capability": "events", "state": True}]},
+    )
     fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     name = f"snap-{uuid.uuid4().hex[:8]}"
     try:
         await monitor.send_fd(name, fd)
     finally:
         os.close(fd)
-    await monitor.execute("migrate-incoming", {"uri": f"fd:{name}"})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LOAD_TIMEOUT
-    while True:
-        if not alive():
-            raise QemuFailed("QEMU exited while loading the saved memory")
+    exited = "QEMU exited while loading the saved memory"
+    async with monitor.expect("MIGRATION", lambda d: d.get("status") in _ENDS) as end:
+        await monitor.execute("migrate-incoming", {"uri": f"fd:{name}"})
         try:
-            status = await monitor.status()
+            ended = await end.get(LOAD_TIMEOUT)
         except QemuFailed:
-            if not alive():
-                raise QemuFailed("QEMU exited while loading the saved memory") from None
-            raise
-        if status != "inmigrate":
-            if status != "paused":
-                raise QemuFailed(f"QEMU is '{status}' after loading the saved memory")
-            if ram_in_file:
-                await skip_shared_ram(monitor, False)
-            return
-        if loop.time() > deadline:
-            raise QemuFailed(f"loading the saved memory took over {LOAD_TIMEOUT:g} s")
-        await asyncio.sleep(POLL)
+            raise QemuFailed(exited) from None
+    if ended is None:
+        if not alive():
+            raise QemuFailed(exited)
+        raise QemuFailed(f"loading the saved memory took over {LOAD_TIMEOUT:g} s")
+    if ended["status"] != "completed" or not alive():
+        raise QemuFailed(exited)
+    try:
+        status = await monitor.status()
+    except QemuFailed:
+        if not alive():
+            raise QemuFailed(exited) from None
+        raise
+    if status != "paused":
+        raise QemuFailed(f"QEMU is '{status}' after loading the saved memory")
+    if ram_in_file:
+        await skip_shared_ram(monitor, False)
