@@ -211,3 +211,25 @@ async def test_a_cancelled_disk_copy_cancels_its_job(
         await clones.backup(monitor, target, sync="full", progress=cancelled)
     assert "job-cancel" in fake.command_names()
     assert fake.jobs.jobs == {}
+
+
+async def test_an_event_sent_with_the_reply_is_not_missed(
+    fake: FakeQMPServer, monitor: Monitor
+) -> None:
+    # QEMU may send the event before the command's reply: the waiter listens from
+    # the start of the block, and other events or other data do not match.
+    def kick(args: dict[str, Any]) -> dict[str, Any]:
+        fake.emit_event("KICKED", {"n": 0})
+        fake.emit_event("OTHER", {"n": 1})
+        fake.emit_event("KICKED", {"n": 1})
+        return {}
+
+    fake.set_handler("kick", kick)
+    async with monitor.expect("KICKED", lambda data: data.get("n") == 1) as kicked:
+        await monitor.execute("kick")
+        assert await kicked.wait(5) == {"n": 1}
+        with pytest.raises(QemuFailed, match=r"QEMU sent no KICKED event in 0\.05 s"):
+            await kicked.wait(0.05)
+        await fake.crash()
+        with pytest.raises(QemuFailed, match="QEMU exited while hangar waited for its KICKED"):
+            await kicked.wait(5)
