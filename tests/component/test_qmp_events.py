@@ -1,6 +1,6 @@
 """Waiting on QEMU's events (Monitor.expect) against the fake QMP server: unplugging
 a volume or NIC waits for DEVICE_DELETED, a disk copy for its job's end, and each
-fails clearly when the event does not come."""
+fails clearly when the event does not come; and HMP's forwards as QEMU 7.2 answers them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from hangar.errors import Conflict, QemuFailed
 from hangar.services import clones
 from hangar.services.qemu import hotplug
 from hangar.services.qemu.argv import nic_device
+from hangar.services.qmp import hmp
 from hangar.services.qmp.monitor import Monitor
-from hangar.spec.vm import DataDisk
+from hangar.spec.vm import DataDisk, PortForward
 from tests.support.factories import warm_state
 from tests.support.fake_qmp import FakeQMPServer, QMPCommandError
 
@@ -233,3 +234,15 @@ async def test_an_event_sent_with_the_reply_is_not_missed(
         await fake.crash()
         with pytest.raises(QemuFailed, match="QEMU exited while hangar waited for its KICKED"):
             await kicked.wait(5)
+
+
+async def test_forwards_through_hmp_on_the_fake(fake: FakeQMPServer, monitor: Monitor) -> None:
+    fwd = PortForward(host_port=8080, guest_port=80)
+    await hmp.hostfwd_add(monitor, "net0", fwd, None)
+    assert fake.hostfwds == {("net0", "tcp:127.0.0.1:8080")}
+    with pytest.raises(QemuFailed, match="Could not set up host forwarding rule"):
+        await hmp.hostfwd_add(monitor, "net0", fwd, "10.0.2.15")
+    await hmp.hostfwd_remove(monitor, "net0", fwd)
+    assert fake.hostfwds == set()
+    with pytest.raises(QemuFailed, match="not found"):
+        await hmp.hostfwd_remove(monitor, "net0", fwd)

@@ -207,6 +207,8 @@ class FakeQMPServer:
         self.handler_errors: list[BaseException] = []
         #: Output for ``human-monitor-command`` command lines, set by tests.
         self.hmp_outputs: dict[str, str] = {}
+        #: Forwards added with HMP hostfwd_add: (netdev, PROTO:HOSTADDR:HOSTPORT).
+        self.hostfwds: set[tuple[str, str]] = set()
         self._status: RunStatus = "prelaunch" if paused else "running"
         self._autostart = not paused
         if incoming:
@@ -683,8 +685,24 @@ class FakeQMPServer:
         if line == "info version":
             major, minor, micro = self.version
             return f"{major}.{minor}.{micro} ({self.package})\r\n"
-        word = line.split()[0] if line else ""
+        words = line.split()
+        if words[:1] == ["hostfwd_add"] and len(words) == 3:
+            return self._hostfwd_add(words[1], words[2])
+        if words[:1] == ["hostfwd_remove"] and len(words) == 3:
+            # QEMU 7.2 prints the outcome either way.
+            found = (words[1], words[2]) in self.hostfwds
+            self.hostfwds.discard((words[1], words[2]))
+            return f"host forwarding rule for {words[2]} {'removed' if found else 'not found'}\r\n"
+        word = words[0] if words else ""
         return f"unknown command: '{word}'\r\n"
+
+    def _hostfwd_add(self, netdev: str, rule: str) -> str:
+        # Silent on success; a host port already forwarded cannot be bound again.
+        host = rule.split("-", 1)[0]
+        if (netdev, host) in self.hostfwds:
+            return f"Could not set up host forwarding rule '{rule}'\r\n"
+        self.hostfwds.add((netdev, host))
+        return ""
 
     # -- internals -----------------------------------------------------------
 

@@ -13,14 +13,21 @@ from hangar.spec.vm import PortForward
 
 
 class FakeMonitor:
-    def __init__(self, said: str = "") -> None:
+    """Prints what QEMU 7.2 prints: nothing for hostfwd_add, the rule for hostfwd_remove."""
+
+    def __init__(self, said: str | None = None) -> None:
         self.lines: list[str] = []
         self.said = said
 
     async def execute(self, command: str, arguments: dict[str, Any]) -> str:
         assert command == "human-monitor-command" and set(arguments) == {"command-line"}
-        self.lines.append(arguments["command-line"])
-        return self.said
+        line = arguments["command-line"]
+        self.lines.append(line)
+        if self.said is not None:
+            return self.said
+        if line.startswith("hostfwd_remove "):
+            return f"host forwarding rule for {line.split()[-1]} removed\r\n"
+        return ""
 
 
 def monitor(fake: FakeMonitor) -> Monitor:
@@ -68,6 +75,12 @@ async def test_no_unchecked_text_reaches_the_line(
         with pytest.raises(InvalidInput):
             await hmp.hostfwd_remove(monitor(fake), netdev, fwd)
     assert fake.lines == []
+
+
+async def test_a_forward_hmp_does_not_find_is_a_failure() -> None:
+    fake = FakeMonitor(said="host forwarding rule for tcp:127.0.0.1:22 not found\r\n")
+    with pytest.raises(QemuFailed, match="not found"):
+        await hmp.hostfwd_remove(monitor(fake), "net0", PortForward(host_port=22, guest_port=22))
 
 
 async def test_what_hmp_prints_is_a_failure() -> None:

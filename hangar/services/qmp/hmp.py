@@ -5,8 +5,8 @@ command line QEMU splits at spaces, then at ``:``/``-``/``,`` as each command
 parses its words. Only what QEMU 7.2 cannot do over QMP goes through here, and
 every function checks each value it puts into the line, so that no caller's text
 (a VM's port forward comes from a tenant) can add words or options to it.
-HMP reports most errors as printed text, not as QMP errors: a command that
-prints anything failed.
+HMP reports errors as printed text, not as QMP errors: a command that prints
+anything but its success message failed.
 """
 
 from __future__ import annotations
@@ -42,7 +42,13 @@ async def hostfwd_remove(monitor: Monitor, netdev: str, fwd: PortForward) -> Non
 
     HMP only, as :func:`hostfwd_add`.
     """
-    await _run(monitor, f"hostfwd_remove {_netdev(netdev)} {_host(fwd)}")
+    host = _host(fwd)
+    # The one HMP command here that prints on success too (QEMU 7.2's net/slirp.c).
+    await _run(
+        monitor,
+        f"hostfwd_remove {_netdev(netdev)} {host}",
+        f"host forwarding rule for {host} removed",
+    )
 
 
 def _host(fwd: PortForward) -> str:
@@ -75,7 +81,7 @@ def _port(value: int) -> str:
     return str(value)
 
 
-async def _run(monitor: Monitor, line: str) -> None:
-    said = await monitor.execute("human-monitor-command", {"command-line": line})
-    if str(said or "").strip():
-        raise QemuFailed(f"QEMU refused '{line}': {str(said).strip()}")
+async def _run(monitor: Monitor, line: str, success: str = "") -> None:
+    said = str(await monitor.execute("human-monitor-command", {"command-line": line}) or "")
+    if said.strip() != success:
+        raise QemuFailed(f"QEMU refused '{line}': {said.strip()}")
