@@ -20,7 +20,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +34,7 @@ from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
 from hangar.services.qmp.migration import root_node
-from hangar.services.qmp.monitor import Monitor
+from hangar.services.qmp.monitor import EventWaiter, Monitor
 from hangar.services.storage.generalize import generalize
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
@@ -46,7 +46,9 @@ from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import VMConfig
 from hangar.state.vms import DEFAULT_PROJECT, VMRecord
 
-BACKUP_POLL = 0.02
+# How often a running copy's progress is read (query-jobs) and the caller may cancel
+# it; its end comes as an event.
+BACKUP_PROGRESS = 0.1
 BACKUP_TIMEOUT = 3600.0
 
 
@@ -289,49 +291,69 @@ async def backup(
             },
         )
     try:
-        await monitor.execute(
-            "blockdev-backup",
-            {
-                "job-id": job,
-                "device": await root_node(monitor),  # 'root' until a live snapshot
-                "target": node,
-                "sync": sync,
-                "auto-finalize": True,
-                "auto-dismiss": False,
-            },
-        )
-        try:
-            await _wait_for_job(monitor, job, progress)
-        finally:
-            # A job that never concluded cannot be dismissed; QEMU drops it itself.
-            with contextlib.suppress(QemuFailed):
-                await monitor.execute("job-dismiss", {"id": job})
+        # Listening before the job starts: a small copy can conclude before the reply.
+        async with monitor.expect("JOB_STATUS_CHANGE", _concluded(job)) as concluded:
+            await monitor.execute(
+                "blockdev-backup",
+                {
+                    "job-id": job,
+                    "device": await root_node(monitor),  # 'root' until a live snapshot
+                    "target": node,
+                    "sync": sync,
+                    "auto-finalize": True,
+                    "auto-dismiss": False,
+                },
+            )
+            try:
+                await _wait_for_job(monitor, job, concluded, progress)
+            finally:
+                # A job that never concluded cannot be dismissed; QEMU drops it itself.
+                with contextlib.suppress(QemuFailed):
+                    await monitor.execute("job-dismiss", {"id": job})
     finally:
         await monitor.execute("blockdev-del", {"node-name": node})
 
 
+def _concluded(job: str) -> Callable[[Mapping[str, Any]], bool]:
+    """JOB_STATUS_CHANGE of ``job`` to its last state: ``concluded`` ends both a job
+    that finished (… waiting, pending, concluded) and one that failed or was
+    cancelled (… aborting, concluded)."""
+    return lambda data: data.get("id") == job and data.get("status") == "concluded"
+
+
 async def _wait_for_job(
-    monitor: Monitor, job: str, progress: Callable[[float], None] | None
+    monitor: Monitor,
+    job: str,
+    concluded: EventWaiter,
+    progress: Callable[[float], None] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + BACKUP_TIMEOUT
     while True:
-        jobs: list[dict[str, Any]] = await monitor.execute("query-jobs")
-        mine = [j for j in jobs if j.get("id") == job]
-        if not mine:
-            raise QemuFailed(f"QEMU lost the backup job {job}")
-        if mine[0].get("status") == "concluded":
-            if mine[0].get("error"):
-                raise QemuFailed(f"copying the running disk failed: {mine[0]['error']}")
-            return
-        total = int(mine[0].get("total-progress") or 0)
-        if progress is not None and total > 0:
-            try:
-                progress(100.0 * int(mine[0].get("current-progress") or 0) / total)
-            except BaseException:  # cancelled: stop QEMU's job too
-                await monitor.execute("job-cancel", {"id": job})
-                raise
+        left = deadline - loop.time()
+        tick = left if progress is None else min(left, BACKUP_PROGRESS)
+        if await concluded.get(max(tick, 0.0)) is not None:
+            break
         if loop.time() > deadline:
             await monitor.execute("job-cancel", {"id": job})
             raise QemuFailed(f"copying the running disk took over {BACKUP_TIMEOUT:g} s")
-        await asyncio.sleep(BACKUP_POLL)
+        mine = await _job_info(monitor, job)
+        total = int(mine.get("total-progress") or 0)
+        if progress is not None and total > 0:
+            try:
+                progress(100.0 * int(mine.get("current-progress") or 0) / total)
+            except BaseException:  # cancelled: stop QEMU's job too
+                await monitor.execute("job-cancel", {"id": job})
+                raise
+    # The event says that it ended, query-jobs whether it failed and why.
+    error = (await _job_info(monitor, job)).get("error")
+    if error:
+        raise QemuFailed(f"copying the running disk failed: {error}")
+
+
+async def _job_info(monitor: Monitor, job: str) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = await monitor.execute("query-jobs")
+    mine = [j for j in jobs if j.get("id") == job]
+    if not mine:
+        raise QemuFailed(f"QEMU lost the backup job {job}")
+    return mine[0]

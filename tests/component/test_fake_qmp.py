@@ -422,3 +422,113 @@ async def test_one_client_at_a_time_and_fresh_session_for_the_next(sock: Path) -
 async def _until_disconnected(client: QMPClient) -> None:
     while client.runstate not in (Runstate.DISCONNECTING, Runstate.IDLE):
         await client.runstate_changed()
+
+
+async def test_device_unplug_as_qemu_72_reports_it(sock: Path) -> None:
+    async with FakeQMPServer(sock) as fake, qmp(sock) as client:
+        await client.execute("device_add", {"driver": "virtio-net-pci", "id": "nic1", "mac": "x"})
+        with pytest.raises(ExecuteError, match="Duplicate device ID 'nic1'"):
+            await client.execute("device_add", {"driver": "virtio-net-pci", "id": "nic1"})
+        await client.execute("device_del", {"id": "nic1"})
+        # The virtio backend child goes first, then the device, named by its id.
+        assert (await next_event(client))["data"] == {
+            "path": "/machine/peripheral/nic1/virtio-backend"
+        }
+        assert (await next_event(client))["data"] == {
+            "device": "nic1",
+            "path": "/machine/peripheral/nic1",
+        }
+        with pytest.raises(ExecuteError, match="Device 'nic1' not found") as gone:
+            await client.execute("device_del", {"id": "nic1"})
+        assert gone.value.error_class == "DeviceNotFound"
+        # A guest that never acks keeps the device, and QEMU says nothing.
+        fake.devices.unplug_delay = None
+        fake.devices.devices["vol-1"] = "virtio-blk-pci"
+        await client.execute("device_del", {"id": "vol-1"})
+        await client.execute("query-status")
+        assert "vol-1" in fake.devices.devices and client.events.empty()
+
+
+async def test_block_job_states_and_errors_as_qemu_72_reports_them(sock: Path) -> None:
+    async with FakeQMPServer(sock) as fake, qmp(sock) as client:
+        fake.jobs.hold_jobs = True
+        backup = {"job-id": "j", "device": "root", "target": "t", "sync": "full"}
+        await client.execute("blockdev-backup", {**backup, "auto-dismiss": False})
+        assert [(await next_event(client))["data"]["status"] for _ in range(2)] == [
+            "created",
+            "running",
+        ]
+        (info,) = await client.execute("query-jobs")  # type: ignore[misc]
+        assert info["status"] == "running" and "error" not in info
+        with pytest.raises(ExecuteError, match="in state 'running' cannot accept command verb"):
+            await client.execute("job-dismiss", {"id": "j"})
+        with pytest.raises(ExecuteError, match="Job ID 'j' already in use"):
+            await client.execute("blockdev-backup", backup)
+        fake.jobs.finish_job("j")
+        assert [(await next_event(client))["data"]["status"] for _ in range(3)] == [
+            "waiting",
+            "pending",
+            "concluded",
+        ]
+        await client.execute("job-dismiss", {"id": "j"})
+        assert (await next_event(client))["data"] == {"id": "j", "status": "null"}
+        assert await client.execute("query-jobs") == []
+        # A failing job aborts; with auto-dismiss (the default) it is gone at once.
+        fake.jobs.hold_jobs = False
+        fake.jobs.fail_next_job("disk full")
+        await client.execute("blockdev-backup", backup)
+        statuses = [(await next_event(client))["data"]["status"] for _ in range(5)]
+        assert statuses == ["created", "running", "aborting", "concluded", "null"]
+
+
+async def test_migration_as_qemu_72_reports_it(sock: Path) -> None:
+    async with FakeQMPServer(sock) as fake, qmp(sock) as client:
+        assert await client.execute("query-migrate") == {}
+        with pytest.raises(ExecuteError, match="File descriptor named 'm' has not been found"):
+            await client.execute("migrate", {"uri": "fd:m"})
+        with pytest.raises(ExecuteError, match="Parameter 'max-bandwith' is unexpected"):
+            await client.execute("migrate-set-parameters", {"max-bandwith": 1})
+        # No MIGRATION events without the capability.
+        await client.execute("getfd", {"fdname": "m"})
+        await client.execute("migrate", {"uri": "fd:m"})
+        assert (await next_event(client))["event"] == "STOP"  # it ended; the VM was running
+        assert fake.migration.status == "completed" and fake.status == "postmigrate"
+        assert "MIGRATION" not in fake.event_names()
+        caps = {"capabilities": [{"capability": "events", "state": True}]}
+        await client.execute("migrate-set-capabilities", caps)
+        fake.migration.fail_next_migration("disk full")
+        await client.execute("getfd", {"fdname": "m"})
+        await client.execute("migrate", {"uri": "fd:m"})
+        statuses = [(await next_event(client))["data"]["status"] for _ in range(3)]
+        assert statuses == ["setup", "active", "failed"]
+        info = await client.execute("query-migrate")
+        assert info == {"status": "failed", "error-desc": "disk full"}
+        fake.migration.hold_migration = True
+        await client.execute("getfd", {"fdname": "m"})
+        await client.execute("migrate", {"uri": "fd:m"})
+        assert [(await next_event(client))["data"]["status"] for _ in range(2)] == [
+            "setup",
+            "active",
+        ]
+        with pytest.raises(ExecuteError, match="migration process in progress"):
+            await client.execute("migrate-set-capabilities", caps)
+        fake.migration.finish_migration()
+        assert (await next_event(client))["data"] == {"status": "completed"}
+
+
+async def test_incoming_migration_as_qemu_72_reports_it(sock: Path) -> None:
+    async with FakeQMPServer(sock) as fake, qmp(sock) as client:
+        with pytest.raises(ExecuteError, match="'-incoming' was not specified"):
+            await client.execute("migrate-incoming", {"uri": "fd:m"})
+    async with FakeQMPServer(sock, paused=True, incoming=True) as fake, qmp(sock) as client:
+        assert fake.status == "inmigrate"
+        caps = {"capabilities": [{"capability": "events", "state": True}]}
+        await client.execute("migrate-set-capabilities", caps)
+        await client.execute("getfd", {"fdname": "m"})
+        await client.execute("migrate-incoming", {"uri": "fd:m"})
+        # No 'setup' on the loading side; the run state is set before 'completed'.
+        assert (await next_event(client))["data"] == {"status": "active"}
+        assert (await next_event(client))["data"] == {"status": "completed"}
+        assert fake.status == "paused"
+        with pytest.raises(ExecuteError, match="already been started"):
+            await client.execute("migrate-incoming", {"uri": "fd:m"})

@@ -3,6 +3,7 @@ and the QMP side (memory save, root node) against the fake QMP server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -132,32 +133,87 @@ async def test_memory_is_saved_through_a_passed_fd_and_cleaned_up_on_failure(
     tmp_path: Path,
 ) -> None:
     sock = tmp_path / "q.sock"
-    statuses = iter(["active", "completed"])
     async with FakeQMPServer(sock) as fake:
-        fake.set_handler("migrate-set-parameters", lambda args: {})
-        fake.set_handler("getfd", lambda args: {})
-        fake.set_handler("migrate", lambda args: {})
-        fake.set_handler(
-            "query-migrate",
-            lambda args: {"status": next(statuses), "ram": {"total": 100, "remaining": 50}},
-        )
+        # The copy runs, half done, until the test lets it end.
+        fake.migration.hold_migration = True
+        fake.migration.ram = (100, 50)
         monitor = Monitor("t")
         await monitor.connect(sock, timeout=5, alive=lambda: True)
         seen: list[float] = []
         target = tmp_path / "memory.bin"
-        await migration.save_memory(monitor, target, seen.append)
+        saving = asyncio.create_task(migration.save_memory(monitor, target, seen.append))
+        await fake.wait_for_command("query-migrate")
+        fake.migration.finish_migration()
+        await saving
         getfd = next(c for c in fake.commands if c.name == "getfd")
         migrate = next(c for c in fake.commands if c.name == "migrate")
         assert migrate.arguments["uri"] == f"fd:{getfd.arguments['fdname']}"
         assert seen == [50.0] and target.exists()
+        # It waited for QEMU's MIGRATION event, which needs the capability on.
+        assert "events" in fake.migration.capabilities
+        assert {"status": "completed"} in [e.get("data") for e in fake.events]
 
-        fake.set_handler(
-            "query-migrate", lambda args: {"status": "failed", "error-desc": "disk full"}
-        )
+        fake.migration.hold_migration = False
+        fake.migration.fail_next_migration("disk full")
         failed = tmp_path / "failed.bin"
         with pytest.raises(QemuFailed, match="disk full"):
             await migration.save_memory(monitor, failed)
         assert not failed.exists()
+        await monitor.close()
+
+
+async def test_a_save_fails_clearly_when_qemu_dies_during_it(tmp_path: Path) -> None:
+    sock = tmp_path / "q.sock"
+    async with FakeQMPServer(sock) as fake:
+        fake.migration.hold_migration = True  # never ends: QEMU dies first
+        monitor = Monitor("t")
+        await monitor.connect(sock, timeout=5, alive=lambda: True)
+        target = tmp_path / "memory.bin"
+        saving = asyncio.create_task(migration.save_memory(monitor, target))
+        await fake.wait_for_command("migrate")
+        await fake.crash()
+        with pytest.raises(QemuFailed, match="exited while hangar waited for its MIGRATION"):
+            await saving
+        assert not target.exists()
+        await monitor.close()
+
+
+async def test_a_load_waits_for_qemus_migration_event(tmp_path: Path) -> None:
+    sock = tmp_path / "q.sock"
+    stream = tmp_path / "memory.bin"
+    stream.write_bytes(b"saved")
+    async with FakeQMPServer(sock, paused=True, incoming=True) as fake:
+        fake.migration.hold_migration = True
+        monitor = Monitor("t")
+        await monitor.connect(sock, timeout=5, alive=lambda: True)
+        loading = asyncio.create_task(
+            migration.load_memory(monitor, stream, alive=lambda: not fake.exited, ram_in_file=True)
+        )
+        await fake.wait_for_command("migrate-incoming")
+        await monitor.execute("query-version")  # hangar has read the reply
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not loading.done() and "x-ignore-shared" in fake.migration.capabilities
+        fake.migration.finish_migration()
+        await loading
+        assert fake.status == "paused" and fake.migration.status == "completed"
+        # The event said when: the run state was read once, not polled.
+        assert fake.command_names().count("query-status") == 1
+        assert "x-ignore-shared" not in fake.migration.capabilities  # its snapshots load anywhere
+        await monitor.close()
+
+
+async def test_a_load_that_fails_reports_that_qemu_exited(tmp_path: Path) -> None:
+    sock = tmp_path / "q.sock"
+    stream = tmp_path / "memory.bin"
+    stream.write_bytes(b"saved")
+    async with FakeQMPServer(sock, paused=True, incoming=True) as fake:
+        fake.migration.fail_next_migration("load of migration failed: Invalid argument")
+        monitor = Monitor("t")
+        await monitor.connect(sock, timeout=5, alive=lambda: True)
+        with pytest.raises(QemuFailed, match="QEMU exited while loading the saved memory"):
+            await migration.load_memory(monitor, stream, alive=lambda: not fake.exited)
+        assert fake.exited
         await monitor.close()
 
 

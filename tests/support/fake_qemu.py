@@ -59,6 +59,7 @@ async def run(argv: list[str]) -> int:
     fake = FakeQMPServer(
         qmp_path,
         paused="-S" in argv,
+        incoming="-incoming" in argv,  # hangar passes -incoming defer only
         guest_obeys_powerdown=os.environ.get("FAKE_QEMU_POWERDOWN") != "ignore",
     )
     await fake.start()

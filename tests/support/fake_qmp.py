@@ -16,7 +16,9 @@ Behind the socket it emulates the run state of one VM::
 
 Tests drive it (``fail_next``, ``hang_next``, ``emit_event``, ``crash``,
 ``guest_shutdown``) and assert on what it received (``commands``) and sent
-(``events``). Usage::
+(``events``). It also emulates device unplug (``devices``, DEVICE_DELETED), block
+jobs (``jobs``, JOB_STATUS_CHANGE) and saving by migration (``migration``,
+MIGRATION): see fake_qmp_devices.py. Usage::
 
     async with FakeQMPServer(path, paused=True) as fake:
         ...  # connect a client to `path`
@@ -40,13 +42,20 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-RunStatus = Literal["prelaunch", "running", "paused", "shutdown"]
+from tests.support.fake_qmp_devices import (
+    Devices,
+    Jobs,
+    Migration,
+    QMPCommandError,
+)
+
+RunStatus = Literal["prelaunch", "running", "paused", "shutdown", "postmigrate", "inmigrate"]
 
 #: A custom command handler: gets the command's arguments, returns the value
 #: for ``"return"`` (or an awaitable of it), or raises `QMPCommandError`.
@@ -70,7 +79,38 @@ _BUILTIN_ARGS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "human-monitor-command": (frozenset({"command-line"}), frozenset({"cpu-index"})),
     # QEMU 7.1+: format png.
     "screendump": (frozenset({"filename"}), frozenset({"device", "head", "format"})),
+    # device_add takes the driver's properties too: checked by Devices.add.
+    "device_del": (frozenset({"id"}), frozenset()),
+    "blockdev-backup": (
+        frozenset({"device", "target", "sync"}),
+        frozenset(
+            {
+                "job-id",
+                "speed",
+                "bitmap",
+                "bitmap-mode",
+                "compress",
+                "on-source-error",
+                "on-target-error",
+                "auto-finalize",
+                "auto-dismiss",
+                "filter-node-name",
+                "x-perf",
+            }
+        ),
+    ),
+    "query-jobs": (frozenset(), frozenset()),
+    "job-cancel": (frozenset({"id"}), frozenset()),
+    "job-dismiss": (frozenset({"id"}), frozenset()),
+    "getfd": (frozenset({"fdname"}), frozenset()),
+    "migrate-set-capabilities": (frozenset({"capabilities"}), frozenset()),
+    "migrate": (frozenset({"uri"}), frozenset({"blk", "inc", "detach", "resume"})),
+    "migrate-incoming": (frozenset({"uri"}), frozenset()),
+    "migrate_cancel": (frozenset(), frozenset()),
+    "query-migrate": (frozenset(), frozenset()),
 }
+# Commands whose arguments their emulation checks itself.
+_OPEN_ARGS = frozenset({"device_add", "migrate-set-parameters"})
 
 
 def _png(width: int, height: int, rows: list[bytes]) -> bytes:
@@ -89,15 +129,6 @@ def _png(width: int, height: int, rows: list[bytes]) -> bytes:
 
 
 TINY_PNG = _png(2, 1, [b"\x00\xff"])
-
-
-class QMPCommandError(Exception):
-    """Raised by a handler to answer ``{"error": {"class": ..., "desc": ...}}``."""
-
-    def __init__(self, error_class: str, desc: str) -> None:
-        super().__init__(f"{error_class}: {desc}")
-        self.error_class = error_class
-        self.desc = desc
 
 
 @dataclass(frozen=True)
@@ -143,6 +174,8 @@ class FakeQMPServer:
         powerdown_delay: how long the obedient guest takes to shut down.
         no_shutdown: like ``qemu -no-shutdown``: a guest shutdown leaves the
             VM in ``shutdown`` state instead of ending the process.
+        incoming: like ``qemu -incoming defer``: the VM waits in ``inmigrate`` for
+            ``migrate-incoming`` to load it (then paused, with ``paused``).
         version: QEMU version (major, minor, micro) in greeting/query-version.
         package: QEMU package string in greeting/query-version.
     """
@@ -155,6 +188,7 @@ class FakeQMPServer:
         guest_obeys_powerdown: bool = True,
         powerdown_delay: float = 0.05,
         no_shutdown: bool = False,
+        incoming: bool = False,
         version: tuple[int, int, int] = (7, 2, 0),
         package: str = _DEFAULT_PACKAGE,
     ) -> None:
@@ -173,7 +207,12 @@ class FakeQMPServer:
         self.handler_errors: list[BaseException] = []
         #: Output for ``human-monitor-command`` command lines, set by tests.
         self.hmp_outputs: dict[str, str] = {}
+        #: Forwards added with HMP hostfwd_add: (netdev, PROTO:HOSTADDR:HOSTPORT).
+        self.hostfwds: set[tuple[str, str]] = set()
         self._status: RunStatus = "prelaunch" if paused else "running"
+        self._autostart = not paused
+        if incoming:
+            self._status = "inmigrate"
         self._handlers: dict[str, Handler] = {}
         self._injected = _Injected()
         self._server: asyncio.Server | None = None
@@ -187,6 +226,14 @@ class FakeQMPServer:
         self._exited = False
         self._crashed = False
         self._changed = asyncio.Event()
+        #: Device unplug: ``devices.devices`` (id -> driver), ``devices.unplug_delay``.
+        self.devices = Devices(self.emit_event, self._spawn)
+        #: Block jobs: ``jobs.hold_jobs``, ``jobs.finish_job``, ``jobs.fail_next_job``.
+        self.jobs = Jobs(self.emit_event, self._spawn)
+        #: Migration: ``hold_migration``, ``finish_migration``, ``fail_next_migration``.
+        self.migration = Migration(
+            self.emit_event, self._spawn, self._migrated, self._loaded if incoming else None
+        )
 
     # -- lifecycle -------------------------------------------------------
 
@@ -498,6 +545,8 @@ class FakeQMPServer:
             if inspect.isawaitable(result):
                 result = await result
             return result
+        if name in _OPEN_ARGS:
+            return self._open_command(name, args)
         if name not in _BUILTIN_ARGS:
             raise QMPCommandError("CommandNotFound", f"The command {name} has not been found")
         required, optional = _BUILTIN_ARGS[name]
@@ -510,6 +559,46 @@ class FakeQMPServer:
         return getattr(self, "_cmd_" + name.replace("-", "_"))(session, args)
 
     # -- built-in commands ---------------------------------------------------
+
+    def _open_command(self, name: str, args: dict[str, Any]) -> Any:
+        if name == "device_add":
+            if "driver" not in args:
+                raise QMPCommandError("GenericError", "Parameter 'driver' is missing")
+            return self.devices.add(args)
+        return self.migration.set_parameters(args)
+
+    def _cmd_device_del(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.devices.delete(args)
+
+    def _cmd_blockdev_backup(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.jobs.backup(args)
+
+    def _cmd_query_jobs(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.jobs.query(args)
+
+    def _cmd_job_cancel(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.jobs.cancel(args)
+
+    def _cmd_job_dismiss(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.jobs.dismiss(args)
+
+    def _cmd_getfd(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.getfd(args)
+
+    def _cmd_migrate_set_capabilities(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.set_capabilities(args)
+
+    def _cmd_migrate(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.migrate(args)
+
+    def _cmd_migrate_incoming(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.incoming(args)
+
+    def _cmd_migrate_cancel(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.cancel(args)
+
+    def _cmd_query_migrate(self, session: _Session, args: dict[str, Any]) -> Any:
+        return self.migration.query(args)
 
     def _cmd_qmp_capabilities(self, session: _Session, args: dict[str, Any]) -> Any:
         enable = args.get("enable", [])
@@ -530,7 +619,7 @@ class FakeQMPServer:
         return self._version()
 
     def _cmd_query_commands(self, session: _Session, args: dict[str, Any]) -> Any:
-        names = sorted(set(_BUILTIN_ARGS) | set(self._handlers))
+        names = sorted(set(_BUILTIN_ARGS) | _OPEN_ARGS | set(self._handlers))
         return [{"name": n} for n in names]
 
     def _cmd_stop(self, session: _Session, args: dict[str, Any]) -> Any:
@@ -596,10 +685,48 @@ class FakeQMPServer:
         if line == "info version":
             major, minor, micro = self.version
             return f"{major}.{minor}.{micro} ({self.package})\r\n"
-        word = line.split()[0] if line else ""
+        words = line.split()
+        if words[:1] == ["hostfwd_add"] and len(words) == 3:
+            return self._hostfwd_add(words[1], words[2])
+        if words[:1] == ["hostfwd_remove"] and len(words) == 3:
+            # QEMU 7.2 prints the outcome either way.
+            found = (words[1], words[2]) in self.hostfwds
+            self.hostfwds.discard((words[1], words[2]))
+            return f"host forwarding rule for {words[2]} {'removed' if found else 'not found'}\r\n"
+        word = words[0] if words else ""
         return f"unknown command: '{word}'\r\n"
 
+    def _hostfwd_add(self, netdev: str, rule: str) -> str:
+        # Silent on success; a host port already forwarded cannot be bound again.
+        host = rule.split("-", 1)[0]
+        if (netdev, host) in self.hostfwds:
+            return f"Could not set up host forwarding rule '{rule}'\r\n"
+        self.hostfwds.add((netdev, host))
+        return ""
+
     # -- internals -----------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (a guest ack, a job, a migration) beside the session."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _loaded(self, ok: bool) -> None:
+        if not ok:
+            self._exit()  # QEMU 7.2 exits when an incoming migration fails
+        elif self._autostart:
+            self.emit_event("RESUME")
+            self._set_status("running")
+        else:
+            self._set_status("paused")
+
+    def _migrated(self) -> None:
+        # QEMU stops a running source VM at the end; either way it is 'postmigrate'.
+        if self.running:
+            self._stop_guest_timer()
+            self.emit_event("STOP")
+        self._set_status("postmigrate")
 
     def _version(self) -> dict[str, Any]:
         major, minor, micro = self.version

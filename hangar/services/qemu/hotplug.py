@@ -2,12 +2,13 @@
 PCIe root port, and back.
 
 Unplugging needs the guest's cooperation: ``device_del`` asks it to release
-the device, and the block nodes can only go once it has.
+the device, and the block nodes (or the tap) can only go once it has. QEMU says so
+with a DEVICE_DELETED event carrying the device's id; it sends it when the device
+object is finalized, after its properties (the drive, the netdev) were released.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from hangar.errors import Conflict, QemuFailed
@@ -51,23 +52,26 @@ async def plug(monitor: Monitor, config: VMConfig, disk: DataDisk) -> None:
 async def unplug(monitor: Monitor, disk: DataDisk) -> None:
     """Ask the guest to release the device, wait until it has, then close the nodes."""
     node = data_disk_node(disk)
-    await monitor.execute("device_del", {"id": node})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + UNPLUG_TIMEOUT
-    while True:
-        try:
-            # Fails while the device still holds the node: the guest has not let go.
-            await monitor.execute("blockdev-del", {"node-name": node})
-            break
-        except QemuFailed:
-            if loop.time() > deadline:
-                raise Conflict(
-                    f"the guest did not release volume device {node} in {UNPLUG_TIMEOUT:g} s",
-                    hint="the volume stays attached; unmount it in the guest and try again, "
-                    "or stop the VM and detach it then",
-                ) from None
-            await asyncio.sleep(0.1)
+    if not await _device_del(monitor, node):
+        raise Conflict(
+            f"the guest did not release volume device {node} in {UNPLUG_TIMEOUT:g} s",
+            hint="the volume stays attached; unmount it in the guest and try again, "
+            "or stop the VM and detach it then",
+        )
+    await monitor.execute("blockdev-del", {"node-name": node})
     await monitor.execute("blockdev-del", {"node-name": f"{node}-file"})
+
+
+async def _device_del(monitor: Monitor, device: str) -> bool:
+    """``device_del``, then wait for QEMU's DEVICE_DELETED of ``device``; False if the
+    guest did not let go in UNPLUG_TIMEOUT (the device stays, the request pending).
+
+    Only the device's own event names it: a virtio-pci device's backend child is
+    deleted first, with a path and no ``device``.
+    """
+    async with monitor.expect("DEVICE_DELETED", lambda data: data.get("device") == device) as gone:
+        await monitor.execute("device_del", {"id": device})
+        return await gone.get(UNPLUG_TIMEOUT) is not None
 
 
 async def plug_nic(monitor: Monitor, config: VMConfig, index: int, nic: NicConfig) -> None:
@@ -85,19 +89,9 @@ async def plug_nic(monitor: Monitor, config: VMConfig, index: int, nic: NicConfi
 async def unplug_nic(monitor: Monitor, config: VMConfig, index: int, nic: NicConfig) -> None:
     """Ask the guest to release the NIC, wait until the device is gone, close the tap."""
     device = nic_device(config, index, nic)
-    await monitor.execute("device_del", {"id": device["id"]})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + UNPLUG_TIMEOUT
-    path = f"/machine/peripheral/{device['id']}"
-    while True:
-        try:
-            await monitor.execute("qom-get", {"path": path, "property": "type"})
-        except QemuFailed:
-            break  # the device is gone: the guest let go
-        if loop.time() > deadline:
-            raise Conflict(
-                f"the guest did not release NIC {device['id']} in {UNPLUG_TIMEOUT:g} s",
-                hint="the NIC stays attached; stop the VM and detach it then",
-            )
-        await asyncio.sleep(0.1)
+    if not await _device_del(monitor, device["id"]):
+        raise Conflict(
+            f"the guest did not release NIC {device['id']} in {UNPLUG_TIMEOUT:g} s",
+            hint="the NIC stays attached; stop the VM and detach it then",
+        )
     await monitor.execute("netdev_del", {"id": device["netdev"]})

@@ -18,9 +18,13 @@ from typing import Any
 
 from hangar.errors import QemuFailed
 from hangar.node.base import SavedGuest as SavedGuest  # re-exported
-from hangar.services.qmp.monitor import Monitor
+from hangar.services.qmp.monitor import EventWaiter, Monitor
 
-POLL = 0.005
+# How often a running save's progress is read (query-migrate) and the caller may
+# cancel it; its end comes as a MIGRATION event.
+SAVE_PROGRESS = 0.1
+# How a migration ends (MigrationStatus in QEMU's QAPI schema).
+_ENDS = ("completed", "failed", "cancelled")
 # QEMU's default limit is 128 MiB/s, for a network; a local file takes all it can.
 UNLIMITED_BANDWIDTH = 1 << 40
 SAVE_TIMEOUT = 1800.0
@@ -96,6 +100,11 @@ async def save_memory(
     ``target`` removed.
     """
     await monitor.execute("migrate-set-parameters", {"max-bandwidth": UNLIMITED_BANDWIDTH})
+    # QEMU sends MIGRATION events (status changes) only with this capability on.
+    await monitor.execute(
+        "migrate-set-capabilities",
+        {"capabilities": [{"capability": "events", "state": True}]},
+    )
     if ram_in_file:
         await skip_shared_ram(monitor)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -105,26 +114,35 @@ async def save_memory(
             await monitor.send_fd(name, fd)
         finally:
             os.close(fd)  # QEMU holds its own copy
-        await monitor.execute("migrate", {"uri": f"fd:{name}"})
-        await _wait_saved(monitor, progress)
+        # Listening before the migration starts: a small one can end before the reply.
+        async with monitor.expect("MIGRATION", lambda d: d.get("status") in _ENDS) as end:
+            await monitor.execute("migrate", {"uri": f"fd:{name}"})
+            await _wait_saved(monitor, end, progress)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
 
 
-async def _wait_saved(monitor: Monitor, progress: Callable[[float], None] | None) -> None:
+async def _wait_saved(
+    monitor: Monitor, end: EventWaiter, progress: Callable[[float], None] | None
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SAVE_TIMEOUT
     while True:
-        info: dict[str, Any] = await monitor.execute("query-migrate")
-        status = info.get("status")
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
+        left = deadline - loop.time()
+        tick = left if progress is None else min(left, SAVE_PROGRESS)
+        ended = await end.get(max(tick, 0.0))
+        if ended is not None:
+            if ended["status"] == "completed":
+                return
+            # The event has no reason; query-migrate keeps the last one's.
+            info: dict[str, Any] = await monitor.execute("query-migrate")
             raise QemuFailed(
-                f"saving the VM's memory failed: {info.get('error-desc', status)}",
+                f"saving the VM's memory failed: {info.get('error-desc', ended['status'])}",
                 hint="see QEMU's log in the VM's folder",
             )
+        if progress is not None:
+            info = await monitor.execute("query-migrate")
         try:
             if progress is not None:
                 ram = info.get("ram") or {}
@@ -136,7 +154,6 @@ async def _wait_saved(monitor: Monitor, progress: Callable[[float], None] | None
         except BaseException:
             await monitor.execute("migrate_cancel")
             raise
-        await asyncio.sleep(POLL)
 
 
 async def load_memory(
@@ -149,30 +166,40 @@ async def load_memory(
     maps (argv.RamFile)."""
     if ram_in_file:
         await skip_shared_ram(monitor)
+    # The loading QEMU sends MIGRATION events too, with the capability on. Its
+    # 'completed' comes once the VM's run state is final (QEMU sets it after the
+    # run state, so that an observer may use the VM at once); a failed load makes
+    # QEMU 7.2 exit.
+    await monitor.execute(
+        "migrate-set-capabilities",
+        {"capabilities": [{"capability": "events", "state": True}]},
+    )
     fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     name = f"snap-{uuid.uuid4().hex[:8]}"
     try:
         await monitor.send_fd(name, fd)
     finally:
         os.close(fd)
-    await monitor.execute("migrate-incoming", {"uri": f"fd:{name}"})
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LOAD_TIMEOUT
-    while True:
-        if not alive():
-            raise QemuFailed("QEMU exited while loading the saved memory")
+    exited = "QEMU exited while loading the saved memory"
+    async with monitor.expect("MIGRATION", lambda d: d.get("status") in _ENDS) as end:
+        await monitor.execute("migrate-incoming", {"uri": f"fd:{name}"})
         try:
-            status = await monitor.status()
+            ended = await end.get(LOAD_TIMEOUT)
         except QemuFailed:
-            if not alive():
-                raise QemuFailed("QEMU exited while loading the saved memory") from None
-            raise
-        if status != "inmigrate":
-            if status != "paused":
-                raise QemuFailed(f"QEMU is '{status}' after loading the saved memory")
-            if ram_in_file:
-                await skip_shared_ram(monitor, False)
-            return
-        if loop.time() > deadline:
-            raise QemuFailed(f"loading the saved memory took over {LOAD_TIMEOUT:g} s")
-        await asyncio.sleep(POLL)
+            raise QemuFailed(exited) from None
+    if ended is None:
+        if not alive():
+            raise QemuFailed(exited)
+        raise QemuFailed(f"loading the saved memory took over {LOAD_TIMEOUT:g} s")
+    if ended["status"] != "completed" or not alive():
+        raise QemuFailed(exited)
+    try:
+        status = await monitor.status()
+    except QemuFailed:
+        if not alive():
+            raise QemuFailed(exited) from None
+        raise
+    if status != "paused":
+        raise QemuFailed(f"QEMU is '{status}' after loading the saved memory")
+    if ram_in_file:
+        await skip_shared_ram(monitor, False)

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp.message import Message
 
 from hangar.errors import QemuFailed
 from hangar.host.sockets import reachable_socket
@@ -22,6 +23,60 @@ from hangar.host.sockets import reachable_socket
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
+EventMatch = Callable[[Mapping[str, Any]], bool]
+
+
+def _data(event: Message) -> Mapping[str, Any]:
+    data = event.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+class EventWaiter:
+    """Events named ``name`` whose data ``match`` accepts, from the moment the waiter
+    was made (see :meth:`Monitor.expect`)."""
+
+    def __init__(self, client: QMPClient, name: str, match: EventMatch | None):
+        self.name = name
+        self._client = client
+        self.listener = EventListener(
+            name, None if match is None else (lambda event: match(_data(event)))
+        )
+
+    async def get(self, within: float) -> Mapping[str, Any] | None:
+        """The next such event's data, or None when none comes within ``within`` seconds.
+
+        Raises :class:`QemuFailed` when the connection ends first (QEMU exited): no
+        event can come then.
+        """
+        if not self.listener.empty():
+            return _data(await self.listener.get())
+        event = asyncio.ensure_future(self.listener.get())
+        gone = asyncio.ensure_future(self._gone())
+        try:
+            await asyncio.wait({event, gone}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (event, gone):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        if event.done() and not event.cancelled():
+            return _data(event.result())
+        if gone.done() and not gone.cancelled():
+            raise QemuFailed(f"QEMU exited while hangar waited for its {self.name} event")
+        return None
+
+    async def wait(self, timeout: float) -> Mapping[str, Any]:
+        """The next such event's data; :class:`QemuFailed` naming the event when none
+        comes within ``timeout`` seconds or QEMU exits first."""
+        data = await self.get(timeout)
+        if data is None:
+            raise QemuFailed(f"QEMU sent no {self.name} event in {timeout:g} s")
+        return data
+
+    async def _gone(self) -> None:
+        while self._client.runstate == Runstate.RUNNING:
+            await self._client.runstate_changed()
 
 
 class Monitor:
@@ -65,6 +120,28 @@ class Monitor:
 
         self._handler = handler
         self._events_task = asyncio.create_task(pump())
+
+    @contextlib.asynccontextmanager
+    async def expect(
+        self, name: str, match: EventMatch | None = None
+    ) -> AsyncIterator[EventWaiter]:
+        """Wait for QEMU's event ``name`` (with data ``match`` accepts) caused by what the
+        block sends::
+
+            async with monitor.expect("DEVICE_DELETED", lambda d: d.get("device") == i) as gone:
+                await monitor.execute("device_del", {"id": i})
+                await gone.wait(20)
+
+        The waiter listens from the start of the block, before the command is sent,
+        so an event QEMU sends before (or with) the command's reply is not missed.
+        It sees events beside the handler of :meth:`on_event`, which gets them too.
+        """
+        waiter = EventWaiter(self._client, name, match)
+        self._client.register_listener(waiter.listener)
+        try:
+            yield waiter
+        finally:
+            self._client.remove_listener(waiter.listener)
 
     async def _deliver(self, event: Mapping[str, Any]) -> None:
         if self._handler is None:

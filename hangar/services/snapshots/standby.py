@@ -38,7 +38,8 @@ from hangar.errors import HangarError, InvalidInput, NotFound, QemuFailed
 from hangar.services import ports
 from hangar.services.guest_files import SSH_PORT
 from hangar.services.lifecycle import PowerState
-from hangar.services.qemu.argv import hostfwd_rule, nic_device
+from hangar.services.qemu.argv import nic_device
+from hangar.services.qmp import hmp
 from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
 from hangar.spec.image import MAX_STANDBY, ImageManifest, WarmState
@@ -48,7 +49,6 @@ from hangar.state.projects import ProjectRepository
 
 if TYPE_CHECKING:
     from hangar.services.snapshots.warm import WarmService
-    from hangar.services.supervisor import Runtime
     from hangar.services.vms import VMService, VMView
 
 log = logging.getLogger(__name__)
@@ -310,12 +310,14 @@ class StandbyPool:
                     if release is not None:
                         await release()
                     raise
-            forwarded: list[str] = []
+            forwarded: list[tuple[str, PortForward]] = []
             try:
                 for i, fwd in added:
-                    add, remove = _hostfwd(config, i, fwd)
-                    await _hmp(runtime, f"hostfwd_add {add}")
-                    forwarded.append(remove)
+                    netdev = nic_device(config, i, config.nics[i])["netdev"]
+                    await hmp.hostfwd_add(
+                        runtime.monitor, netdev, fwd, config.nics[i].address or None
+                    )
+                    forwarded.append((netdev, fwd))
                 if config.cloud_init is not None:
                     macs = [nic.mac for nic in config.nics]
                     seed = render_seed(config.cloud_init, config.id, macs)
@@ -324,9 +326,9 @@ class StandbyPool:
                 await identity.rename(entry.port, request.name, entry.mac)
             except BaseException as exc:
                 vms.repo.move(entry.vm_id, PROJECT, record.config)  # then discarded
-                for remove in forwarded:
+                for netdev, fwd in forwarded:
                     with contextlib.suppress(HangarError):
-                        await _hmp(runtime, f"hostfwd_remove {remove}")
+                        await hmp.hostfwd_remove(runtime.monitor, netdev, fwd)
                 if isinstance(exc, HangarError):
                     raise _Unclaimable(exc.message) from exc
                 if isinstance(exc, Exception):
@@ -368,23 +370,6 @@ def _claimed(config: VMConfig, request: VMCreate) -> VMConfig:
         for i, nic in enumerate(config.nics)
     )
     return config.model_copy(update={"name": request.name, "cloud_init": cloud_init, "nics": nics})
-
-
-def _hostfwd(config: VMConfig, index: int, fwd: PortForward) -> tuple[str, str]:
-    """HMP's hostfwd_add and hostfwd_remove arguments for ``fwd`` on NIC ``index``
-    (QEMU 7.2 has them in HMP only)."""
-    nic = config.nics[index]
-    netdev = nic_device(config, index, nic)["netdev"]
-    host = f"{fwd.protocol}:{fwd.host_address}:{fwd.host_port}"
-    return f"{netdev} {hostfwd_rule(nic, fwd)}", f"{netdev} {host}"
-
-
-async def _hmp(runtime: Runtime, command: str) -> None:
-    """Run an HMP command; raise :class:`QemuFailed` with what it printed, if anything
-    (HMP reports errors as text, not as QMP errors)."""
-    said = await runtime.monitor.execute("human-monitor-command", {"command-line": command})
-    if str(said or "").strip():
-        raise QemuFailed(f"QEMU refused '{command}': {str(said).strip()}")
 
 
 async def warm_up_sshd(view: VMView, folder: Path) -> None:
