@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Protocol
 
 from hangar.services.lifecycle import PowerState
+from hangar.services.qemu.argv import HOTPLUG_PORTS
 from hangar.spec.image import ImageManifest
-from hangar.spec.vm import NicConfig, VMConfig
+from hangar.spec.vm import DataDisk, NicConfig, VMConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Capabilities:
     # Devices (NICs, disks) plugged into and out of a running guest: q35's PCIe root
     # ports take them; microvm's virtio-mmio devices exist only from the start.
     hotplug: bool
+    # How many volumes it takes, each in a slot of its own (q35: a PCIe root port).
+    disk_slots: int
     # The guest reseeds its kernel's CRNG by itself when a saved guest of it is loaded
     # (QEMU's vmgenid: q35's ACPI tables carry it, QEMU 7.2's microvm ones do not).
     reseeds_on_load: bool
@@ -40,7 +43,9 @@ class Capabilities:
 def capabilities(config: VMConfig) -> Capabilities:
     """The capabilities of a VM of ``config`` on any Node of this hangar. Pure."""
     q35 = config.machine == "q35"
-    return Capabilities(hotplug=q35, reseeds_on_load=q35 and config.entropy)
+    return Capabilities(
+        hotplug=q35, disk_slots=HOTPLUG_PORTS, reseeds_on_load=q35 and config.entropy
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,52 @@ class Node(abc.ABC):
     @abc.abstractmethod
     async def unplug_nic(self, vm_id: str, config: VMConfig, position: int, nic: NicConfig) -> None:
         """Unplug a NIC from the running VM; returns once the guest let go of it."""
+
+    @abc.abstractmethod
+    async def plug_disk(self, vm_id: str, config: VMConfig, disk: DataDisk) -> None:
+        """Hot-plug volume ``disk`` (already in ``config.data_disks``) into the running VM."""
+
+    @abc.abstractmethod
+    async def unplug_disk(self, vm_id: str, disk: DataDisk) -> None:
+        """Unplug a volume from the running VM; returns once the guest let go of it."""
+
+    @abc.abstractmethod
+    async def resize_disk(self, vm_id: str, size: int, disk: DataDisk | None = None) -> None:
+        """Grow a running VM's root disk (``disk`` None) or volume ``disk`` to ``size``
+        bytes; the guest sees the new size at once."""
+
+    @abc.abstractmethod
+    async def make_image(self, path: Path, fmt: str, size: int) -> None:
+        """An empty disk image file of ``size`` bytes (a volume's) on this Node."""
+
+    @abc.abstractmethod
+    async def resize_image(self, path: Path, fmt: str, size: int) -> None:
+        """Grow a disk image file no QEMU has open (a stopped VM's disk, a volume)."""
+
+    @abc.abstractmethod
+    async def copy_root_disk(
+        self,
+        config: VMConfig,
+        target: Path,
+        *,
+        full: bool,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        """Copy the VM's root disk, as of now, into the new qcow2 file ``target``: of a
+        running or paused VM without stopping it, of a stopped one from its file.
+        ``full``: an independent copy; else one hanging from the image's disk."""
+
+    @abc.abstractmethod
+    async def resize_root_image(self, config: VMConfig, size: int) -> None:
+        """Grow the root disk of a VM that is not running (its QEMU has it not open)."""
+
+    @abc.abstractmethod
+    async def screenshot(self, vm_id: str) -> bytes:
+        """The running VM's screen as PNG bytes."""
+
+    @abc.abstractmethod
+    async def open_display(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the running VM's display (VNC; OSError if it does not answer)."""
 
     @abc.abstractmethod
     def pin_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:

@@ -13,9 +13,11 @@ import contextlib
 import logging
 import os
 import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from hangar.errors import HangarError, QemuFailed
+from hangar.errors import Conflict, HangarError, QemuFailed
 from hangar.host.sockets import open_unix_connection, reachable_socket
 from hangar.node.base import (
     Gone,
@@ -32,13 +34,21 @@ from hangar.runner import CommandRunner
 from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu import confine, hotplug, img, layers, process, serial_log
-from hangar.services.qemu.argv import NIC_PORTS, RamFile, VMFiles, nic_slot, render_argv
+from hangar.services.qemu.argv import (
+    NIC_PORTS,
+    RamFile,
+    VMFiles,
+    data_disk_node,
+    nic_slot,
+    render_argv,
+)
 from hangar.services.qga.agent import GuestAgent
-from hangar.services.qmp.migration import load_memory
+from hangar.services.qmp.backup import backup
+from hangar.services.qmp.migration import load_memory, root_node
 from hangar.services.supervisor import Runtime, Supervisor
 from hangar.spec.host import HostFacts
 from hangar.spec.image import ImageManifest
-from hangar.spec.vm import NicConfig, VMConfig
+from hangar.spec.vm import DataDisk, NicConfig, VMConfig
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +164,98 @@ class LocalNode(Node):
     async def open_console(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to the VM's serial console; OSError when QEMU's does not answer."""
         return await open_unix_connection(self._live(vm_id).files.console_socket)
+
+    async def plug_disk(self, vm_id: str, config: VMConfig, disk: DataDisk) -> None:
+        await hotplug.plug(self._live(vm_id).monitor, config, disk)
+
+    async def unplug_disk(self, vm_id: str, disk: DataDisk) -> None:
+        await hotplug.unplug(self._live(vm_id).monitor, disk)
+
+    async def resize_disk(self, vm_id: str, size: int, disk: DataDisk | None = None) -> None:
+        monitor = self._live(vm_id).monitor
+        # The root disk's node is 'root' until a live snapshot, then its newest overlay.
+        node = data_disk_node(disk) if disk is not None else await root_node(monitor)
+        await monitor.execute("block_resize", {"node-name": node, "size": size})
+
+    async def make_image(self, path: Path, fmt: str, size: int) -> None:
+        await asyncio.to_thread(img.create, self.runner, path, fmt, size)
+
+    async def resize_image(self, path: Path, fmt: str, size: int) -> None:
+        await asyncio.to_thread(img.resize, self.runner, path, fmt, size)
+
+    async def copy_root_disk(
+        self,
+        config: VMConfig,
+        target: Path,
+        *,
+        full: bool,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        source = self.files(config).disk
+        runtime = self.supervisor.get(config.id)
+        state = await runtime.power_state() if runtime is not None else None
+        stopped = runtime is None
+        if stopped and full:
+            # The common case takes one qemu-img call, like copying by hand.
+            await asyncio.to_thread(
+                img.convert, self.runner, source, "qcow2", target, "qcow2", progress=progress
+            )
+            return
+        info = await asyncio.to_thread(img.info, self.runner, source, "qcow2")
+        backing_name = info.get("full-backing-filename")
+        backing = Path(str(backing_name)) if backing_name and not full else None
+        folder = self.files(config).dir
+        if backing is not None and backing.is_relative_to(folder):
+            # Snapshot layers stay with the source. A stopped source's copy hangs from
+            # the disk under them; a running one's holds everything (QEMU's backup job
+            # copies either the top layer alone or the whole disk).
+            backing = (
+                await asyncio.to_thread(_below_folder, self.runner, backing, folder)
+                if stopped
+                else None
+            )
+        if stopped:
+            # -B: only what differs from the image's disk goes into the copy.
+            await asyncio.to_thread(
+                img.convert,
+                self.runner,
+                source,
+                "qcow2",
+                target,
+                "qcow2",
+                backing=backing,
+                progress=progress,
+            )
+            return
+        assert runtime is not None
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):
+            raise Conflict(
+                f"cannot copy VM '{config.name}' while it is {state.value if state else 'gone'}",
+                hint="wait until it is running, paused or stopped",
+            )
+        size = int(info["virtual-size"])
+        if backing is not None:
+            await asyncio.to_thread(img.create_overlay, self.runner, backing, target, size)
+        else:
+            await asyncio.to_thread(img.create, self.runner, target, "qcow2", size)
+        await backup(runtime.monitor, target, sync="top" if backing else "full", progress=progress)
+
+    async def resize_root_image(self, config: VMConfig, size: int) -> None:
+        await self.resize_image(self.files(config).disk, "qcow2", size)
+
+    async def screenshot(self, vm_id: str) -> bytes:
+        runtime = self._live(vm_id)
+        # QEMU writes the file itself: into the VM's private runtime folder.
+        target = runtime.files.runtime / f"screen-{uuid.uuid4().hex[:8]}.png"
+        try:
+            await runtime.monitor.execute("screendump", {"filename": str(target), "format": "png"})
+            return await asyncio.to_thread(_read_no_follow, target)
+        finally:
+            with contextlib.suppress(OSError):
+                target.unlink()
+
+    async def open_display(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await open_unix_connection(self._live(vm_id).files.vnc_socket)
 
     def pin_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
         """On q35: the NICs with their slots (root ports) written down, so a later
@@ -343,3 +445,19 @@ class LocalNode(Node):
 
     async def _exited(self, runtime: Runtime, outcome: Outcome) -> None:
         await self._report_exit(runtime.vm_id, runtime.name, outcome)
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """Read a file QEMU wrote in its runtime folder, which its (sandboxed, possibly
+    compromised) uid may change: never through a symlink it put there."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
+def _below_folder(runner: CommandRunner, layer: Path, folder: Path) -> Path | None:
+    """The first file of ``layer``'s backing chain outside ``folder`` (the image's disk)."""
+    current: Path | None = layer
+    while current is not None and current.is_relative_to(folder):
+        current = img.backing_file(runner, current)
+    return current

@@ -20,12 +20,11 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from hangar.errors import Conflict, NextStep, NotFound, QemuFailed
+from hangar.errors import Conflict, NextStep, NotFound
 from hangar.names import check_name
 from hangar.node.files import link_boot_files
 from hangar.runner import CommandRunner
@@ -33,8 +32,6 @@ from hangar.services import guest_files
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
-from hangar.services.qmp.migration import root_node
-from hangar.services.qmp.monitor import EventWaiter, Monitor
 from hangar.services.storage.generalize import generalize
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
@@ -44,12 +41,10 @@ from hangar.spec.image import ImageDefaults, ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import VMConfig
-from hangar.state.vms import DEFAULT_PROJECT, VMRecord
+from hangar.state.vms import DEFAULT_PROJECT
 
 # How often a running copy's progress is read (query-jobs) and the caller may cancel
 # it; its end comes as an event.
-BACKUP_PROGRESS = 0.1
-BACKUP_TIMEOUT = 3600.0
 
 
 def copy_config(source: VMConfig, vm_id: str, name: str) -> VMConfig:
@@ -116,61 +111,12 @@ class CloneService:
                 )
                 target = self.vms.files(config).disk
                 async with self.vms.locks[record.id]:
-                    await self._copy_disk(record, target, full=full, progress=progress)
+                    percent = span(progress, f"copying the disk of '{record.name}'", 1, 98)
+                    await self.vms.node.copy_root_disk(
+                        record.config, target, full=full, progress=percent
+                    )
                 progress("registering the copy", percent=99)
                 return await self.vms.adopt_copy(config, start=start, project=project)
-
-    async def _copy_disk(
-        self, record: VMRecord, target: Path, *, full: bool, progress: Reporter
-    ) -> None:
-        source = self.vms.files(record.config).disk
-        percent = span(progress, f"copying the disk of '{record.name}'", 1, 98)
-        state = await self.vms.state_of(record)
-        runtime = self.vms.supervisor.get(record.id)
-        stopped = state in (PowerState.STOPPED, PowerState.CRASHED) or runtime is None
-        if stopped and full:
-            # The common case takes one qemu-img call, like copying by hand.
-            await asyncio.to_thread(
-                img.convert, self.runner, source, "qcow2", target, "qcow2", progress=percent
-            )
-            return
-        info = await asyncio.to_thread(img.info, self.runner, source, "qcow2")
-        backing_name = info.get("full-backing-filename")
-        backing = Path(str(backing_name)) if backing_name and not full else None
-        folder = self.vms.files(record.config).dir
-        if backing is not None and backing.is_relative_to(folder):
-            # Snapshot layers stay with the source. A stopped source's copy hangs from
-            # the disk under them; a running one's holds everything (QEMU's backup job
-            # copies either the top layer alone or the whole disk).
-            backing = (
-                await asyncio.to_thread(_below_folder, self.runner, backing, folder)
-                if stopped
-                else None
-            )
-        if stopped:
-            # -B: only what differs from the image's disk goes into the copy.
-            await asyncio.to_thread(
-                img.convert,
-                self.runner,
-                source,
-                "qcow2",
-                target,
-                "qcow2",
-                backing=backing,
-                progress=percent,
-            )
-            return
-        if state not in (PowerState.RUNNING, PowerState.PAUSED) or runtime is None:
-            raise Conflict(
-                f"cannot copy VM '{record.name}' while it is {state.value}",
-                hint="wait until it is running, paused or stopped",
-            )
-        size = int(info["virtual-size"])
-        if backing is not None:
-            await asyncio.to_thread(img.create_overlay, self.runner, backing, target, size)
-        else:
-            await asyncio.to_thread(img.create, self.runner, target, "qcow2", size)
-        await backup(runtime.monitor, target, sync="top" if backing else "full", progress=percent)
 
     async def publish(
         self, vm_name: str, template: str, *, project: str = DEFAULT_PROJECT
@@ -252,108 +198,3 @@ class CloneService:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return manifest
-
-
-def _below_folder(runner: CommandRunner, layer: Path, folder: Path) -> Path | None:
-    """The first file of ``layer``'s backing chain outside ``folder`` (the image's disk)."""
-    current: Path | None = layer
-    while current is not None and current.is_relative_to(folder):
-        current = img.backing_file(runner, current)
-    return current
-
-
-async def backup(
-    monitor: Monitor,
-    target: Path,
-    *,
-    sync: str,
-    progress: Callable[[float], None] | None = None,
-) -> None:
-    """Copy the running VM's root disk into the qcow2 ``target`` as of now (QMP backup job).
-
-    ``sync='full'`` copies every block; ``'top'`` only the overlay's own blocks
-    (``target`` is then an overlay of the same image). The target node is
-    always removed from QEMU again, whatever happens.
-    """
-    tag = uuid.uuid4().hex[:8]
-    node, job = f"copy-{tag}", f"copy-job-{tag}"
-    # Passed as a descriptor: a sandboxed QEMU cannot open the image store itself.
-    async with monitor.file_for_qemu(target) as filename:
-        await monitor.execute(
-            "blockdev-add",
-            {
-                "driver": "qcow2",
-                "node-name": node,
-                # No backing: QEMU must not open the image's disk a second time;
-                # blocks not in the copy are read from its backing file later.
-                "backing": None,
-                "file": {"driver": "file", "filename": filename},
-            },
-        )
-    try:
-        # Listening before the job starts: a small copy can conclude before the reply.
-        async with monitor.expect("JOB_STATUS_CHANGE", _concluded(job)) as concluded:
-            await monitor.execute(
-                "blockdev-backup",
-                {
-                    "job-id": job,
-                    "device": await root_node(monitor),  # 'root' until a live snapshot
-                    "target": node,
-                    "sync": sync,
-                    "auto-finalize": True,
-                    "auto-dismiss": False,
-                },
-            )
-            try:
-                await _wait_for_job(monitor, job, concluded, progress)
-            finally:
-                # A job that never concluded cannot be dismissed; QEMU drops it itself.
-                with contextlib.suppress(QemuFailed):
-                    await monitor.execute("job-dismiss", {"id": job})
-    finally:
-        await monitor.execute("blockdev-del", {"node-name": node})
-
-
-def _concluded(job: str) -> Callable[[Mapping[str, Any]], bool]:
-    """JOB_STATUS_CHANGE of ``job`` to its last state: ``concluded`` ends both a job
-    that finished (… waiting, pending, concluded) and one that failed or was
-    cancelled (… aborting, concluded)."""
-    return lambda data: data.get("id") == job and data.get("status") == "concluded"
-
-
-async def _wait_for_job(
-    monitor: Monitor,
-    job: str,
-    concluded: EventWaiter,
-    progress: Callable[[float], None] | None,
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BACKUP_TIMEOUT
-    while True:
-        left = deadline - loop.time()
-        tick = left if progress is None else min(left, BACKUP_PROGRESS)
-        if await concluded.get(max(tick, 0.0)) is not None:
-            break
-        if loop.time() > deadline:
-            await monitor.execute("job-cancel", {"id": job})
-            raise QemuFailed(f"copying the running disk took over {BACKUP_TIMEOUT:g} s")
-        mine = await _job_info(monitor, job)
-        total = int(mine.get("total-progress") or 0)
-        if progress is not None and total > 0:
-            try:
-                progress(100.0 * int(mine.get("current-progress") or 0) / total)
-            except BaseException:  # cancelled: stop QEMU's job too
-                await monitor.execute("job-cancel", {"id": job})
-                raise
-    # The event says that it ended, query-jobs whether it failed and why.
-    error = (await _job_info(monitor, job)).get("error")
-    if error:
-        raise QemuFailed(f"copying the running disk failed: {error}")
-
-
-async def _job_info(monitor: Monitor, job: str) -> dict[str, Any]:
-    jobs: list[dict[str, Any]] = await monitor.execute("query-jobs")
-    mine = [j for j in jobs if j.get("id") == job]
-    if not mine:
-        raise QemuFailed(f"QEMU lost the backup job {job}")
-    return mine[0]

@@ -6,17 +6,12 @@ Built on :class:`hangar.services.vms.VMService` (its records, files and agents).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import uuid
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from hangar.errors import Conflict, HangarError, StateConflict
-from hangar.host.sockets import open_unix_connection
 from hangar.services.lifecycle import PowerState
 from hangar.services.qga.agent import AgentUnavailable, reply_object, reply_text
 from hangar.services.qga.agent import ExecResult as ExecResult  # the view of a run, re-exported
@@ -111,17 +106,9 @@ class GuestService:
     async def screenshot(self, name: str, project: str = DEFAULT_PROJECT) -> bytes:
         """The guest's screen as PNG (QMP screendump, QEMU >= 7.1)."""
         record = await self._with_display(name, project, "take a screenshot of")
-        runtime = self.vms.supervisor.get(record.id)
-        if runtime is None:
+        if not self.vms.node.is_running(record.id):
             raise StateConflict(name, "take a screenshot of", "stopped", ["running", "paused"])
-        # QEMU writes the file itself: into the VM's private runtime folder.
-        target = self.vms.files(record.config).runtime / f"screen-{uuid.uuid4().hex[:8]}.png"
-        try:
-            await runtime.monitor.execute("screendump", {"filename": str(target), "format": "png"})
-            data = await asyncio.to_thread(_read_no_follow, target)
-        finally:
-            with contextlib.suppress(OSError):
-                target.unlink()
+        data = await self.vms.node.screenshot(record.id)
         if not data.startswith(PNG_MAGIC):
             raise AgentUnavailable(f"QEMU's screendump of '{name}' is not a PNG")
         return data
@@ -132,7 +119,7 @@ class GuestService:
         """A connection to QEMU's VNC server of a running or paused VM with a display.
         Raises :class:`OSError` when QEMU's socket does not answer."""
         record = await self._with_display(name, project, "open the display of")
-        return await open_unix_connection(self.vms.files(record.config).vnc_socket)
+        return await self.vms.node.open_display(record.id)
 
     async def _with_display(self, name: str, project: str, action: str) -> VMRecord:
         """VM ``name``, if it runs (or is paused) and has a display."""
@@ -165,11 +152,3 @@ def parse_addresses(nics: Any) -> list[GuestAddress]:
                 )
             )
     return found
-
-
-def _read_no_follow(path: Path) -> bytes:
-    """Read a file QEMU wrote in its runtime folder, which its (sandboxed, possibly
-    compromised) uid may change: never through a symlink it put there."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as fh:
-        return fh.read()

@@ -15,7 +15,6 @@ from pydantic import BaseModel
 from hangar.errors import Conflict, InvalidInput, NotFound
 from hangar.names import check_name
 from hangar.runner import CommandRunner
-from hangar.services.clones import backup
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
@@ -172,8 +171,10 @@ class TransferService:
             config = record.config
             async with self.vms.locks[record.id]:
                 state = await self.vms.state_of(record)
-                runtime = self.vms.supervisor.get(record.id)
-                live = state in (PowerState.RUNNING, PowerState.PAUSED) and runtime is not None
+                live = state in (
+                    PowerState.RUNNING,
+                    PowerState.PAUSED,
+                ) and self.vms.node.is_running(record.id)
                 if not live and state not in (PowerState.STOPPED, PowerState.CRASHED):
                     raise Conflict(
                         f"cannot export VM '{source}' while it is {state.value}",
@@ -189,15 +190,12 @@ class TransferService:
                 disk = self.vms.files(config).disk
                 snapshot = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.snapshot"
                 try:
-                    if live and runtime is not None:
+                    if live:
                         # One point in time, without stopping the VM (as 'copy' does).
-                        await asyncio.to_thread(
-                            img.create, self.runner, snapshot, "qcow2", config.disk_size
-                        )
-                        await backup(
-                            runtime.monitor,
+                        await self.vms.node.copy_root_disk(
+                            config,
                             snapshot,
-                            sync="full",
+                            full=True,
                             progress=span(progress, "copying the running disk", 0, 50),
                         )
                         disk = snapshot

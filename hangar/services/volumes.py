@@ -27,10 +27,6 @@ from hangar.names import check_name, check_project, member
 from hangar.paths import Paths
 from hangar.runner import CommandRunner
 from hangar.services.lifecycle import PowerState
-from hangar.services.qemu import hotplug, img
-from hangar.services.qemu.argv import HOTPLUG_PORTS, data_disk_node
-from hangar.services.qmp.migration import root_node
-from hangar.services.supervisor import Runtime
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.units import format_size
@@ -211,7 +207,7 @@ class StorageService:
                     undo.push("remove project folder", lambda: path.parent.rmdir())
                 # Pushed after: a qemu-img that fails halfway may leave a partial file.
                 undo.push("remove volume file", lambda: path.unlink(missing_ok=True))
-                await asyncio.to_thread(img.create, self.runner, path, fmt, size)
+                await self.vms.node.make_image(path, fmt, size)
                 self.volumes.insert(record)
         return self._volume_view(record)
 
@@ -245,15 +241,12 @@ class StorageService:
         async with self.vms.locks[ProjectKey(project)]:
             self._check_quota(project, size - volume.size)
         record = self.vms.repo.by_id(volume.vm_id) if volume.vm_id else None
-        runtime = self.vms.supervisor.get(record.id) if record else None
-        if record is not None and runtime is not None:
+        if record is not None and self.vms.node.is_running(record.id):
             async with self.vms.locks[record.id]:
                 disk = next(d for d in record.config.data_disks if d.volume == volume.id)
-                await runtime.monitor.execute(
-                    "block_resize", {"node-name": data_disk_node(disk), "size": size}
-                )
+                await self.vms.node.resize_disk(record.id, size, disk)
         else:
-            await asyncio.to_thread(img.resize, self.runner, path, volume.format, size)
+            await self.vms.node.resize_image(path, volume.format, size)
         self.volumes.set_size(volume.id, size)
         return self.get_volume(name, project)
 
@@ -273,7 +266,8 @@ class StorageService:
                 )
             config = record.config
             used = {d.slot for d in config.data_disks}
-            free = [s for s in range(HOTPLUG_PORTS) if s not in used]
+            slots = self.vms.node.capabilities(config).disk_slots
+            free = [s for s in range(slots) if s not in used]
             if not free:
                 raise ResourceLimit(
                     f"VM '{vm_name}' has {len(used)} volumes attached, the most it can take",
@@ -284,9 +278,8 @@ class StorageService:
                 {"volume": volume.id, "path": str(path), "format": volume.format, "slot": free[0]}
             )
             config = config.model_copy(update={"data_disks": (*config.data_disks, disk)})
-            runtime = await self._live_runtime(record, "attach a volume to")
-            if runtime is not None:
-                await hotplug.plug(runtime.monitor, config, disk)
+            if await self._live(record, "attach a volume to"):
+                await self.vms.node.plug_disk(record.id, config, disk)
             self.vms.repo.set_config(config)
             self.volumes.set_vm(volume.id, record.id)
         return self.get_volume(name, project)
@@ -302,26 +295,27 @@ class StorageService:
                 action=NextStep.LIST_VOLUMES,
             )
         async with self._lock, self.vms.locks[record.id]:
-            runtime = await self._live_runtime(record, "detach a volume from")
+            live = await self._live(record, "detach a volume from")
             (disk,) = [d for d in record.config.data_disks if d.volume == volume.id]
-            if runtime is not None:
-                await hotplug.unplug(runtime.monitor, disk)
+            if live:
+                await self.vms.node.unplug_disk(record.id, disk)
             disks = tuple(d for d in record.config.data_disks if d.volume != volume.id)
             self.vms.repo.set_config(record.config.model_copy(update={"data_disks": disks}))
             self.volumes.set_vm(volume.id, None)
         return self.get_volume(name, project)
 
-    async def _live_runtime(self, record: VMRecord, action: str) -> Runtime | None:
-        """None for a stopped VM; the runtime of a running q35 VM; refused otherwise."""
+    async def _live(self, record: VMRecord, action: str) -> bool:
+        """False for a stopped VM; True for a running VM that takes hotplug; refused
+        otherwise."""
         state = await self.vms.state_of(record)
         if state in STOPPED:
-            return None
-        runtime = self.vms.supervisor.get(record.id)
-        if state in LIVE and runtime is not None and record.config.machine == "q35":
-            return runtime
+            return False
+        hotplug = self.vms.node.capabilities(record.config).hotplug
+        if state in LIVE and self.vms.node.is_running(record.id) and hotplug:
+            return True
         why = (
-            "its machine (microvm, virtio-mmio) has no hotplug bus"
-            if record.config.machine == "microvm"
+            f"its machine ({record.config.machine}, virtio-mmio) has no hotplug bus"
+            if not hotplug
             else f"it is {state.value}"
         )
         raise Conflict(
@@ -348,13 +342,10 @@ class StorageService:
             self._check_quota(project, size - config.disk_size)
         async with self.vms.locks[record.id]:
             state = await self.vms.state_of(record)
-            runtime = self.vms.supervisor.get(record.id)
-            if state in LIVE and runtime is not None:
-                node = await root_node(runtime.monitor)  # 'root' until a live snapshot
-                await runtime.monitor.execute("block_resize", {"node-name": node, "size": size})
+            if state in LIVE and self.vms.node.is_running(record.id):
+                await self.vms.node.resize_disk(record.id, size)
             elif state in STOPPED:
-                disk = self.vms.files(config).disk
-                await asyncio.to_thread(img.resize, self.runner, disk, "qcow2", size)
+                await self.vms.node.resize_root_image(config, size)
             else:
                 raise Conflict(
                     f"cannot resize VM '{vm_name}' while it is {state.value}",

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from hangar.errors import Conflict, QemuFailed
-from hangar.services import clones
 from hangar.services.qemu import hotplug
 from hangar.services.qemu.argv import nic_device
-from hangar.services.qmp import hmp
+from hangar.services.qmp import backup, hmp
 from hangar.services.qmp.monitor import Monitor
 from hangar.spec.vm import DataDisk, PortForward
 from tests.support.factories import warm_state
@@ -162,7 +161,7 @@ async def test_a_disk_copy_waits_for_its_job_and_reports_progress(
     target = tmp_path / "copy.qcow2"
     target.touch()
     seen: list[float] = []
-    copying = asyncio.create_task(clones.backup(monitor, target, sync="full", progress=seen.append))
+    copying = asyncio.create_task(backup.backup(monitor, target, sync="full", progress=seen.append))
     await fake.wait_for_command("query-jobs")
     (job,) = fake.jobs.jobs
     fake.jobs.finish_job(job)
@@ -182,7 +181,7 @@ async def test_a_disk_copy_whose_job_aborts_reports_qemus_error(
     fake.jobs.fail_next_job("Could not write to the target: No space left on device")
     target = tmp_path / "copy.qcow2"
     target.touch()
-    copying = asyncio.create_task(clones.backup(monitor, target, sync="full"))
+    copying = asyncio.create_task(backup.backup(monitor, target, sync="full"))
     await fake.wait_for_command("blockdev-backup")
     await settled(monitor)
     (job,) = fake.jobs.jobs
@@ -209,7 +208,7 @@ async def test_a_cancelled_disk_copy_cancels_its_job(
         raise asyncio.CancelledError
 
     with pytest.raises(asyncio.CancelledError):
-        await clones.backup(monitor, target, sync="full", progress=cancelled)
+        await backup.backup(monitor, target, sync="full", progress=cancelled)
     assert "job-cancel" in fake.command_names()
     assert fake.jobs.jobs == {}
 

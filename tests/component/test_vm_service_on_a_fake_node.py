@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from hangar.errors import QemuFailed, StateConflict
+from hangar.errors import Conflict, QemuFailed, StateConflict
 from hangar.node.base import Gone, Outcome
 from hangar.paths import Paths
 from hangar.services.lifecycle import PowerState
 from hangar.services.storage.images import ImageStore
 from hangar.services.vms import VMService
+from hangar.services.volumes import StorageService
 from hangar.spec.vm import NicCreate, VMCreate
 from hangar.state.db import Database
 from hangar.state.vms import VMRepository
+from hangar.state.volumes import PoolRepository, VolumeRepository
 from tests.component.conftest import install_image
 from tests.support.factories import host_facts, tiny_manifest
 from tests.support.fake_node import FakeNode
@@ -116,3 +118,42 @@ async def test_delete_ends_the_qemu_and_removes_the_files(vms: VMService, node: 
     await vms.delete("web", force=True)
     assert node.vms == {} and node.files == set() and vms.repo.list() == []
     del view
+
+
+@pytest.fixture
+def storage(vms: VMService) -> StorageService:
+    db = vms.repo.db
+    service = StorageService(vms.paths, PoolRepository(db), VolumeRepository(db), vms, vms.runner)
+    service.ensure_default_pool()
+    return service
+
+
+async def test_volumes_are_plugged_by_the_node_where_the_machine_can(
+    vms: VMService, node: FakeNode, storage: StorageService
+) -> None:
+    q35 = await vms.create(VMCreate(name="big", image="tiny", machine="q35"))
+    micro = await vms.create(VMCreate(name="micro", image="tiny", machine="microvm"))
+    await storage.create_volume("data", 64 * 1024 * 1024)
+    await storage.create_volume("more", 64 * 1024 * 1024)
+    assert sorted(node.images.values()) == [64 * 1024 * 1024] * 2
+    attached = await storage.attach("data", "big")
+    volume_id = storage.volumes.get("data", "default").id
+    assert attached.vm == "big" and node.vms[q35.id].disks == [volume_id]
+    with pytest.raises(Conflict, match="no hotplug bus"):
+        await storage.attach("more", "micro")
+    assert node.vms[micro.id].disks == []
+    await storage.resize_volume("data", 128 * 1024 * 1024)
+    assert node.vms[q35.id].sizes == {volume_id: 128 * 1024 * 1024}
+    await storage.detach("data", "big")
+    assert node.vms[q35.id].disks == []
+
+
+async def test_a_root_disk_grows_live_or_offline_through_the_node(
+    vms: VMService, node: FakeNode, storage: StorageService
+) -> None:
+    view = await vms.create(VMCreate(name="web", image="tiny"))
+    await storage.resize_vm_disk("web", 4 << 30)
+    assert node.vms[view.id].sizes == {"root": 4 << 30}
+    await vms.stop("web")
+    await storage.resize_vm_disk("web", 5 << 30)
+    assert node.root_sizes == {view.id: 5 << 30}

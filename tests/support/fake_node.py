@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from hangar.node.base import (
 )
 from hangar.services.lifecycle import PowerState
 from hangar.spec.image import ImageManifest
-from hangar.spec.vm import NicConfig, VMConfig
+from hangar.spec.vm import DataDisk, NicConfig, VMConfig
 
 SLOTS = 8  # NIC slots of a hotplug-capable fake machine
 _pids = itertools.count(4000)
@@ -43,6 +44,8 @@ class FakeVM:
     started: float
     state: PowerState = PowerState.RUNNING
     nics: list[str] = field(default_factory=list)  # MACs, in plug order
+    disks: list[str] = field(default_factory=list)  # volume ids, in plug order
+    sizes: dict[str, int] = field(default_factory=dict)  # disk ("root" or volume) -> size
     memory: SavedGuest | None = None
 
 
@@ -55,6 +58,10 @@ class FakeNode(Node):
         self.ignores_acpi: set[str] = set()
         self.found: dict[str, PowerState | Gone] = {}
         self.starts: list[str] = []  # names, in start order
+        self.images: dict[Path, int] = {}  # image files made here -> size
+        # Root disk copies: (VM id, target, full, whether the VM was running).
+        self.copies: list[tuple[str, Path, bool, bool]] = []
+        self.root_sizes: dict[str, int] = {}  # VM id -> root disk size, grown offline
 
     def is_running(self, vm_id: str) -> bool:
         return vm_id in self.vms
@@ -112,6 +119,45 @@ class FakeNode(Node):
 
     async def unplug_nic(self, vm_id: str, config: VMConfig, position: int, nic: NicConfig) -> None:
         self._hotplug(vm_id, config).nics.remove(nic.mac)
+
+    async def plug_disk(self, vm_id: str, config: VMConfig, disk: DataDisk) -> None:
+        self._hotplug(vm_id, config).disks.append(disk.volume)
+
+    async def unplug_disk(self, vm_id: str, disk: DataDisk) -> None:
+        self._live(vm_id).disks.remove(disk.volume)
+
+    async def resize_disk(self, vm_id: str, size: int, disk: DataDisk | None = None) -> None:
+        self._live(vm_id).sizes[disk.volume if disk else "root"] = size
+
+    async def make_image(self, path: Path, fmt: str, size: int) -> None:
+        self.images[path] = size
+
+    async def resize_image(self, path: Path, fmt: str, size: int) -> None:
+        if path not in self.images:
+            raise QemuFailed(f"no image {path}")
+        self.images[path] = size
+
+    async def copy_root_disk(
+        self,
+        config: VMConfig,
+        target: Path,
+        *,
+        full: bool,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.copies.append((config.id, target, full, config.id in self.vms))
+
+    async def resize_root_image(self, config: VMConfig, size: int) -> None:
+        if config.id in self.vms:
+            raise QemuFailed("the root disk is open by the VM's QEMU")
+        self.root_sizes[config.id] = size
+
+    async def screenshot(self, vm_id: str) -> bytes:
+        self._live(vm_id)
+        return b"\x89PNG\r\n\x1a\nfake"
+
+    async def open_display(self, vm_id: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        raise OSError("a fake node has no displays")
 
     def pin_nics(self, config: VMConfig) -> tuple[tuple[NicConfig, ...], int | None]:
         if not self.capabilities(config).hotplug:

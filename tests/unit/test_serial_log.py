@@ -98,7 +98,7 @@ def test_rotation_loses_nothing_a_writer_appends_meanwhile(tmp_path: Path) -> No
     if not _collapses(tmp_path):
         pytest.skip("this filesystem has no FALLOC_FL_COLLAPSE_RANGE (copytruncate loses)")
     log = tmp_path / "serial.log"
-    count = 60000
+    count = 200000
     done = threading.Event()
 
     def guest() -> None:
@@ -120,5 +120,5 @@ def test_rotation_loses_nothing_a_writer_appends_meanwhile(tmp_path: Path) -> No
     writer.join()
     chunk, position = serial_log.read_from(log, position)
     got.append(chunk)
-    assert rotations > 5
+    assert rotations >= 2  # rotated while the writer wrote (more under less load)
     assert b"".join(got) == b"".join(b"line %06d\n" % n for n in range(count))

@@ -28,12 +28,12 @@ from hangar.node.base import Running
 from hangar.node.files import link_boot_files
 from hangar.runner import CommandRunner
 from hangar.services import guest_files
-from hangar.services.clones import backup
 from hangar.services.lifecycle import PowerState
 from hangar.services.progress import Reporter, quiet, span
 from hangar.services.qemu import img
 from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp import migration
+from hangar.services.qmp.backup import backup
 from hangar.services.qmp.migration import SavedGuest
 from hangar.services.snapshots import identity, ram
 from hangar.services.snapshots import settle as settling
