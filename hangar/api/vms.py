@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
 from hangar.errors import Forbidden
+from hangar.services.templates import MAX_LAUNCH
 from hangar.services.vms import DEFAULT_STOP_TIMEOUT, StopResult, VMView
 from hangar.spec.vm import VMCreate
 
@@ -21,6 +22,12 @@ class Launch(VMCreate):
     start: bool = True
     full: bool = False
     cold: bool = False
+
+
+class LaunchMany(Launch):
+    """A Launch of ``count`` VMs, named NAME-1 … NAME-N (one: NAME)."""
+
+    count: int = Field(ge=1, le=MAX_LAUNCH)
 
 
 class StopRequest(BaseModel):
@@ -48,18 +55,37 @@ async def list_vms(
     return Response(_VIEWS.dump_json(views), media_type="application/json")
 
 
-@router.post("", status_code=201)
-async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
-    spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full", "cold"}))
+def _spec(body: Launch, scope: Access) -> VMCreate:
+    spec = VMCreate.model_validate(body.model_dump(exclude={"start", "full", "cold", "count"}))
     if spec.iso is not None and not scope.caller.local:
         # A host path handed to QEMU would let a token read any file on the host.
         raise Forbidden(
             "only the host administrator may attach a host file as an ISO",
             hint="launch ISO installs on the host, through the local socket",
         )
+    return spec
+
+
+@router.post("", status_code=201)
+async def create_vm(request: Request, body: Launch, scope: Access = OPERATE) -> VMView:
     return await platform_of(request).templates.launch(
-        spec, start=body.start, full=body.full, cold=body.cold, project=scope.project
+        _spec(body, scope), start=body.start, full=body.full, cold=body.cold, project=scope.project
     )
+
+
+@router.post("/batch", status_code=201, response_model=list[VMView])
+async def create_vms(request: Request, body: LaunchMany, scope: Access = OPERATE) -> Response:
+    """``count`` VMs launched as one would be, one after the other. A failure stops
+    there: the VMs made before it stay, and its error names them (details.launched)."""
+    views = await platform_of(request).templates.launch_many(
+        _spec(body, scope),
+        body.count,
+        start=body.start,
+        full=body.full,
+        cold=body.cold,
+        project=scope.project,
+    )
+    return Response(_VIEWS.dump_json(views), status_code=201, media_type="application/json")
 
 
 @router.get("/{name}")

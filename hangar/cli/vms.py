@@ -232,13 +232,13 @@ def launch(
     nics += [{"type": "network", "network": n, "ip": fixed.get(n)} for n in networks]
     if forwards or networks:
         spec["nics"] = nics
-    names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
-    launched = []
     with connect() as client:
-        for vm_name in names:
-            launched.append(
-                client.launch({**spec, "name": vm_name}, start=not no_start, full=full, cold=cold)
-            )
+        # NAME-1 … NAME-N are made by hangard, in one request.
+        launched = (
+            [client.launch(spec, start=not no_start, full=full, cold=cold)]
+            if count == 1
+            else client.launch_many(spec, count, start=not no_start, full=full, cold=cold)
+        )
         if wait is not None and not no_start:
             for vm in launched:
                 _wait_for_boot(client, vm, seen=0, timeout=wait)

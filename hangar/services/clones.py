@@ -35,9 +35,10 @@ from hangar.services.qemu import img
 from hangar.services.storage.generalize import generalize
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
+from hangar.services.template_manifest import template_manifest
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
-from hangar.spec.image import ImageDefaults, ImageManifest
+from hangar.spec.image import ImageManifest
 from hangar.spec.network import tap_name
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import VMConfig
@@ -165,32 +166,17 @@ class CloneService:
                 changed = generalize(self.runner, raw)
             img.convert(self.runner, raw, "raw", tmp / "disk.qcow2", "qcow2")
             raw.unlink()
-            boot = link_boot_files(config, tmp).boot
-            manifest = ImageManifest(
-                name=template,
-                recipe_hash=uuid.uuid4().hex,
-                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                kernel=Path(boot.kernel).name if boot else None,
-                initrd=Path(boot.initrd).name if boot and boot.initrd else None,
-                cmdline=boot.cmdline if boot else "",
+            # The boot files go with the template, under their own names.
+            link_boot_files(config, tmp)
+            manifest = template_manifest(
+                config,
+                template,
+                made_at=datetime.now(UTC),
                 disk="disk.qcow2",
-                disk_virtual_size=config.disk_size,
-                boot_marker=config.boot_marker,
-                defaults=ImageDefaults(
-                    cpus=config.cpus,
-                    memory=config.memory,
-                    disk=config.disk_size,
-                    nics=max(1, len(config.nics)),
-                    machine=config.machine,
-                ),
                 description=f"template from VM {config.name} (image {config.image}); "
                 + ("generalized: " + ", ".join(changed) if changed else "nothing to generalize"),
-                origin="publish",
                 # What the disk can do carries over: a template of a cloud VM is a cloud image.
                 firmware=self._firmware_of(config),
-                cloud_init=config.cloud_init is not None,
-                default_user=config.cloud_init.user if config.cloud_init else "",
-                agent=config.agent,
             )
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
             os.rename(tmp, self.store.path(template))

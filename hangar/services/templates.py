@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from hangar.errors import Forbidden, InvalidInput
-from hangar.names import DEFAULT_PROJECT
+from hangar.errors import Forbidden, HangarError, InvalidInput
+from hangar.names import DEFAULT_PROJECT, check_name
 from hangar.services.clones import CloneService
 from hangar.services.images import ImageService
 from hangar.services.operations import Operation, OperationManager
@@ -20,6 +20,21 @@ from hangar.services.transfer import TransferService
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.vm import VMCreate
+
+# The most VMs one launch makes (the CLI's --count allows as many).
+MAX_LAUNCH = 1000
+
+
+def many_names(name: str, count: int) -> list[str]:
+    """The names of ``count`` VMs launched as ``name``: NAME-1 … NAME-N, or NAME alone
+    for one. Raises :class:`InvalidInput` for a count out of range or a name that is
+    not valid (NAME-N can be too long where NAME is not). Pure."""
+    if not 1 <= count <= MAX_LAUNCH:
+        raise InvalidInput(f"launch count {count}", hint=f"launch 1 to {MAX_LAUNCH} VMs at a time")
+    names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+    for each in names:
+        check_name(each)
+    return names
 
 
 class TemplateService:
@@ -54,6 +69,54 @@ class TemplateService:
         if start and not full and not cold and warm:
             return await self.warm.launch(spec, project=project)
         return await self.vms.create(spec, start=start, full=full, project=project)
+
+    async def launch_many(
+        self,
+        spec: VMCreate,
+        count: int,
+        *,
+        start: bool = True,
+        full: bool = False,
+        cold: bool = False,
+        project: str = DEFAULT_PROJECT,
+    ) -> list[VMView]:
+        """``count`` VMs as :meth:`launch` makes them (warm or cold as it decides), named
+        NAME-1 … NAME-N (one: NAME itself), one after the other, in that order.
+
+        Refused before anything is made (:class:`InvalidInput`) when ``count`` is out
+        of range, a name is not valid, or ``spec`` asks for what serves one VM only
+        (host port forwards, fixed addresses). A launch that fails raises its error
+        with ``details["launched"]``: the names of the VMs made before it, which stay,
+        as they did when the CLI launched them one request at a time."""
+        names = many_names(spec.name, count)
+        if count > 1:
+            nics = spec.nics or ()
+            if any(nic.forwards for nic in nics):
+                raise InvalidInput(
+                    f"port forwards with a count of {count}",
+                    hint="a host port serves only one VM: launch that one on its own",
+                )
+            if any(nic.ip for nic in nics):
+                raise InvalidInput(
+                    f"fixed addresses with a count of {count}",
+                    hint="an address serves only one VM: launch that one on its own",
+                )
+        launched: list[VMView] = []
+        for name in names:
+            try:
+                launched.append(
+                    await self.launch(
+                        spec.model_copy(update={"name": name}),
+                        start=start,
+                        full=full,
+                        cold=cold,
+                        project=project,
+                    )
+                )
+            except HangarError as exc:
+                exc.details.setdefault("launched", [vm.name for vm in launched])
+                raise
+        return launched
 
     async def delete_image(self, name: str, project: str, *, by_host: bool) -> None:
         """Delete an image or template. A shared one is the host administrator's

@@ -38,6 +38,12 @@ ENDPOINTS: list[tuple[str, str, Any, int]] = [
     ("POST", "/1.0/images", {"name": "tiny"}, HOST),
     ("GET", "/1.0/vms", None, READ),
     ("POST", "/1.0/vms", {"name": "new", "image": "tiny", "start": False}, OPERATE),
+    (
+        "POST",
+        "/1.0/vms/batch",
+        {"name": "new", "image": "tiny", "count": 2, "start": False},
+        OPERATE,
+    ),
     ("GET", "/1.0/vms/web", None, READ),
     ("GET", "/1.0/vms/web/logs", None, READ),
     ("POST", "/1.0/vms/web/start", None, OPERATE),

@@ -62,6 +62,18 @@ class FakeRuntime:
         return self.state
 
 
+class FakeAgent:
+    """A standby guest's agent: what it was asked to run."""
+
+    def __init__(self, name: str, ran: list[tuple[str, list[str]]]) -> None:
+        self.name = name
+        self.ran = ran
+
+    async def exec(self, argv: list[str], **kwargs: Any) -> Any:
+        self.ran.append((self.name, argv))
+        return SimpleNamespace(exit_code=255, stdout="", stderr="")
+
+
 class FakeVMs:
     """What the pool uses of VMService: the real repository, fake QEMUs."""
 
@@ -73,6 +85,10 @@ class FakeVMs:
         self.quota: Callable[[str, VMConfig], None] | None = None
         self.paths = SimpleNamespace(vm_dir=lambda vm_id: root / vm_id)
         self.deleted: list[str] = []
+        self.agent_ran: list[tuple[str, list[str]]] = []
+
+    def agent(self, config: VMConfig) -> FakeAgent:
+        return FakeAgent(config.name, self.agent_ran)
 
     async def quota_check(self, project: str, config: VMConfig) -> Callable[[], Awaitable[None]]:
         if self.quota is not None:
@@ -106,6 +122,7 @@ class FakeWarm:
         self.store = store
         self.made = 0
         self.ports: list[FakePort] = []
+        self.forwards: list[PortForward] = []  # the resumed views'
 
     async def resume(
         self,
@@ -124,7 +141,9 @@ class FakeWarm:
         self.vms.runtimes[vm_id] = FakeRuntime(request.name)
         port = FakePort()
         self.ports.append(port)
-        view = SimpleNamespace(id=vm_id, macs=["52:54:00:12:34:56"], forwards=[], user=None)
+        view = SimpleNamespace(
+            id=vm_id, macs=["52:54:00:12:34:56"], forwards=self.forwards, user=None
+        )
         return view, port
 
 
@@ -163,6 +182,14 @@ async def test_it_fills_up_to_the_count_and_lets_extras_go(pool: StandbyPool) ->
     assert await _filled(pool, 1) == ready[:1]
     assert _fake(pool).vms.deleted == ready[1:]
     assert _fake(pool).ports[1].closed and not _fake(pool).ports[0].closed
+
+
+async def test_a_new_standby_warms_up_its_sshd_through_its_own_agent(pool: StandbyPool) -> None:
+    _fake(pool).forwards = [PortForward(host_port=40022, guest_port=22)]
+    await pool.start()
+    [name] = await _filled(pool, 1)
+    [(guest, argv)] = _fake(pool).vms.agent_ran
+    assert guest == name and argv[:3] == ["sh", "-c", standby_module.WARMUP_SCRIPT]
 
 
 async def test_a_claim_moves_the_vm_and_renames_the_guest(pool: StandbyPool) -> None:

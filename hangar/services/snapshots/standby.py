@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from hangar.state.locks import ProjectKey
 from hangar.state.projects import ProjectRepository
 
 if TYPE_CHECKING:
+    from hangar.services.qga.agent import GuestAgent
     from hangar.services.snapshots.warm import WarmService
     from hangar.services.vms import VMService, VMView
 
@@ -60,6 +60,8 @@ RETRIES = 3
 RETRY_DELAY = 5.0
 WARMUP_TIMEOUT = 30.0
 REFILL_DELAY = 5.0
+# Run in the guest through its agent (see warm_up_sshd); a file shipped with hangar.
+WARMUP_SCRIPT = (Path(__file__).parent / "warmup_sshd.sh").read_text()
 
 
 class StandbyView(BaseModel):
@@ -231,7 +233,9 @@ class StandbyPool:
             raise QemuFailed(f"template '{manifest.name}' resumed without its identity port")
         entry = Standby(view.id, name, view.macs[0], port)
         try:
-            await warm_up_sshd(view, self.vms.paths.vm_dir(view.id))
+            record = self.vms.repo.by_id(view.id)
+            if record is not None:
+                await warm_up_sshd(view, self.vms.agent(record.config))
         except (OSError, TimeoutError, HangarError) as exc:
             # Only slower: the claim still works.
             log.warning("standby VM %s: sshd not warmed up (%s)", name, exc)
@@ -372,44 +376,18 @@ def _claimed(config: VMConfig, request: VMCreate) -> VMConfig:
     return config.model_copy(update={"name": request.name, "cloud_init": cloud_init, "nics": nics})
 
 
-async def warm_up_sshd(view: VMView, folder: Path) -> None:
+async def warm_up_sshd(view: VMView, agent: GuestAgent) -> None:
     """Have a standby guest's sshd run its connection path once, so that TCG has
     translated it before a user connects: fork and re-exec, key exchange, and a
     public key login as the VM's user with a key made for this and refused (the
-    guest accepts no key of hangard's). Without an ssh client, its banner only.
-    ``folder``: where the throwaway key is written (and removed)."""
-    port = next((f.host_port for f in view.forwards if f.guest_port == SSH_PORT), None)
-    if port is None:
+    guest accepts no key of hangard's). The guest does it, to itself, through its
+    ``agent`` (:data:`WARMUP_SCRIPT`): hangard opens no ssh connection into a guest.
+    Without an ssh client in the guest, sshd's banner only. Not for a VM whose sshd
+    is forwarded nowhere (it serves no ``hangar shell``)."""
+    if not any(f.guest_port == SSH_PORT for f in view.forwards):
         return
-    client = shutil.which("ssh")
+    private = identity.openssh_private(ed25519.Ed25519PrivateKey.generate())
+    argv = ["sh", "-c", WARMUP_SCRIPT, "hangar-warmup", view.user or "root", str(SSH_PORT)]
     async with asyncio.timeout(WARMUP_TIMEOUT):
-        if client is None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            try:
-                await reader.readline()
-            finally:
-                writer.close()
-            return
-        key = folder / f".warmup-{uuid.uuid4().hex[:8]}"
-        private = identity.openssh_private(ed25519.Ed25519PrivateKey.generate())
-        key.touch(mode=0o600)
-        try:
-            key.write_bytes(private)
-            login = await asyncio.create_subprocess_exec(
-                client, "-i", str(key), "-p", str(port),
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "LogLevel=QUIET", "-o", "ConnectTimeout=10",
-                f"{view.user or 'root'}@127.0.0.1", "true",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                await login.wait()
-            finally:
-                if login.returncode is None:
-                    login.kill()
-                    await login.wait()
-        finally:
-            key.unlink(missing_ok=True)
+        # The login's own outcome is a refusal: only the agent's errors matter.
+        await agent.exec(argv, input_data=private, timeout=WARMUP_TIMEOUT)

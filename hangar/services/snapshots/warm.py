@@ -40,9 +40,10 @@ from hangar.services.snapshots import settle as settling
 from hangar.services.snapshots.standby import StandbyPool, launched_seed
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
+from hangar.services.template_manifest import template_manifest, without_secrets
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
-from hangar.spec.image import ImageDefaults, ImageManifest, WarmState
+from hangar.spec.image import ImageManifest, WarmState
 from hangar.spec.resolve import mac_from_id
 from hangar.spec.vm import NicConfig, VMConfig, VMCreate
 from hangar.state.projects import ProjectRepository
@@ -231,32 +232,16 @@ class WarmService:
                 sandbox=self.vms.paths.vms if self.vms.local.sandbox else None,
             )
             (tmp / MEMORY).unlink()
-            boot = link_boot_files(config, tmp).boot
-            assert boot is not None and config.boot is not None  # checked by publish()
-            manifest = ImageManifest(
-                name=template,
-                recipe_hash=uuid.uuid4().hex,
-                created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                kernel=Path(boot.kernel).name,
-                initrd=Path(boot.initrd).name if boot.initrd else None,
-                cmdline=config.boot.cmdline,
+            # The boot files go with the template, under their own names.
+            link_boot_files(config, tmp)
+            assert config.boot is not None  # checked by publish()
+            manifest = template_manifest(
+                config,
+                template,
+                made_at=datetime.now(UTC),
                 disk=DISK,
-                disk_virtual_size=config.disk_size,
-                boot_marker=config.boot_marker,
-                defaults=ImageDefaults(
-                    cpus=config.cpus,
-                    memory=config.memory,
-                    disk=config.disk_size,
-                    nics=max(1, len(config.nics)),
-                    machine=config.machine,
-                ),
                 description=f"warm template from running VM {config.name} "
                 f"(image {config.image}): launches resume it",
-                origin="publish",
-                # A cold launch of it (--cold) is a cloud VM like its source.
-                cloud_init=config.cloud_init is not None,
-                default_user=config.cloud_init.user if config.cloud_init else "",
-                agent=config.agent,
                 warm=WarmState(
                     memory=ram.STATE, ram=ram.RAM, listener=listener, config=without_secrets(config)
                 ),
@@ -550,13 +535,3 @@ class WarmService:
             shutil.rmtree(self.store.path(template), ignore_errors=True)
             raise
         return ForkResult(template=template, vms=made)
-
-
-def without_secrets(config: VMConfig) -> VMConfig:
-    """``config`` as a manifest may show it: every viewer reads manifests, and launches
-    take their own keys and user-data, so the source VM's never leave it. The seed
-    stays (the saved guest has its drive). Pure."""
-    if config.cloud_init is None:
-        return config
-    seed = config.cloud_init.model_copy(update={"ssh_keys": (), "user_data": None})
-    return config.model_copy(update={"cloud_init": seed})
