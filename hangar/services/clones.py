@@ -21,7 +21,6 @@ import os
 import shutil
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 from hangar.errors import Conflict, NextStep, NotFound
