@@ -195,7 +195,6 @@ class LocalNode(Node):
         ram: RamFile | None = None
         try:
             ram = await self._ram_file(memory, files)
-            argv = render_argv(config, self.host, files, incoming=memory is not None, ram=ram)
             jail = (
                 await asyncio.to_thread(
                     confine.prepare,
@@ -208,7 +207,24 @@ class LocalNode(Node):
                 if self.sandbox
                 else None
             )
-            runtime = await self.supervisor.launch(config.id, config.name, argv, files, jail)
+            # hangard's own QMP socket, handed to QEMU (process.QmpSockets); launch
+            # takes it over.
+            qmp = process.open_qmp(files)
+            try:
+                argv = render_argv(
+                    config,
+                    self.host,
+                    files,
+                    incoming=memory is not None,
+                    ram=ram,
+                    qmp_fd=qmp.fd,
+                )
+            except BaseException:
+                qmp.close()
+                raise
+            runtime = await self.supervisor.launch(
+                config.id, config.name, argv, files, jail, qmp=qmp
+            )
         finally:
             if ram is not None and ram.path.is_relative_to(files.dir):
                 # QEMU mapped its private copy before its QMP answered: the pages live
