@@ -26,6 +26,7 @@ from hangar.services import supervisor
 from hangar.services.qemu import process
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qemu.jail import QEMU_UID_BASE, QEMU_UID_COUNT, Jail
+from hangar.services.qmp.monitor import Monitor
 from hangar.spec.vm import VMCreate
 from tests.component.conftest import REPO, PlatformFactory
 
@@ -236,3 +237,41 @@ async def test_a_qemu_that_exits_before_accepting_fails_without_waiting_for_the_
     async with asyncio.timeout(60):
         with pytest.raises(QemuFailed, match="exited before its QMP socket answered"):
             await platform.vms.create(VMCreate(name="web", image="tiny"))
+
+
+async def test_attach_reports_a_qemu_that_never_answers_by_the_timeout(
+    files: VMFiles,
+) -> None:
+    qmp = process.open_qmp(files)  # nobody accepts
+    try:
+        with pytest.raises(QemuFailed, match=r"QMP socket did not answer in 0\.2 s"):
+            await Monitor("t").attach(qmp.take_client(), timeout=0.2, alive=lambda: True)
+    finally:
+        qmp.close()
+
+
+async def test_attach_tells_a_qemu_that_exited_from_one_that_hung_up(files: VMFiles) -> None:
+    for alive, message in ((False, "QEMU exited before"), (True, "hung up its QMP socket")):
+        qmp = process.open_qmp(files)
+        client = qmp.take_client()
+        qmp.close_listener()  # the last holder is gone: the queued connection ends
+        with pytest.raises(QemuFailed, match=message):
+            await Monitor("t").attach(
+                client, timeout=30, alive=(lambda: True) if alive else (lambda: False)
+            )
+
+
+async def test_attach_waits_briefly_for_a_child_not_reaped_yet(files: VMFiles) -> None:
+    """A direct child (the warm-template helper) that hung up may be reaped a moment
+    after: its death, not a hang-up, is reported."""
+    qmp = process.open_qmp(files)
+    client = qmp.take_client()
+    qmp.close_listener()
+    seen: list[bool] = []
+
+    def alive() -> bool:
+        seen.append(True)
+        return len(seen) < 3  # reaped at the third look
+
+    with pytest.raises(QemuFailed, match="QEMU exited before"):
+        await Monitor("t").attach(client, timeout=30, alive=alive)

@@ -102,7 +102,7 @@ class Monitor:
         whether QEMU is still running. Raises :class:`QemuFailed` when QEMU exits
         first (its end of the connection then closes) or ``timeout`` seconds pass.
         """
-        await self._greet(sock, "its QMP socket", timeout=timeout, alive=alive)
+        await self._greet(sock, "", timeout=timeout, alive=alive)
 
     async def connect(self, socket: Path, *, timeout: float, alive: Callable[[], bool]) -> None:
         """Connect to the QMP socket at ``socket``, never through a link, as a
@@ -125,10 +125,10 @@ class Monitor:
             if not alive():
                 raise QemuFailed("QEMU exited before its QMP socket answered") from exc
             raise QemuFailed(f"QEMU's QMP socket {socket} did not answer: {exc}") from exc
-        await self._greet(sock, f"QMP socket {socket}", timeout=timeout, alive=alive)
+        await self._greet(sock, f" {socket}", timeout=timeout, alive=alive)
 
     async def _greet(
-        self, sock: _socket.socket, what: str, *, timeout: float, alive: Callable[[], bool]
+        self, sock: _socket.socket, where: str, *, timeout: float, alive: Callable[[], bool]
     ) -> None:
         try:
             async with asyncio.timeout(timeout):
@@ -137,7 +137,9 @@ class Monitor:
         except TimeoutError:
             sock.close()
             if alive():
-                raise QemuFailed(f"QEMU's {what} did not answer in {timeout:g} s") from None
+                raise QemuFailed(
+                    f"QEMU's QMP socket{where} did not answer in {timeout:g} s"
+                ) from None
             raise QemuFailed("QEMU exited before its QMP socket answered") from None
         except (QMPError, OSError, EOFError) as exc:
             sock.close()
@@ -151,7 +153,9 @@ class Monitor:
             await asyncio.sleep(0.01)
         if not alive():
             raise QemuFailed("QEMU exited before its QMP socket answered") from failure
-        raise QemuFailed(f"QEMU hung up {what} before answering ({failure})") from failure
+        raise QemuFailed(
+            f"QEMU hung up its QMP socket{where} before answering ({failure})"
+        ) from failure
 
     def on_event(self, handler: EventHandler) -> None:
         """Call ``handler(name, data)`` for every QMP event until the connection closes."""
