@@ -195,18 +195,6 @@ class LocalNode(Node):
         ram: RamFile | None = None
         try:
             ram = await self._ram_file(memory, files)
-            jail = (
-                await asyncio.to_thread(
-                    confine.prepare,
-                    self.paths.vms,
-                    files,
-                    config,
-                    self.host,
-                    ram=ram.path if ram is not None else None,
-                )
-                if self.sandbox
-                else None
-            )
             # hangard's own QMP socket, handed to QEMU (process.QmpSockets); launch
             # takes it over.
             qmp = process.open_qmp(files)
@@ -218,6 +206,18 @@ class LocalNode(Node):
                     incoming=memory is not None,
                     ram=ram,
                     qmp_fd=qmp.fd,
+                )
+                jail = (
+                    await asyncio.to_thread(
+                        confine.prepare,
+                        self.paths.vms,
+                        files,
+                        config,
+                        self.host,
+                        ram=ram.path if ram is not None else None,
+                    )
+                    if self.sandbox
+                    else None
                 )
             except BaseException:
                 qmp.close()
