@@ -743,12 +743,15 @@ class Run:
             runtime=self.hangard.paths.vm_runtime(config.id),
         )
         assert self.baseline is not None
-        rendered = render_argv(config, self.baseline.host, files)
         actual: list[str] | None = None
         if pid is not None:
             with contextlib.suppress(OSError):
                 raw = Path(f"/proc/{pid}/cmdline").read_bytes()
                 actual = [a.decode() for a in raw.split(b"\0")[:-1]]
+        # hangard hands QEMU its QMP socket as a descriptor; its number is hangard's.
+        qmp = [a for a in actual or [] if a.startswith("socket,id=qmp,fd=")]
+        qmp_fd = int(qmp[0].split("fd=")[1].split(",")[0]) if qmp else None
+        rendered = render_argv(config, self.baseline.host, files, qmp_fd=qmp_fd)
         return {
             "hangar_argv": rendered,
             "hangar_qemu_cmdline_matches_render_argv": actual == rendered,

@@ -94,6 +94,7 @@ def install() -> None:
 
     from hangar.api import app as app_module
     from hangar.api import server
+    from hangar.node import local
     from hangar.services import supervisor, vms
     from hangar.services.qemu import img, process
     from hangar.services.qmp import monitor
@@ -111,8 +112,10 @@ def install() -> None:
     _patch(vms, "resolve", "resolve")
     _patch(vms.VMService, "_check_ports", "port check")
     _patch(img, "create_overlay", "qemu-img create")
-    _patch(vms, "render_argv", "render argv")
+    _patch(local, "render_argv", "render argv")  # LocalNode.start renders it
     _patch(process, "spawn", "spawn QEMU via sh")
+    # attach: a launch (on the socket hangard handed QEMU); connect: an adoption.
+    _patch(monitor.Monitor, "attach", "QMP connect (QEMU starting)")
     _patch(monitor.Monitor, "connect", "QMP connect (QEMU starting)")
     _patch(monitor.Monitor, "status", "QMP query-status")
     _patch(monitor.Monitor, "cont", "QMP cont")

@@ -297,20 +297,36 @@ class LocalNode(Node):
         ram: RamFile | None = None
         try:
             ram = await self._ram_file(memory, files)
-            argv = render_argv(config, self.host, files, incoming=memory is not None, ram=ram)
-            jail = (
-                await asyncio.to_thread(
-                    confine.prepare,
-                    self.paths.vms,
-                    files,
+            # hangard's own QMP socket, handed to QEMU (process.QmpSockets); launch
+            # takes it over.
+            qmp = process.open_qmp(files)
+            try:
+                argv = render_argv(
                     config,
                     self.host,
-                    ram=ram.path if ram is not None else None,
+                    files,
+                    incoming=memory is not None,
+                    ram=ram,
+                    qmp_fd=qmp.fd,
                 )
-                if self.sandbox
-                else None
+                jail = (
+                    await asyncio.to_thread(
+                        confine.prepare,
+                        self.paths.vms,
+                        files,
+                        config,
+                        self.host,
+                        ram=ram.path if ram is not None else None,
+                    )
+                    if self.sandbox
+                    else None
+                )
+            except BaseException:
+                qmp.close()
+                raise
+            runtime = await self.supervisor.launch(
+                config.id, config.name, argv, files, jail, qmp=qmp
             )
-            runtime = await self.supervisor.launch(config.id, config.name, argv, files, jail)
         finally:
             if ram is not None and ram.path.is_relative_to(files.dir):
                 # QEMU mapped its private copy before its QMP answered: the pages live

@@ -157,16 +157,26 @@ class Supervisor:
         argv: Sequence[str],
         files: VMFiles,
         jail: Jail | None = None,
+        *,
+        qmp: process.QmpSockets,
     ) -> Runtime:
-        """Start QEMU (paused, -S) and connect QMP. On failure nothing is left running.
+        """Start QEMU (paused, -S) and talk QMP on ``qmp``, the socket ``argv`` hands
+        QEMU (render_argv's ``qmp_fd``). On failure nothing is left running.
 
-        Raises :class:`QemuFailed` with QEMU's own messages when it does not come up.
+        Takes ``qmp`` over: its listening socket is closed once QEMU holds it, its
+        connection becomes the monitor's (or is closed on failure). Raises
+        :class:`QemuFailed` with QEMU's own messages when it does not come up.
         """
-        await asyncio.to_thread(process.spawn, argv, files, jail)
+        try:
+            await asyncio.to_thread(process.spawn, argv, files, jail, qmp=qmp)
+        except BaseException:
+            qmp.close()
+            raise
+        qmp.close_listener()
         monitor = Monitor(f"hangar-{name}")
         try:
-            await monitor.connect(
-                files.qmp_socket,
+            await monitor.attach(
+                qmp.take_client(),
                 timeout=QMP_CONNECT_TIMEOUT,
                 alive=lambda: not files.exit_status.exists(),
             )
@@ -186,7 +196,11 @@ class Supervisor:
         return await self._watch(vm_id, name, files, pid, monitor)
 
     async def adopt(self, vm_id: str, name: str, files: VMFiles) -> Runtime | None:
-        """Take over a QEMU that kept running while hangard was away; None if there is none."""
+        """Take over a QEMU that kept running while hangard was away; None if there is none.
+
+        By the socket's path: hangard's copy of the listening socket went with the
+        hangard that started QEMU, the file it bound stays (never through a link:
+        Monitor.connect)."""
         pid = process.read_pid(files)
         if pid is None or not process.is_our_qemu(pid, vm_uuid(vm_id)):
             return None

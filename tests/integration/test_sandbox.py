@@ -119,3 +119,47 @@ def test_nothing_under_hangar_home_is_open_to_others(daemon: Daemon, client: Cli
         except ApiError as exc:
             if exc.status != 404:
                 raise
+
+
+def test_the_qmp_socket_is_hangards_and_the_sandboxed_qemu_answers_on_it(
+    daemon: Daemon, client: Client
+) -> None:
+    """hangard binds QEMU's QMP socket (root's, 0600: the VM's uid may not open it) and
+    hands QEMU the listening descriptor through bwrap and setpriv; QEMU, as the VM's
+    uid, serves QMP on it, and a restarted hangard still connects by the path."""
+    name = "qmp-fd"
+    try:
+        client.launch({"name": name, "image": "tiny"})
+        wait_for_marker(client, name, MARKER)
+        vm = client.vm(name)
+        pid = int(str(vm["pid"]))
+        assert is_qemu_uid(int(_status(pid)["Uid"].split()[0]))
+        sock = daemon.home / "run" / "vm" / str(vm["id"])[:12] / "qmp.sock"
+        info = sock.lstat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"-qmp" not in args  # QEMU made no QMP socket of its own
+        chardev = next(a.decode() for a in args if a.startswith(b"socket,id=qmp,"))
+        assert chardev.endswith(",server=on,wait=off") and "path=" not in chardev
+        fd = int(chardev.split("fd=", 1)[1].split(",", 1)[0])
+        assert os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        # QEMU answers on it: pause and resume are QMP stop and cont.
+        assert client.pause(name)["state"] == "paused"
+        assert client.resume(name)["state"] == "running"
+        daemon.kill()
+        os.kill(pid, 0)  # QEMU is still there
+        daemon.start()
+        with daemon.client() as fresh:
+            adopted = fresh.vm(name)
+            assert adopted["state"] == "running" and adopted["pid"] == pid
+            assert fresh.pause(name)["state"] == "paused"
+            assert fresh.resume(name)["state"] == "running"
+        info = sock.lstat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, 0o600)
+    finally:
+        try:
+            client.delete(name, force=True)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise

@@ -1,7 +1,8 @@
 """A stand-in for qemu-system-x86_64 for component tests: same argv, fake guest.
 
-It reads the options hangar passes (-qmp, -pidfile, -chardev ...console...,
--S), writes its pid file, serves QMP with :class:`FakeQMPServer` and a serial
+It reads the options hangar passes (-chardev socket,id=qmp,fd=N with -mon, or
+-qmp unix:PATH; -pidfile, -chardev ...console..., -S), writes its pid file, serves
+QMP with :class:`FakeQMPServer` (on the inherited listening socket N, as QEMU does) and a serial
 console socket that echoes, and exits the way QEMU does (0 after a guest
 shutdown or ``quit``). Behaviour is chosen by environment variables baked into
 the wrapper script tests create (hangar starts QEMU with a clean environment):
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -38,11 +40,47 @@ def _console(argv: list[str]) -> tuple[Path, Path]:
     raise SystemExit("fake qemu: no console chardev")
 
 
-async def run(argv: list[str]) -> int:
+def _chardev(argv: list[str], ident: str) -> dict[str, str] | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-chardev" and f"id={ident}" in argv[i + 1].split(","):
+            backend, *props = argv[i + 1].split(",")
+            return {"backend": backend, **dict(p.split("=", 1) for p in props if "=" in p)}
+    return None
+
+
+def _qmp_socket(argv: list[str]) -> tuple[Path, socket.socket | None]:
+    """Where QMP is served: (path, None) for -qmp unix:PATH; for a socket chardev on an
+    inherited descriptor (-chardev socket,id=qmp,fd=N,server=on + -mon chardev=qmp,
+    mode=control) the listening socket N and the path it is bound to. Refuses what
+    QEMU 7.2 would refuse: a descriptor that is not a socket, not listening, or a
+    chardev no control monitor uses."""
     qmp = _option(argv, "-qmp")
+    chardev = _chardev(argv, "qmp")
+    if qmp is not None:
+        if chardev is not None:
+            raise SystemExit("fake qemu: both -qmp and a qmp chardev")
+        return Path(qmp.removeprefix("unix:").split(",")[0]), None
+    if chardev is None or "fd" not in chardev:
+        raise SystemExit("fake qemu: no QMP monitor (-qmp or -chardev socket,id=qmp,fd=N)")
+    if chardev["backend"] != "socket" or chardev.get("server") != "on":
+        raise SystemExit(f"fake qemu: the qmp chardev is no listening socket: {chardev}")
+    if _option(argv, "-mon") != "chardev=qmp,mode=control":
+        raise SystemExit("fake qemu: no -mon chardev=qmp,mode=control")
+    try:
+        sock = socket.socket(fileno=int(chardev["fd"]))
+    except OSError as exc:
+        raise SystemExit(f"fake qemu: fd {chardev['fd']} is not an open socket: {exc}") from exc
+    if sock.family != socket.AF_UNIX or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        raise SystemExit(f"fake qemu: fd {chardev['fd']} is not a listening unix socket")
+    return Path(sock.getsockname()), sock
+
+
+async def run(argv: list[str]) -> int:
     pidfile = _option(argv, "-pidfile")
-    assert qmp and pidfile
-    qmp_path = Path(qmp.removeprefix("unix:").split(",")[0])
+    assert pidfile
+    qmp_path, listening = _qmp_socket(argv)
     console_path, serial_log = _console(argv)
     Path(pidfile).write_text(f"{os.getpid()}\n")
     log = serial_log.open("ab")
@@ -58,6 +96,7 @@ async def run(argv: list[str]) -> int:
     vnc = await _vnc(argv)
     fake = FakeQMPServer(
         qmp_path,
+        listening=listening,
         paused="-S" in argv,
         incoming="-incoming" in argv,  # hangar passes -incoming defer only
         guest_obeys_powerdown=os.environ.get("FAKE_QEMU_POWERDOWN") != "ignore",

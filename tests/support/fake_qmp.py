@@ -178,6 +178,9 @@ class FakeQMPServer:
             ``migrate-incoming`` to load it (then paused, with ``paused``).
         version: QEMU version (major, minor, micro) in greeting/query-version.
         package: QEMU package string in greeting/query-version.
+        listening: serve on this socket, bound and listening already (QEMU's
+            ``-chardev socket,fd=N,server=on``), instead of binding ``path``;
+            ``path`` is then where it is bound.
     """
 
     def __init__(
@@ -191,8 +194,10 @@ class FakeQMPServer:
         incoming: bool = False,
         version: tuple[int, int, int] = (7, 2, 0),
         package: str = _DEFAULT_PACKAGE,
+        listening: socket.socket | None = None,
     ) -> None:
         self.path = Path(path)
+        self._listening = listening
         self.guest_obeys_powerdown = guest_obeys_powerdown
         self.powerdown_delay = powerdown_delay
         self.no_shutdown = no_shutdown
@@ -255,15 +260,18 @@ class FakeQMPServer:
         # socket behind our back (Python 3.13 would); crash() relies on that.
         # QEMU unlinks whatever is at the path before binding; the fake only
         # removes a (stale) socket, never a file a test put there by mistake.
-        if self.path.is_socket():
-            self.path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(os.fspath(self.path))
-            sock.listen(8)
-        except BaseException:
-            sock.close()
-            raise
+        if self._listening is not None:
+            sock = self._listening
+        else:
+            if self.path.is_socket():
+                self.path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(os.fspath(self.path))
+                sock.listen(8)
+            except BaseException:
+                sock.close()
+                raise
         self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=1 << 20)
 
     async def close(self) -> None:

@@ -15,6 +15,8 @@ VM_ID = "0123456789abcdef0123456789abcdef"
 FILES = VMFiles(
     dir=Path("/var/lib/hangar/vms") / VM_ID, runtime=Path("/run/hangar/vm/0123456789ab")
 )
+# The number hangard's listening QMP socket has in QEMU (any: hangard passes its own).
+QMP_FD = 7
 
 
 def _config(**fields: object) -> VMConfig:
@@ -135,7 +137,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_argv_matches_golden(case: str) -> None:
     config, host = CASES[case]
-    assert_golden(case, render_argv(config, host, FILES))
+    assert_golden(case, render_argv(config, host, FILES, qmp_fd=QMP_FD))
 
 
 def assert_golden(case: str, argv: list[str]) -> None:
@@ -144,6 +146,19 @@ def assert_golden(case: str, argv: list[str]) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
     assert rendered == golden.read_text()
+
+
+def test_qmp_is_served_on_the_socket_hangard_hands_over() -> None:
+    """With ``qmp_fd`` QEMU serves QMP on that inherited listening socket and makes no
+    socket file of its own; without it (the benchmarks' plain QEMU) QEMU makes one."""
+    handed = render_argv(*CASES["tiny-default"], FILES, qmp_fd=QMP_FD)
+    assert "-qmp" not in handed and not any("qmp.sock" in a for a in handed)
+    at = handed.index("socket,id=qmp,fd=7,server=on,wait=off")
+    assert handed[at - 1] == "-chardev"
+    assert handed[handed.index("-mon") + 1] == "chardev=qmp,mode=control"
+    own = render_argv(*CASES["tiny-default"], FILES)
+    assert own[own.index("-qmp") + 1] == f"unix:{FILES.qmp_socket},server=on,wait=off"
+    assert not any("id=qmp" in a for a in own) and "-mon" not in own
 
 
 def test_render_is_deterministic() -> None:
@@ -194,7 +209,8 @@ WARM_CASES: dict[str, tuple[VMConfig, dict[str, object]]] = {
 @pytest.mark.parametrize("case", sorted(WARM_CASES))
 def test_warm_argv_matches_golden(case: str) -> None:
     config, options = WARM_CASES[case]
-    assert_golden(case, render_argv(config, host_facts(), FILES, **options))  # type: ignore[arg-type]
+    argv = render_argv(config, host_facts(), FILES, qmp_fd=QMP_FD, **options)  # type: ignore[arg-type]
+    assert_golden(case, argv)
 
 
 def test_helper_argv_holds_no_tap_and_no_host_port() -> None:

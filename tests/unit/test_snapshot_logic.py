@@ -152,7 +152,8 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_argv_matches_golden(case: str) -> None:
     config, incoming = CASES[case]
-    rendered = "\n".join(render_argv(config, host_facts(), FILES, incoming=incoming)) + "\n"
+    argv = render_argv(config, host_facts(), FILES, incoming=incoming, qmp_fd=7)
+    rendered = "\n".join(argv) + "\n"
     golden = GOLDEN / f"argv-{case}.txt"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)

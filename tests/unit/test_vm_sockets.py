@@ -91,3 +91,15 @@ def test_a_pid_is_killable_only_when_it_descends_from_the_helper() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_monitor_refuses_the_link_at_once(tmp_path: Path, listening: Path) -> None:
+    """It does not connect and then wait for a greeting: it refuses the link itself."""
+    link = tmp_path / "qmp.sock"
+    link.symlink_to(listening)
+
+    async def connect() -> None:
+        await Monitor("t").connect(link, timeout=30, alive=lambda: True)
+
+    with pytest.raises(QemuFailed, match="refusing to follow"):
+        asyncio.run(asyncio.wait_for(connect(), 10))

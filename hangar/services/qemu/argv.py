@@ -367,6 +367,22 @@ def _entropy_args(config: VMConfig) -> list[str]:
     return argv
 
 
+def _qmp_args(files: VMFiles, qmp_fd: int | None) -> list[str]:
+    if qmp_fd is None:
+        return ["-qmp", f"unix:{files.qmp_socket},server=on,wait=off"]
+    # A socket chardev on an inherited socket that is bound and listening already
+    # (fd=N with server=on, QEMU >= 5.1: "char: allow passing pre-opened socket file
+    # descriptor at startup"). hangard connects before QEMU even runs: the kernel
+    # queues the connection until QEMU accepts, so nobody waits for QEMU to create a
+    # socket file (libvirt starts QEMU the same way).
+    return [
+        "-chardev",
+        f"socket,id=qmp,fd={qmp_fd},server=on,wait=off",
+        "-mon",
+        "chardev=qmp,mode=control",
+    ]
+
+
 def render_argv(
     config: VMConfig,
     host: HostFacts,
@@ -375,6 +391,7 @@ def render_argv(
     incoming: bool = False,
     ram: RamFile | None = None,
     detached_nics: bool = False,
+    qmp_fd: int | None = None,
 ) -> list[str]:
     """The full QEMU argv for ``config``. QEMU starts paused (-S) and is continued over QMP.
 
@@ -384,6 +401,9 @@ def render_argv(
     ``ram``: guest RAM in that file instead of anonymous memory. ``detached_nics``:
     the same NIC devices on backends of their own (no taps, no port forwards), for a
     QEMU that only converts a saved guest while the VM itself runs.
+    ``qmp_fd``: the number, in QEMU, of a unix socket hangard bound and listens on
+    for QEMU's QMP (process.QmpSockets); None: QEMU makes the socket at
+    ``files.qmp_socket`` itself (the benchmarks' plain QEMU, which polls for it).
     """
     machine = _MACHINES[config.machine]
     if ram is not None:
@@ -447,9 +467,8 @@ def render_argv(
     if config.graphics:
         # VGA for the guest; its screen only on a unix socket that hangard proxies.
         argv += ["-device", "VGA", "-vnc", f"unix:{files.vnc_socket}"]
+    argv += _qmp_args(files, qmp_fd)
     argv += [
-        "-qmp",
-        f"unix:{files.qmp_socket},server=on,wait=off",
         "-pidfile",
         str(files.pidfile),
     ]

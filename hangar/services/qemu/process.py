@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hangar.errors import QemuFailed
-from hangar.host.sockets import read_small_file
+from hangar.host.sockets import reachable_socket, read_small_file
 from hangar.services.qemu import serial_log
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qemu.jail import Jail, jail_argv
@@ -32,20 +33,96 @@ _SUPERVISE = (
 )
 
 
-def spawn(argv: Sequence[str], files: VMFiles, jail: Jail | None = None) -> None:
+class QmpSockets:
+    """QEMU's QMP socket, made by hangard before QEMU starts: the listening socket
+    QEMU is handed (render_argv's ``qmp_fd``) and hangard's connection to it.
+
+    hangard connects at once: the kernel queues the connection in the backlog until
+    QEMU accepts it, and QEMU's greeting comes when its main loop runs. So nothing
+    waits for QEMU to create a socket file (it took QEMU ~15-40 ms after exec, and a
+    poll for it added its own slack). The file stays bound at ``files.qmp_socket``
+    for a restarted hangard to connect to (Supervisor.adopt). It is hangard's, 0600:
+    QEMU only needs the descriptor, and the VM's QEMU uid may not connect to it nor
+    change its mode.
+
+    Who holds the listening socket: hangard until QEMU is spawned, then the
+    supervising shell, bwrap and QEMU, which all inherit it. When QEMU dies before
+    accepting, the shell records its exit status and exits, the last holder is gone,
+    and hangard's queued connection ends (EOF): hangard need not poll to notice.
+    """
+
+    def __init__(self, path: Path):
+        path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.client: socket.socket | None = None
+        try:
+            self.listener.bind(os.fspath(path))
+            os.chmod(path, 0o600)  # before QEMU runs: only hangard can reach it yet
+            self.listener.listen(8)
+            self.client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with reachable_socket(path) as target:
+                self.client.connect(target)
+            self.client.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def fd(self) -> int:
+        """The listening socket's number, in hangard and (passed as is) in QEMU."""
+        return self.listener.fileno()
+
+    def take_client(self) -> socket.socket:
+        """hangard's connection, for the QMP client to own from now on."""
+        client, self.client = self.client, None
+        assert client is not None, "the QMP connection was taken already"
+        return client
+
+    def close_listener(self) -> None:
+        """hangard's copy of the listening socket: QEMU holds its own once spawned."""
+        self.listener.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        if self.client is not None:
+            self.client.close()
+
+
+def open_qmp(files: VMFiles) -> QmpSockets:
+    """QEMU's QMP socket at ``files.qmp_socket``, made and connected to by hangard."""
+    prepare_runtime(files)
+    return QmpSockets(files.qmp_socket)
+
+
+def prepare_runtime(files: VMFiles) -> None:
+    files.runtime.mkdir(parents=True, exist_ok=True)
+    # Console, agent and VNC sockets live here: hangard's and the VM's QEMU's alone.
+    files.runtime.chmod(0o700)
+
+
+def spawn(
+    argv: Sequence[str],
+    files: VMFiles,
+    jail: Jail | None = None,
+    *,
+    qmp: QmpSockets | None = None,
+) -> None:
     """Start QEMU detached. Returns at once; QEMU is then starting (paused with -S).
 
     With ``jail`` QEMU runs sandboxed (jail.py); the pid in ``-pidfile`` is still
     QEMU's own (the sandbox shares hangard's pid namespace), and the supervising
-    shell records bwrap's exit status, which is QEMU's.
+    shell records bwrap's exit status, which is QEMU's. ``qmp``: the listening
+    socket ``argv`` names (``fd=N``) is passed down, under the same number, through
+    the shell, bwrap and setpriv (each keeps inherited descriptors open) to QEMU.
     """
-    files.runtime.mkdir(parents=True, exist_ok=True)
-    # Console, agent and VNC sockets live here: hangard's and the VM's QEMU's alone.
-    files.runtime.chmod(0o700)
+    prepare_runtime(files)
     if jail is not None:
         argv = jail_argv(argv, jail)
-    for stale in (files.exit_status, files.pidfile, files.qmp_socket, files.console_socket):
-        stale.unlink(missing_ok=True)
+    stale = [files.exit_status, files.pidfile, files.console_socket]
+    if qmp is None:
+        stale.append(files.qmp_socket)  # QEMU makes it: an old one must not answer first
+    for path in stale:
+        path.unlink(missing_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HANGAR_EXIT": str(files.exit_status),
@@ -59,6 +136,7 @@ def spawn(argv: Sequence[str], files: VMFiles, jail: Jail | None = None) -> None
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         close_fds=True,
+        pass_fds=(qmp.fd,) if qmp is not None else (),
         check=True,
     )
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket as _socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +22,9 @@ from hangar.errors import QemuFailed
 from hangar.host.sockets import reachable_socket
 
 log = logging.getLogger(__name__)
+
+# How long QEMU that hung up before its greeting may take to be seen exited.
+EXIT_GRACE = 1.0
 
 EventHandler = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
 EventMatch = Callable[[Mapping[str, Any]], bool]
@@ -87,29 +91,71 @@ class Monitor:
         self._events_task: asyncio.Task[None] | None = None
         self._handler: EventHandler | None = None
 
-    async def connect(self, socket: Path, *, timeout: float, alive: Callable[[], bool]) -> None:
-        """Connect to QEMU's QMP socket, retrying until it appears.
+    async def attach(
+        self, sock: _socket.socket, *, timeout: float, alive: Callable[[], bool]
+    ) -> None:
+        """Speak QMP over ``sock``: hangard's connection to the listening socket it
+        handed QEMU (process.QmpSockets), made before QEMU ran. Takes ``sock`` over.
 
-        ``alive`` tells whether QEMU is still worth waiting for. Raises
-        :class:`QemuFailed` when it dies first or ``timeout`` seconds pass.
+        The kernel holds the connection until QEMU accepts it; QEMU's greeting comes
+        when its main loop runs, so there is nothing to poll for. ``alive`` tells
+        whether QEMU is still running. Raises :class:`QemuFailed` when QEMU exits
+        first (its end of the connection then closes) or ``timeout`` seconds pass.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            if socket.exists():
-                try:
-                    with reachable_socket(socket) as target:
-                        await self._client.connect(target)
-                    return
-                except (QMPError, OSError):
-                    pass
+        await self._greet(sock, "", timeout=timeout, alive=alive)
+
+    async def connect(self, socket: Path, *, timeout: float, alive: Callable[[], bool]) -> None:
+        """Connect to the QMP socket at ``socket``, never through a link, as a
+        restarted hangard does (Supervisor.adopt): the QEMU runs already and the
+        socket was bound before QEMU started, so one attempt is enough.
+
+        ``alive`` tells whether QEMU is still running. Raises :class:`QemuFailed`
+        when there is no socket, it refuses, QEMU exits first or ``timeout``
+        seconds pass.
+        """
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            with reachable_socket(socket) as target:
+                await asyncio.wait_for(
+                    asyncio.get_running_loop().sock_connect(sock, target), timeout
+                )
+        except (OSError, TimeoutError) as exc:
+            sock.close()
             if not alive():
-                raise QemuFailed("QEMU exited before its QMP socket answered")
-            if loop.time() > deadline:
-                raise QemuFailed(f"QEMU's QMP socket {socket} did not answer in {timeout} s")
-            # A short fixed poll: QEMU creates the socket ~15-40 ms after exec, and a
-            # backing-off poll added up to 40 ms to every start (bench/README.md).
-            await asyncio.sleep(0.002)
+                raise QemuFailed("QEMU exited before its QMP socket answered") from exc
+            raise QemuFailed(f"QEMU's QMP socket {socket} did not answer: {exc}") from exc
+        await self._greet(sock, f" {socket}", timeout=timeout, alive=alive)
+
+    async def _greet(
+        self, sock: _socket.socket, where: str, *, timeout: float, alive: Callable[[], bool]
+    ) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._client.connect(sock)
+            return
+        except TimeoutError:
+            sock.close()
+            if alive():
+                raise QemuFailed(
+                    f"QEMU's QMP socket{where} did not answer in {timeout:g} s"
+                ) from None
+            raise QemuFailed("QEMU exited before its QMP socket answered") from None
+        except (QMPError, OSError, EOFError) as exc:
+            sock.close()
+            failure: BaseException = exc
+        # QEMU hung up before its greeting: it is exiting. A supervised QEMU's exit
+        # status is written before its end closes; a direct child may not be reaped
+        # yet: give ``alive`` a moment to say so (this path is a failure only).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, EXIT_GRACE)
+        while alive() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if not alive():
+            raise QemuFailed("QEMU exited before its QMP socket answered") from failure
+        raise QemuFailed(
+            f"QEMU hung up its QMP socket{where} before answering ({failure})"
+        ) from failure
 
     def on_event(self, handler: EventHandler) -> None:
         """Call ``handler(name, data)`` for every QMP event until the connection closes."""

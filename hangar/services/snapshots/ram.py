@@ -60,35 +60,44 @@ async def split_stream(
     work = folder / ".helper"
     work.mkdir()
     files = VMFiles(dir=work, runtime=runtime)
+    qmp: process.QmpSockets | None = None
     try:
         await asyncio.to_thread(img.create_overlay, runner, disk, files.disk, config.disk_size)
         if seed is not None:
             await asyncio.to_thread(shutil.copyfile, seed, files.seed)
-        argv = render_argv(
-            config,
-            host,
-            files,
-            incoming=True,
-            ram=RamFile(folder / RAM, shared=True),
-            detached_nics=True,
-        )
-        if sandbox is not None:
-            uid = confine.helper_uid(sandbox)
-            try:
+        uid = confine.helper_uid(sandbox) if sandbox is not None else None
+        try:
+            jail: Jail | None = None
+            if sandbox is not None and uid is not None:
                 jail = await asyncio.to_thread(_helper_jail, sandbox, files, config, host, uid)
-                argv = jail_argv(argv, replace(jail, writable=(*jail.writable, folder / RAM)))
-                await _convert(argv, files, stream, folder / STATE)
-            finally:
+                jail = replace(jail, writable=(*jail.writable, folder / RAM))
+            # As a VM's QEMU: QMP on a socket hangard made (process.QmpSockets).
+            qmp = process.open_qmp(files)
+            argv = render_argv(
+                config,
+                host,
+                files,
+                incoming=True,
+                ram=RamFile(folder / RAM, shared=True),
+                detached_nics=True,
+                qmp_fd=qmp.fd,
+            )
+            if jail is not None:
+                argv = jail_argv(argv, jail)
+            await _convert(argv, files, stream, folder / STATE, qmp)
+        finally:
+            if uid is not None:
                 confine.release_helper(uid)
+        if sandbox is not None:
             # The template's RAM file, read by the QEMUs of VMs launched from it.
             confine.share_read_only(folder / RAM)
-        else:
-            await _convert(argv, files, stream, folder / STATE)
     except BaseException:
         (folder / RAM).unlink(missing_ok=True)
         (folder / STATE).unlink(missing_ok=True)
         raise
     finally:
+        if qmp is not None:
+            qmp.close()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(runtime, ignore_errors=True)
 
@@ -100,18 +109,23 @@ def _helper_jail(vms: Path, files: VMFiles, config: VMConfig, host: HostFacts, u
     return confine.prepare(vms, files, config, host, uid=uid, taps=False)
 
 
-async def _convert(argv: list[str], files: VMFiles, stream: Path, state: Path) -> None:
-    files.runtime.mkdir(parents=True, exist_ok=True)
-    files.runtime.chmod(0o700)
+async def _convert(
+    argv: list[str], files: VMFiles, stream: Path, state: Path, qmp: process.QmpSockets
+) -> None:
     with files.qemu_log.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(qmp.fd,),
         )
+    qmp.close_listener()  # QEMU (or bwrap, its parent) holds it now
     monitor = Monitor("hangar-warm-helper")
     try:
         try:
-            await monitor.connect(
-                files.qmp_socket,
+            await monitor.attach(
+                qmp.take_client(),
                 timeout=HELPER_START_TIMEOUT,
                 alive=lambda: proc.returncode is None,
             )
