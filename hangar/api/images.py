@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hangar.api.auth import HOST, READ, Access
 from hangar.api.deps import platform_of
-from hangar.services.images import BuildResult
 from hangar.services.operations import Operation, OperationView
+from hangar.services.templates.images import BuildResult
 from hangar.spec.image import ImageManifest
 
 router = APIRouter(prefix="/1.0/images", tags=["images"])

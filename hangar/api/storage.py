@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from hangar.api.auth import HOST, OPERATE, Access
 from hangar.api.deps import platform_of
 from hangar.services.operations import Operation, OperationView
-from hangar.services.snapshots.standby import StandbyView
 from hangar.services.storage.exporter import ExportFormat
 from hangar.services.storage.formats import Format
+from hangar.services.templates.standby import StandbyView
 from hangar.spec.image import MAX_STANDBY
 from hangar.spec.vm import Size
 

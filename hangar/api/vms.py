@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from hangar.api.auth import OPERATE, READ, Access
 from hangar.api.deps import platform_of
 from hangar.errors import Forbidden
-from hangar.services.templates import MAX_LAUNCH
+from hangar.services.templates.service import MAX_LAUNCH
 from hangar.services.vms import DEFAULT_STOP_TIMEOUT, StopResult, VMView
 from hangar.spec.vm import VMCreate
 

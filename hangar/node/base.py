@@ -60,12 +60,12 @@ class SerialPosition:
 @dataclass(frozen=True)
 class SavedGuest:
     """A guest to resume: a saved stream, and the RAM file it was saved beside (None:
-    the stream holds the RAM too). See services/snapshots/ram.py."""
+    the stream holds the RAM too). See services/templates/ram.py."""
 
     stream: Path
     ram: Path | None = None
     # Run once the guest is loaded, before it runs (a warm launch connects to the
-    # guest's identity port then: see services/snapshots/identity.py).
+    # guest's identity port then: see services/templates/identity.py).
     loaded: Callable[[], Awaitable[None]] | None = None
 
 

@@ -34,7 +34,7 @@ from hangar.services.qemu import img
 from hangar.services.storage.generalize import generalize
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.storage.importer import EXT4_MAGIC, EXT4_MAGIC_OFFSET
-from hangar.services.template_manifest import template_manifest
+from hangar.services.templates.manifest import template_manifest
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.image import ImageManifest

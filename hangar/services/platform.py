@@ -12,15 +12,15 @@ from hangar.services.audit import AuditService
 from hangar.services.clones import CloneService
 from hangar.services.events import EventBus
 from hangar.services.guests import GuestService
-from hangar.services.images import ImageService
 from hangar.services.networks import NetworkService
 from hangar.services.operations import OperationManager
 from hangar.services.projects import ProjectService
 from hangar.services.quota import QuotaService
 from hangar.services.snapshots.service import SnapshotService
-from hangar.services.snapshots.warm import WarmService
 from hangar.services.storage.images import ImageStore
-from hangar.services.templates import TemplateService
+from hangar.services.templates.images import ImageService
+from hangar.services.templates.service import TemplateService
+from hangar.services.templates.warm import WarmService
 from hangar.services.tokens import TokenService
 from hangar.services.transfer import TransferService, max_virtual_size_from_env
 from hangar.services.vms import VMService

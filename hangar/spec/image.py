@@ -11,7 +11,7 @@ from hangar.names import check_member, check_name
 from hangar.spec.vm import VMConfig
 
 IMAGE_FORMAT_VERSION = 1
-# The most standby VMs a warm template keeps (services/snapshots/standby.py).
+# The most standby VMs a warm template keeps (services/templates/standby.py).
 MAX_STANDBY = 8
 
 
@@ -34,11 +34,11 @@ class WarmState(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The migration stream's file name in the image folder: RAM and devices, or
-    # devices alone when ``ram`` names the RAM file (services/snapshots/ram.py).
+    # devices alone when ``ram`` names the RAM file (services/templates/ram.py).
     memory: str
     ram: str | None = None
     # The guest pid of hangar's identity script, saved waiting for its input (agent
-    # images; services/snapshots/identity.py). None: the agent starts it.
+    # images; services/templates/identity.py). None: the agent starts it.
     listener: int | None = None
     # The config of the VM it was saved from: a stream only loads into the same
     # machine and devices, so launches render their QEMU command line from it.

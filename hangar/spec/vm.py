@@ -185,7 +185,7 @@ class NicConfig(BaseModel):
     # User-mode networking. ``address``: the IPv4 address the guest leases and port
     # forwards go to (None: slirp's first, 10.0.2.15). ``dhcp_start``: for a VM resumed
     # from a saved guest (warm launch), the base of the saved DHCP lease table, chosen
-    # so that the guest's new MAC leases ``address`` (services/snapshots/warm.py).
+    # so that the guest's new MAC leases ``address`` (services/templates/warm.py).
     address: str | None = None
     dhcp_start: str | None = None
 
@@ -254,7 +254,7 @@ class VMConfig(BaseModel):
     # A virtio-serial channel to qemu-guest-agent.
     agent: bool = False
     # hangar's own virtio-serial port next to the agent's: a warm template's identity
-    # script waits on it (services/snapshots/identity.py). False for VMs made before
+    # script waits on it (services/templates/identity.py). False for VMs made before
     # it existed, whose saved guests must keep loading into the same devices.
     identity_channel: bool = False
     # A virtio-rng device (fed from the host's /dev/urandom) and, on q35, QEMU's

@@ -142,7 +142,7 @@ class VMRepository:
 
     def move(self, vm_id: str, project: str, config: VMConfig) -> VMRecord:
         """Give VM ``vm_id`` a new project and config (its name among them), in one
-        change: a claimed standby VM (services/snapshots/standby.py). Listeners see it
+        change: a claimed standby VM (services/templates/standby.py). Listeners see it
         leave its old project and arrive in the new one."""
         before = self.by_id(vm_id)
         if before is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hangar.services.snapshots import identity
+from hangar.services.templates import identity
 
 OLD = "52:54:00:aa:bb:01"
 NEW = "52:54:00:cc:dd:02"

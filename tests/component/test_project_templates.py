@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from hangar.api.app import create_app
 from hangar.runner import CommandResult
-from hangar.services.snapshots.standby import launched_seed
-from hangar.services.template_manifest import without_secrets
+from hangar.services.templates.manifest import without_secrets
+from hangar.services.templates.standby import launched_seed
 from hangar.spec.vm import CloudInit, VMCreate
 from tests.component.conftest import PlatformFactory, install_image
 from tests.component.platform_app import World, populate

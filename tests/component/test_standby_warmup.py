@@ -21,8 +21,8 @@ import pytest
 from hangar.errors import HangarError
 from hangar.services.guest_files import SSH_PORT
 from hangar.services.qga.agent import GuestAgent
-from hangar.services.snapshots import standby as standby_module
-from hangar.services.snapshots.standby import WARMUP_SCRIPT, warm_up_sshd
+from hangar.services.templates import standby as standby_module
+from hangar.services.templates.standby import WARMUP_SCRIPT, warm_up_sshd
 from hangar.spec.vm import PortForward
 from tests.support.fake_agent import FakeAgent
 

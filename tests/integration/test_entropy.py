@@ -120,7 +120,7 @@ def test_two_restores_of_one_memory_snapshot_read_different_random_bytes(
     client: Client, saved: Saved
 ) -> None:
     """A restore resumes the saved kernel too: vmgenid (q35) or hangard's reseed
-    (microvm: the console hook, hangar/services/snapshots/reseed.py) makes each
+    (microvm: the console hook, hangar/services/templates/reseed.py) makes each
     restored guest's first bytes its own."""
     client.create_snapshot(saved.source, "rng", memory=True)
     seen = []

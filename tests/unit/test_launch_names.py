@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hangar.errors import InvalidInput
-from hangar.services.templates import MAX_LAUNCH, many_names
+from hangar.services.templates.service import MAX_LAUNCH, many_names
 
 
 def test_n_vms_are_name_1_to_name_n_and_one_is_name_itself() -> None:

@@ -178,12 +178,12 @@ NOT_YET_BEHIND_THE_NODE = {
     "hangar.services.clones",
     "hangar.services.guests",  # the guest agent (exec, files, info)
     "hangar.services.guest_files",
-    "hangar.services.snapshots.identity",
-    "hangar.services.snapshots.ram",
-    "hangar.services.snapshots.reseed",
+    "hangar.services.templates.identity",
+    "hangar.services.templates.ram",
+    "hangar.services.templates.reseed",
     "hangar.services.snapshots.service",
-    "hangar.services.snapshots.standby",
-    "hangar.services.snapshots.warm",
+    "hangar.services.templates.standby",
+    "hangar.services.templates.warm",
     "hangar.services.transfer",
 }
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hangar.services.snapshots import settle
+from hangar.services.templates import settle
 
 
 class FakeGuest:

@@ -13,7 +13,7 @@ from hangar.services.qemu import layers
 from hangar.services.qemu.argv import VMFiles, render_argv
 from hangar.services.snapshots import tree
 from hangar.services.snapshots.service import kept_files, restore_kept, save_kept
-from hangar.services.snapshots.warm import plan_address
+from hangar.services.templates.warm import plan_address
 from hangar.spec.resolve import resolve
 from hangar.spec.vm import NicConfig, PortForward, VMConfig, VMCreate
 from hangar.state.snapshots import SnapshotRecord

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hangar.services.snapshots.standby import _claimed, can_stand_by, fits, unfit_source
+from hangar.services.templates.standby import _claimed, can_stand_by, fits, unfit_source
 from hangar.spec.image import WarmState
 from hangar.spec.vm import CloudInit, NicConfig, NicCreate, PortForward, VMConfig, VMCreate
 from tests.support.factories import warm_state

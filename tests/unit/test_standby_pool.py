@@ -17,9 +17,9 @@ import pytest
 
 from hangar.errors import Conflict, QuotaExceeded
 from hangar.services.lifecycle import PowerState
-from hangar.services.snapshots import standby as standby_module
-from hangar.services.snapshots.standby import PROJECT, StandbyPool
 from hangar.services.storage.images import MANIFEST, ImageStore
+from hangar.services.templates import standby as standby_module
+from hangar.services.templates.standby import PROJECT, StandbyPool
 from hangar.spec.image import ImageManifest, WarmState
 from hangar.spec.vm import NicCreate, PortForward, VMConfig, VMCreate
 from hangar.state.db import Database

@@ -1,4 +1,4 @@
-"""A template's manifest from its source VM's config (services/template_manifest.py),
+"""A template's manifest from its source VM's config (services/templates/manifest.py),
 cold and warm alike, and what its recipe_hash means: what it was captured from, never
 a random value, never a recipe's. Pure."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from hangar.services.template_manifest import (
+from hangar.services.templates.manifest import (
     HASH_TAG,
     template_hash,
     template_manifest,

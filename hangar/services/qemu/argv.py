@@ -147,7 +147,7 @@ def nic_device(config: VMConfig, index: int, nic: NicConfig) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RamFile:
-    """Guest RAM backed by a file: a warm template's saved RAM (services/snapshots/ram.py).
+    """Guest RAM backed by a file: a warm template's saved RAM (services/templates/ram.py).
 
     ``shared``: written through to the file (only while a template is made);
     otherwise the file is mapped private, copy-on-write: the guest starts with its

@@ -40,8 +40,9 @@ from hangar.services.qemu import img, layers
 from hangar.services.qemu.argv import VMFiles
 from hangar.services.qmp import migration
 from hangar.services.qmp.monitor import Monitor
-from hangar.services.snapshots import reseed, tree
+from hangar.services.snapshots import tree
 from hangar.services.supervisor import Runtime
+from hangar.services.templates import reseed
 from hangar.services.undo import RevertStack, revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.vm import VMConfig

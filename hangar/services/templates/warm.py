@@ -35,12 +35,12 @@ from hangar.services.qga.agent import GuestAgent
 from hangar.services.qmp import migration
 from hangar.services.qmp.backup import backup
 from hangar.services.qmp.migration import SavedGuest
-from hangar.services.snapshots import identity, ram
-from hangar.services.snapshots import settle as settling
-from hangar.services.snapshots.standby import StandbyPool, launched_seed
 from hangar.services.storage.images import MANIFEST, ImageStore
 from hangar.services.supervisor import Runtime
-from hangar.services.template_manifest import template_manifest, without_secrets
+from hangar.services.templates import identity, ram
+from hangar.services.templates import settle as settling
+from hangar.services.templates.manifest import template_manifest, without_secrets
+from hangar.services.templates.standby import StandbyPool, launched_seed
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView
 from hangar.spec.image import ImageManifest, WarmState

@@ -12,10 +12,10 @@ from pydantic import BaseModel
 from hangar.errors import Forbidden, HangarError, InvalidInput
 from hangar.names import DEFAULT_PROJECT, check_name
 from hangar.services.clones import CloneService
-from hangar.services.images import ImageService
 from hangar.services.operations import Operation, OperationManager
-from hangar.services.snapshots.standby import unfit_source
-from hangar.services.snapshots.warm import WarmService
+from hangar.services.templates.images import ImageService
+from hangar.services.templates.standby import unfit_source
+from hangar.services.templates.warm import WarmService
 from hangar.services.transfer import TransferService
 from hangar.services.undo import revert_on_error
 from hangar.services.vms import VMService, VMView

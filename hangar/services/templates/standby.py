@@ -39,8 +39,8 @@ from hangar.services.guest_files import SSH_PORT
 from hangar.services.lifecycle import PowerState
 from hangar.services.qemu.argv import nic_device
 from hangar.services.qmp import hmp
-from hangar.services.snapshots import identity
 from hangar.services.storage.seed import render_seed, write_seed_iso
+from hangar.services.templates import identity
 from hangar.spec.image import MAX_STANDBY, ImageManifest, WarmState
 from hangar.spec.vm import CloudInit, PortForward, VMConfig, VMCreate
 from hangar.state.locks import ProjectKey
@@ -48,7 +48,7 @@ from hangar.state.projects import ProjectRepository
 
 if TYPE_CHECKING:
     from hangar.services.qga.agent import GuestAgent
-    from hangar.services.snapshots.warm import WarmService
+    from hangar.services.templates.warm import WarmService
     from hangar.services.vms import VMService, VMView
 
 log = logging.getLogger(__name__)
