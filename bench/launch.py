@@ -752,6 +752,9 @@ class Run:
         qmp = [a for a in actual or [] if a.startswith("socket,id=qmp,fd=")]
         qmp_fd = int(qmp[0].split("fd=")[1].split(",")[0]) if qmp else None
         rendered = render_argv(config, self.baseline.host, files, qmp_fd=qmp_fd)
+        if actual and len(actual) > 2 and actual[1] == "-sandbox":
+            # The sandbox adds QEMU's own seccomp filter (services/qemu/jail.py), not argv's.
+            actual = [actual[0], *actual[3:]]
         return {
             "hangar_argv": rendered,
             "hangar_qemu_cmdline_matches_render_argv": actual == rendered,

@@ -99,6 +99,7 @@ def install() -> None:
     from hangar.services.qemu import img, process
     from hangar.services.qmp import monitor
     from hangar.services.storage import images
+    from hangar.services.vms import lifecycle as vm_lifecycle
     from hangar.state import vms as state_vms
 
     # Containers: they enclose the leaf steps below.
@@ -109,7 +110,7 @@ def install() -> None:
 
     # Leaves, in the order a launch runs them.
     _patch(images.ImageStore, "get", "image manifest read")
-    _patch(vms, "resolve", "resolve")
+    _patch(vm_lifecycle, "resolve", "resolve")  # VMService.create resolves the spec there
     _patch(vms.VMService, "_check_ports", "port check")
     _patch(img, "create_overlay", "qemu-img create")
     _patch(local, "render_argv", "render argv")  # LocalNode.start renders it
