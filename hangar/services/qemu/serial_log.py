@@ -25,12 +25,16 @@ import ctypes
 import errno
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
 from hangar.node.base import SerialPosition
 
 CAP = 4 * 1024 * 1024
+# Readers and the rotation take turns (all run in hangard): a reader that looked between
+# the rotated copy's replacement and the cut would map its offset wrongly for good.
+_turns = threading.RLock()
 CHECK_INTERVAL = 1.0
 
 
@@ -40,6 +44,11 @@ def rotated(log: Path) -> Path:
 
 def rotate_if_full(log: Path, cap: int = CAP) -> bool:
     """Rotate ``log`` if it holds more than ``cap`` bytes; whether it did."""
+    with _turns:
+        return _rotate_if_full(log, cap)
+
+
+def _rotate_if_full(log: Path, cap: int) -> bool:
     try:
         if log.stat().st_size <= cap:
             return False
@@ -127,6 +136,11 @@ def _rotation(log: Path) -> tuple[int, int]:
 def tail(log: Path, lines: int, window: int = 256 * 1024) -> tuple[bytes, SerialPosition]:
     """The last ``lines`` lines of the log (the rotated part too, within ``window``
     bytes), and the position in ``log`` to follow it from."""
+    with _turns:
+        return _tail(log, lines, window)
+
+
+def _tail(log: Path, lines: int, window: int) -> tuple[bytes, SerialPosition]:
     rotation = _rotation(log)
     size = _size(log)
     here = SerialPosition(size, rotation)
@@ -149,6 +163,11 @@ def read_from(log: Path, position: SerialPosition) -> tuple[bytes, SerialPositio
     """What the log gained since ``position``, and the new position. After a rotation
     ``serial.log.1`` holds what was cut from the log's front (it ends where the log
     now begins): the rest comes from there first when the reader was in it."""
+    with _turns:
+        return _read_from(log, position)
+
+
+def _read_from(log: Path, position: SerialPosition) -> tuple[bytes, SerialPosition]:
     rotation = _rotation(log)
     size = _size(log)
     offset = position.offset
