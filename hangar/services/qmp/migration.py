@@ -118,9 +118,22 @@ async def save_memory(
         async with monitor.expect("MIGRATION", lambda d: d.get("status") in _ENDS) as end:
             await monitor.execute("migrate", {"uri": f"fd:{name}"})
             await _wait_saved(monitor, end, progress)
+        await _left_finish_migrate(monitor)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
+
+
+async def _left_finish_migrate(monitor: Monitor, timeout: float = 10.0) -> None:
+    """QEMU sends MIGRATION 'completed' from the migration thread, and leaves the
+    run state 'finish-migrate' for 'postmigrate' a moment later in its main loop;
+    until then it refuses 'cont' ("Migration is not finalized yet")."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await monitor.status() == "finish-migrate":
+        if loop.time() > deadline:
+            raise QemuFailed(f"QEMU did not finish the migration in {timeout:g} s")
+        await asyncio.sleep(0.005)
 
 
 async def _wait_saved(
